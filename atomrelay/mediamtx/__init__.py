@@ -1,0 +1,1 @@
+"""mediamtx integration: Control API client, path builders, reconciler, settings and auth hook."""

@@ -1,0 +1,1 @@
+"""ONVIF SOAP server: envelope, security, faults and one module per service."""

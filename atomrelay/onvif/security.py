@@ -1,0 +1,460 @@
+"""Who is calling: WS-Security UsernameToken and HTTP Digest/Basic authentication.
+
+WS-Security (OASIS UsernameToken Profile 1.0, ONVIF Core 5.12):
+
+* ``PasswordDigest`` = Base64(SHA-1(nonce bytes + Created text + password)); it needs
+  both ``Nonce`` and ``Created`` (Core: "reject any Username Token not using both").
+* ``PasswordText`` is accepted without Nonce/Created, a deliberate leniency: python
+  onvif-zeep-async (Frigate's ``tls_insecure``) sends a bare ``Password``. When it does
+  carry Created/Nonce they are checked like a digest's.
+* ``Created`` must lie within ``max_clock_skew`` of the injected clock (Zulu, offset or
+  fractional forms; no offset means UTC); a (username, nonce) pair is accepted once
+  within that window. The replay memory expires by time and has a hard cap.
+* Elements are matched by namespace, never by prefix (npm ``onvif`` declares the
+  Security namespace as the default namespace); ``Created`` is accepted in the wsu or
+  the wsse namespace.
+
+HTTP (RFC 7616 Digest, RFC 7617 Basic):
+
+* Challenges offer ``MD5`` then ``SHA-256`` (Core's example order) with ``qop="auth"``
+  and one shared stateless nonce (issue time + random salt + HMAC), so memory is only
+  spent on callers that authenticated; Basic is offered last, only if ``http_basic``.
+* A valid response to an expired or unknown nonce earns ``stale=true``; a nonce count
+  that does not increase is a replay and fails.
+
+Every failure is logged with the peer address and the user name, never the password.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import re
+import struct
+import weakref
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Protocol, cast
+from urllib.parse import urlsplit
+
+from lxml.etree import _Element
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.http_headers import Headers
+
+from atomrelay.config import User
+from atomrelay.onvif import ns
+from atomrelay.onvif.base import Caller
+
+_DIGEST_ALGORITHMS: dict[str, Callable[[bytes], "hashlib._Hash"]] = {
+    "MD5": hashlib.md5,
+    "SHA-256": hashlib.sha256,
+}
+_AUTH_PARAM = re.compile(r'\s*([A-Za-z0-9_*-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*(?:,|$)')
+_NC = re.compile(r"^[0-9a-fA-F]{8}$")
+_WSU_CREATED = ns.q(ns.WSU, "Created")
+_WSSE_CREATED = ns.q(ns.WSSE, "Created")
+_USERNAME_TOKEN = ns.q(ns.WSSE, "UsernameToken")
+_USERNAME = ns.q(ns.WSSE, "Username")
+_PASSWORD = ns.q(ns.WSSE, "Password")
+_NONCE = ns.q(ns.WSSE, "Nonce")
+_MAX_NONCE_BYTES = 256
+_MAX_LOGGED_NAME = 64
+_DUMMY_PASSWORD = "\x00atomrelay-no-such-user\x00"
+
+
+class _Clock(Protocol):
+    def seconds(self) -> float: ...
+
+
+class HttpRequest(Protocol):
+    """The part of twisted.web's Request that authentication reads and writes (typed for mypy)."""
+
+    method: bytes
+    path: bytes
+    responseHeaders: Headers
+
+    def getHeader(self, key: bytes) -> bytes | None: ...
+
+    def setResponseCode(self, code: int) -> None: ...
+
+    def getClientAddress(self) -> object: ...
+
+
+class AuthenticationFailed(Exception):
+    """Credentials were presented and rejected.
+
+    ``reason`` is for the log only; ``hint`` may be shown to the client (it never says
+    whether the user exists or the password was wrong).
+    """
+
+    def __init__(self, reason: str, hint: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class HttpAuthResult:
+    """What the HTTP Authorization header said: a verified caller, or why there is none."""
+
+    caller: Caller | None
+    presented: bool
+    """True when credentials of an accepted scheme (Digest, or Basic if enabled) were sent."""
+    stale: bool = False
+    """True when a correct Digest response used an expired or unknown nonce."""
+
+
+class _ExpiringMap:
+    """Small integers remembered until an expiry time; insertion order is expiry order; capped in size."""
+
+    def __init__(self, cap: int) -> None:
+        self._entries: OrderedDict[Hashable, tuple[float, int]] = OrderedDict()
+        self._cap = cap
+
+    def purge(self, now: float) -> None:
+        """Forget expired entries, and the oldest ones beyond the cap."""
+        entries = self._entries
+        while entries:
+            key, (expiry, _) = next(iter(entries.items()))
+            if expiry > now and len(entries) < self._cap:
+                break
+            del entries[key]
+
+    def get(self, key: Hashable) -> tuple[float, int] | None:
+        """The (expiry, value) remembered for ``key``."""
+        return self._entries.get(key)
+
+    def put(self, key: Hashable, expiry: float, value: int) -> None:
+        """Remember ``value`` for ``key`` until ``expiry`` (a known key keeps its place)."""
+        self._entries[key] = (expiry, value)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Authenticator:
+    """Verifies WS-Security UsernameTokens and HTTP Digest/Basic credentials against the users."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        lookup: Callable[[str], User | None],
+        max_clock_skew: float,
+        http_basic: bool,
+        realm: str = "atomrelay",
+        nonce_lifetime: float = 300.0,
+        replay_cap: int = 50_000,
+    ) -> None:
+        self.clock = cast(_Clock, clock)
+        self.lookup = lookup
+        self.max_clock_skew = max_clock_skew
+        self.http_basic = http_basic
+        self.realm = realm
+        self.nonce_lifetime = nonce_lifetime
+        self._secret = os.urandom(32)
+        self._opaque = hmac.new(self._secret, b"opaque", "sha256").hexdigest()[:32]
+        self._ws_nonces = _ExpiringMap(replay_cap)
+        self._digest_counts = _ExpiringMap(replay_cap)
+        self._stale_requests: weakref.WeakSet[HttpRequest] = weakref.WeakSet()
+
+    # --- WS-Security -------------------------------------------------------------------
+
+    def verify_security_header(self, security: _Element, remote: str) -> Caller | None:
+        """The caller proven by the UsernameToken in a wsse:Security header.
+
+        Returns None when the header carries no UsernameToken; raises
+        ``AuthenticationFailed`` (already logged) when the token is rejected.
+        """
+        token = security.find(_USERNAME_TOKEN)
+        if token is None:
+            return None
+        username = _text(token.find(_USERNAME))
+        try:
+            return self._verify_token(token, username)
+        except AuthenticationFailed as failure:
+            self._log_failure("WS-Security", username, remote, failure.reason)
+            raise
+
+    def _verify_token(self, token: _Element, username: str) -> Caller:
+        password = token.find(_PASSWORD)
+        if not username or password is None:
+            raise AuthenticationFailed("UsernameToken without Username or Password")
+        digest = _is_digest(password.get("Type"))
+        nonce = _decode_nonce(token.find(_NONCE))
+        created_element = token.find(_WSU_CREATED)
+        if created_element is None:
+            created_element = token.find(_WSSE_CREATED)
+        created = _text(created_element) if created_element is not None else None
+        if digest and (nonce is None or not created):
+            raise AuthenticationFailed("PasswordDigest without Nonce and Created")
+        now = self.clock.seconds()
+        if created:
+            self._check_created(created, now)
+        user = self.lookup(username)
+        secret = (user.password if user is not None else _DUMMY_PASSWORD).encode("utf-8")
+        presented = (password.text or "").strip().encode("utf-8")
+        if digest and nonce is not None and created:
+            expected = base64.b64encode(hashlib.sha1(nonce + created.encode("utf-8") + secret).digest())
+        else:
+            expected = secret
+        if not hmac.compare_digest(expected, presented) or user is None:
+            raise AuthenticationFailed("unknown user or wrong password")
+        if nonce is not None:
+            key = (username, nonce)
+            self._ws_nonces.purge(now)
+            if self._ws_nonces.get(key) is not None:
+                raise AuthenticationFailed("replayed UsernameToken nonce")
+            # Created is within the skew of now, so the token is stale by now + 2 * skew.
+            self._ws_nonces.put(key, now + 2 * self.max_clock_skew + 1, 0)
+        return Caller(username, user.role)
+
+    def _check_created(self, created: str, now: float) -> None:
+        try:
+            when = datetime.fromisoformat(created)
+        except ValueError:
+            raise AuthenticationFailed(f"unparseable Created {created[:40]}") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        skew = when.timestamp() - now
+        if abs(skew) > self.max_clock_skew:
+            raise AuthenticationFailed(
+                f"Created is {skew:+.0f} s off the relay clock (allowed: {self.max_clock_skew:.0f} s)",
+                hint="the UsernameToken Created time is outside the allowed clock skew",
+            )
+
+    # --- HTTP Digest / Basic -----------------------------------------------------------
+
+    def check_http(self, request: HttpRequest) -> HttpAuthResult:
+        """Verify the request's Authorization header (Digest, or Basic when enabled)."""
+        header = request.getHeader(b"authorization")
+        if header is None:
+            return HttpAuthResult(None, presented=False)
+        scheme, _, rest = header.decode("latin-1").strip().partition(" ")
+        scheme = scheme.lower()
+        remote = remote_address(request)
+        if scheme == "digest":
+            return self._check_digest(request, rest, remote)
+        if scheme == "basic" and self.http_basic:
+            return self._check_basic(rest, remote)
+        return HttpAuthResult(None, presented=False)
+
+    def authenticate_http(self, request: HttpRequest) -> Caller | None:
+        """The caller proven by HTTP Digest (or Basic if enabled), or None.
+
+        For any relay HTTP endpoint: on None, call ``challenge(request)`` and answer.
+        """
+        result = self.check_http(request)
+        if result.stale:
+            self._stale_requests.add(request)
+        return result.caller
+
+    def challenge_headers(self, stale: bool = False) -> list[bytes]:
+        """The ``WWW-Authenticate`` values of a 401: Digest MD5, Digest SHA-256, Basic if enabled."""
+        nonce = self._new_nonce()
+        values = []
+        for algorithm in _DIGEST_ALGORITHMS:
+            parts = [
+                f'realm="{self.realm}"',
+                'qop="auth"',
+                f"algorithm={algorithm}",
+                f'nonce="{nonce}"',
+                f'opaque="{self._opaque}"',
+            ]
+            if stale:
+                parts.append("stale=true")
+            values.append(("Digest " + ", ".join(parts)).encode("ascii"))
+        if self.http_basic:
+            values.append(f'Basic realm="{self.realm}", charset="UTF-8"'.encode("ascii"))
+        return values
+
+    def challenge(self, request: HttpRequest, stale: bool | None = None) -> None:
+        """Make ``request`` a 401 with fresh challenges.
+
+        ``stale`` defaults to what ``authenticate_http`` found for this request.
+        """
+        if stale is None:
+            stale = request in self._stale_requests
+        request.setResponseCode(401)
+        request.responseHeaders.setRawHeaders(b"www-authenticate", self.challenge_headers(stale))
+
+    def _new_nonce(self) -> str:
+        issued = struct.pack(">d", self.clock.seconds())
+        salt = os.urandom(8)
+        mac = hmac.new(self._secret, issued + salt, "sha256").digest()[:16]
+        return (issued + salt + mac).hex()
+
+    def _nonce_issued(self, nonce: str) -> float | None:
+        try:
+            raw = bytes.fromhex(nonce)
+        except ValueError:
+            return None
+        if len(raw) != 32:
+            return None
+        mac = hmac.new(self._secret, raw[:16], "sha256").digest()[:16]
+        if not hmac.compare_digest(mac, raw[16:]):
+            return None
+        issued: float = struct.unpack(">d", raw[:8])[0]
+        return issued
+
+    def _check_digest(self, request: HttpRequest, params_text: str, remote: str) -> HttpAuthResult:
+        params = _parse_auth_params(params_text)
+        username = params.get("username", "") if params else ""
+        try:
+            caller = self._verify_digest(request, params, username)
+        except _StaleNonce:
+            self.log.info(
+                "HTTP Digest from {remote} for user {username}: stale nonce, asking to retry",
+                remote=remote,
+                username=username[:_MAX_LOGGED_NAME],
+            )
+            return HttpAuthResult(None, presented=True, stale=True)
+        except AuthenticationFailed as failure:
+            self._log_failure("HTTP Digest", username, remote, failure.reason)
+            return HttpAuthResult(None, presented=True)
+        return HttpAuthResult(caller, presented=True)
+
+    def _verify_digest(self, request: HttpRequest, params: dict[str, str] | None, username: str) -> Caller:
+        if params is None:
+            raise AuthenticationFailed("unparseable Digest parameters")
+        required = ("username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce")
+        missing = [name for name in required if not params.get(name)]
+        if missing:
+            raise AuthenticationFailed(f"Digest without {', '.join(missing)}")
+        algorithm = params.get("algorithm", "MD5").upper()
+        hash_factory = _DIGEST_ALGORITHMS.get(algorithm)
+        if hash_factory is None:
+            raise AuthenticationFailed(f"unsupported Digest algorithm {algorithm[:20]}")
+        if params["realm"] != self.realm:
+            raise AuthenticationFailed("Digest for another realm")
+        if params["qop"].lower() != "auth":
+            raise AuthenticationFailed("Digest qop is not auth")
+        if not _NC.match(params["nc"]):
+            raise AuthenticationFailed("malformed Digest nc")
+        if "opaque" in params and params["opaque"] != self._opaque:
+            raise AuthenticationFailed("Digest opaque does not match")
+        uri = params["uri"]
+        if urlsplit(uri).path.encode("utf-8", "replace") != request.path:
+            raise AuthenticationFailed("Digest uri does not match the request")
+
+        def h(text: str) -> str:
+            return hash_factory(text.encode("utf-8")).hexdigest()
+
+        user = self.lookup(username)
+        password = user.password if user is not None else _DUMMY_PASSWORD
+        method = request.method.decode("latin-1")
+        ha1 = h(f"{username}:{self.realm}:{password}")
+        ha2 = h(f"{method}:{uri}")
+        nonce = params["nonce"]
+        expected = h(f"{ha1}:{nonce}:{params['nc']}:{params['cnonce']}:{params['qop']}:{ha2}")
+        if not hmac.compare_digest(expected.encode("ascii"), params["response"].lower().encode("utf-8")) or (
+            user is None
+        ):
+            raise AuthenticationFailed("unknown user or wrong password")
+        now = self.clock.seconds()
+        issued = self._nonce_issued(nonce)
+        if issued is None or not -1.0 <= now - issued <= self.nonce_lifetime:
+            raise _StaleNonce()
+        if not self._advance_count(nonce, int(params["nc"], 16), now):
+            raise AuthenticationFailed("Digest nonce count replayed")
+        return Caller(username, user.role)
+
+    def _advance_count(self, nonce: str, count: int, now: float) -> bool:
+        """Record ``count`` for ``nonce``; False when it does not exceed the last one (a replay)."""
+        counts = self._digest_counts
+        counts.purge(now)
+        previous = counts.get(nonce)
+        if previous is not None and count <= previous[1]:
+            return False
+        expiry = previous[0] if previous is not None else now + self.nonce_lifetime + 1
+        counts.put(nonce, expiry, count)
+        return True
+
+    def _check_basic(self, token: str, remote: str) -> HttpAuthResult:
+        username = ""
+        try:
+            decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+            username, separator, password = decoded.partition(":")
+            if not separator:
+                raise AuthenticationFailed("malformed Basic credentials")
+            user = self.lookup(username)
+            secret = user.password if user is not None else _DUMMY_PASSWORD
+            if not hmac.compare_digest(secret.encode("utf-8"), password.encode("utf-8")) or user is None:
+                raise AuthenticationFailed("unknown user or wrong password")
+        except (binascii.Error, UnicodeDecodeError):
+            self._log_failure("HTTP Basic", username, remote, "malformed Basic credentials")
+            return HttpAuthResult(None, presented=True)
+        except AuthenticationFailed as failure:
+            self._log_failure("HTTP Basic", username, remote, failure.reason)
+            return HttpAuthResult(None, presented=True)
+        return HttpAuthResult(Caller(username, user.role), presented=True)
+
+    def _log_failure(self, scheme: str, username: str, remote: str, reason: str) -> None:
+        self.log.warn(
+            "{scheme} authentication failed from {remote} for user {username}: {reason}",
+            scheme=scheme,
+            remote=remote,
+            username=username[:_MAX_LOGGED_NAME] or "<none>",
+            reason=reason,
+        )
+
+
+class _StaleNonce(Exception):
+    """A correct Digest response for a nonce that expired or that this process did not issue."""
+
+
+def remote_address(request: HttpRequest) -> str:
+    """The peer's IP address (or a printable stand-in) for logs and RequestContext.remote."""
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    return str(host) if host is not None else str(address)
+
+
+def _text(element: _Element | None) -> str:
+    if element is None or element.text is None:
+        return ""
+    return element.text.strip()
+
+
+def _is_digest(password_type: str | None) -> bool:
+    """Whether a wsse:Password Type names PasswordDigest (full URI or prefixed short form)."""
+    return password_type is not None and password_type.strip().endswith(("#PasswordDigest", ":PasswordDigest"))
+
+
+def _decode_nonce(element: _Element | None) -> bytes | None:
+    if element is None:
+        return None
+    text = "".join((element.text or "").split())
+    try:
+        if (element.get("EncodingType") or "").endswith("#HexBinary"):
+            nonce = bytes.fromhex(text)
+        else:
+            nonce = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        raise AuthenticationFailed("malformed Nonce") from None
+    if not 0 < len(nonce) <= _MAX_NONCE_BYTES:
+        raise AuthenticationFailed("empty or oversized Nonce")
+    return nonce
+
+
+def _parse_auth_params(text: str) -> dict[str, str] | None:
+    """RFC 7235 auth-params (``k=v, k="quoted"``) as a dict, or None if malformed."""
+    params: dict[str, str] = {}
+    position = 0
+    text = text.strip()
+    while position < len(text):
+        match = _AUTH_PARAM.match(text, position)
+        if match is None or match.end() == position:
+            return None
+        name, quoted, token = match.groups()
+        value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else token
+        params[name.lower()] = value
+        position = match.end()
+    return params

@@ -1,0 +1,511 @@
+"""The twisted.web side of the SOAP server: one resource for every ``/onvif/...`` path.
+
+Dispatch is by the Body's first element (namespace + local name) over the operation
+tables of ALL services, whatever ``/onvif/<service>`` path was posted to (go2rtc and
+UniFi post to other services' addresses). Status codes, per ONVIF Core 5.11/5.12:
+
+=========================================================  ============================
+request                                                    answer
+=========================================================  ============================
+not POST                                                   405 (twisted.web)
+Content-Type not application/soap+xml, text/xml,            415, text/plain, no SOAP
+application/xml (or missing)                               fault (Core "HTTP errors")
+body over 256 KiB                                          413, text/plain; refused from
+                                                           Content-Length or while
+                                                           reading with BoundedRequest
+not well-formed, DOCTYPE/entities, over the XML limits     400 Sender ter:WellFormed
+root is not a SOAP 1.2/1.1 Envelope                        500 VersionMismatch (SOAP 1.2)
+no Body / empty Body                                       400 Sender ter:Tag
+operation of a served namespace without a handler          500 Receiver ter:ActionNotSupported
+operation of an unknown namespace                          400 Sender ter:ActionNotSupported
+protected operation, no credentials (or bad HTTP ones)     401 + Digest MD5/SHA-256 (+Basic)
+                                                           challenges + Sender ter:NotAuthorized
+bad WS-Security UsernameToken                              400 Sender ter:NotAuthorized
+user level below the operation's access class              400 Sender ter:NotAuthorized
+handler raises SoapFault                                   that fault (soap.fault_status)
+handler raises anything else                               500 Receiver ter:Action, traceback
+                                                           only in the log
+=========================================================  ============================
+
+SOAP 1.1 faults other than the ones with a fixed status above are HTTP 500 (SOAP 1.1
+HTTP binding). PRE_AUTH operations never fail on credentials: valid ones make the
+caller known to the handler, bad ones are logged and the caller is Anonymous. Header
+blocks marked ``mustUnderstand`` are accepted whether understood or not (interop over
+pedantry: no client sends one the relay cannot honour by ignoring it).
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import IO, Any, Awaitable, Protocol, Sequence
+
+from lxml import etree
+from lxml.etree import _Element
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import pages
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import Request as ServerRequest
+
+from atomrelay.onvif import ns
+from atomrelay.onvif.base import (
+    ANONYMOUS,
+    AccessClass,
+    Caller,
+    Operation,
+    RequestContext,
+    Service,
+    SoapFault,
+    allowed,
+    receiver_fault,
+    sender_fault,
+)
+from atomrelay.onvif.security import AuthenticationFailed, Authenticator, HttpRequest, remote_address
+from atomrelay.onvif.soap import (
+    SOAP_11,
+    SOAP_12,
+    Envelope,
+    SoapVersion,
+    fault_envelope,
+    fault_status,
+    read_envelope,
+    response_envelope,
+    version_of,
+)
+from atomrelay.onvif.xmlsafe import XMLRejected, parse_untrusted
+
+MAX_BODY = 256 * 1024
+"""Largest request body accepted (bytes)."""
+
+_SOAP_MEDIA_TYPES = frozenset({"application/soap+xml", "text/xml", "application/xml"})
+_PLAIN_TEXT = b"text/plain; charset=utf-8"
+_UNSUPPORTED_MEDIA = (
+    b"Unsupported media type: send SOAP 1.2 as application/soap+xml or SOAP 1.1 as text/xml.\n"
+)
+_TOO_LARGE = b"Request body too large.\n"
+_NOT_AUTHORIZED = "Sender not authorized"
+_CHALLENGE_FAULT = SoapFault("Sender", ("NotAuthorized",), _NOT_AUTHORIZED, http_status=401)
+_ACTION_FAILED = receiver_fault("Action", reason="Action Failed: the device could not complete the request")
+_HOST = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?))(?::(?P<port>[0-9]{1,5}))?$"
+)
+
+
+class Request(HttpRequest, Protocol):
+    """The part of twisted.web's Request the SOAP server uses (typed for mypy)."""
+
+    content: IO[bytes]
+
+    def setHeader(self, name: bytes, value: bytes) -> None: ...
+
+    def getHost(self) -> object: ...
+
+    def notifyFinish(self) -> Deferred[None]: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class BoundedRequest(ServerRequest):
+    """A twisted.web request that refuses a body over ``max_body`` without buffering it.
+
+    twisted.web buffers whole request bodies before rendering, so the cap lives here:
+    a Content-Length over the cap is answered 413 as soon as the headers are in (no
+    ``100 Continue``), a chunked body the moment it grows past the cap. The refusal is
+    a lingering close: the 413 is sent and the write side shut, then further body bytes
+    are read and dropped for at most ``linger`` seconds or ``max_body`` more bytes
+    before the connection is aborted, so that the client reads the 413 instead of a
+    reset. Use it for the relay's Site: ``Site(root, requestFactory=BoundedRequest)``.
+    """
+
+    log = Logger()
+    max_body = MAX_BODY
+    linger = 2.0
+    _refused = False
+    _received = 0
+    _discarded = 0
+    _buffer: io.BytesIO
+    _abort_call: Any = None
+
+    def gotLength(self, length: int | None) -> None:
+        """Refuse a declared length over the cap; otherwise buffer in memory (never a temp file)."""
+        self.content = self._buffer = io.BytesIO()
+        if length is not None and length > self.max_body:
+            self._refuse(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """Keep a chunk unless the body has grown past the cap; after a refusal, drop it."""
+        if self._refused:
+            self._discarded += len(data)
+            if self._discarded > self.max_body:
+                self._abort()
+            return
+        self._received += len(data)
+        if self._received > self.max_body:
+            self._refuse(self._received)
+            return
+        self._buffer.write(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Process the request unless it was refused (the connection is closing)."""
+        if not self._refused:
+            super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Forget the pending abort of a refused request."""
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+    def _refuse(self, size: int) -> None:
+        self._refused = True
+        self.content = self._buffer = io.BytesIO()
+        # twisted.web sends "100 Continue" after gotLength unless the header is gone.
+        self.requestHeaders.removeHeader(b"expect")
+        channel: Any = self.channel
+        transport = channel.transport
+        self.log.info(
+            "refused a request body of {size} bytes or more from {remote} (limit {limit})",
+            size=size,
+            remote=str(getattr(transport.getPeer(), "host", "?")),
+            limit=self.max_body,
+        )
+        transport.write(
+            b"HTTP/1.1 413 Request Entity Too Large\r\n"
+            b"Content-Type: " + _PLAIN_TEXT + b"\r\n"
+            b"Content-Length: " + str(len(_TOO_LARGE)).encode("ascii") + b"\r\n"
+            b"Connection: close\r\n\r\n" + _TOO_LARGE
+        )
+        transport.loseWriteConnection()
+        self._abort_call = channel.callLater(self.linger, self._abort)
+
+    def _abort(self) -> None:
+        channel: Any = self.channel
+        if channel is not None and channel.transport is not None:
+            channel.transport.abortConnection()
+
+
+@dataclass(frozen=True)
+class _Route:
+    operation: Operation
+    name: str
+
+
+class _Challenge(Exception):
+    """The operation needs credentials the request did not (validly) give over HTTP."""
+
+    def __init__(self, stale: bool) -> None:
+        super().__init__("authentication required")
+        self.stale = stale
+
+
+class _Endpoint(Resource):
+    """One ``/onvif/<service>`` path; every endpoint serves every operation."""
+
+    isLeaf = True
+
+    def __init__(self, owner: OnvifResource) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._owner = owner
+
+    def render_POST(self, request: Request) -> bytes | int:
+        """Answer a SOAP request."""
+        return self._owner.render_soap(request)
+
+
+class OnvifResource(Resource):
+    """The ``/onvif`` resource: serves the given services' SOAP operations on their paths.
+
+    Mount it as the ``onvif`` child of the site root; each ``Service.path`` must be
+    ``/onvif/<name>`` (deeper paths below a known name are served too, e.g. event
+    subscription addresses, and reach handlers as ``RequestContext.service_path``).
+    Operation table keys are local names in the service's namespace, or Clark names
+    (``{namespace}Name``) for operations in another namespace (e.g. ``wsnt:Renew``).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        services: Sequence[Service],
+        authenticator: Authenticator,
+        advertise_host: str | None,
+        device_id: str = "",
+        max_body: int = MAX_BODY,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.authenticator = authenticator
+        self.device_id = device_id
+        self.max_body = max_body
+        self._advertise = _advertised(advertise_host) if advertise_host else None
+        self._routes: dict[str, _Route] = {}
+        self._endpoints: dict[bytes, _Endpoint] = {}
+        self._namespaces: set[str] = set()
+        self._missing: Resource = pages.errorPage(404, "No Such Service", "No ONVIF service lives at this path.")
+        for service in services:
+            self._add(service)
+
+    def _add(self, service: Service) -> None:
+        parts = service.path.split("/")
+        if len(parts) < 3 or parts[0] or parts[1] != "onvif" or not parts[2]:
+            raise ValueError(f"service path {service.path!r} is not /onvif/<name>")
+        self._endpoints.setdefault(parts[2].encode("utf-8"), _Endpoint(self))
+        self._namespaces.add(service.namespace)
+        for key, operation in service.operations.items():
+            tag = key if key.startswith("{") else ns.q(service.namespace, key)
+            if tag in self._routes:
+                raise ValueError(f"operation {tag} is served by two services")
+            self._namespaces.add(tag[1 : tag.index("}")])
+            self._routes[tag] = _Route(operation, tag[tag.index("}") + 1 :])
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        """The endpoint for ``/onvif/<path>`` if a service lives there, else a 404 page."""
+        return self._endpoints.get(path) or self._missing
+
+    def render(self, request: Request) -> bytes:
+        """``/onvif`` itself is no service: 404."""
+        return _plain(request, 404, b"No ONVIF service lives at this path.\n")
+
+    # --- request handling --------------------------------------------------------------
+
+    def render_soap(self, request: Request) -> bytes | int:
+        """Answer one SOAP POST; even a bug in this layer is answered as a Receiver ter:Action fault."""
+        try:
+            return self._process(request)
+        except Exception:
+            self.log.failure("SOAP request from {remote} crashed the server", remote=remote_address(request))
+            return _fault(request, SOAP_12, _ACTION_FAILED)
+
+    def _process(self, request: Request) -> bytes | int:
+        """Check, parse, dispatch, authorize, run the handler."""
+        raw_type = request.getHeader(b"content-type")
+        media_type = raw_type.split(b";", 1)[0].strip().lower().decode("latin-1") if raw_type else ""
+        if media_type not in _SOAP_MEDIA_TYPES:
+            return _plain(request, 415, _UNSUPPORTED_MEDIA)
+        data = self._read_body(request)
+        if data is None:
+            return _plain(request, 413, _TOO_LARGE)
+        remote = remote_address(request)
+        guess = SOAP_11 if media_type == "text/xml" else SOAP_12
+        try:
+            root = parse_untrusted(data)
+        except XMLRejected as exc:
+            self.log.info("malformed SOAP request from {remote}: {reason}", remote=remote, reason=exc.reason)
+            return _fault(request, guess, sender_fault("WellFormed", reason=f"Well-formed Error: {exc.reason}"))
+        try:
+            envelope = read_envelope(root)
+        except SoapFault as fault:
+            return _fault(request, version_of(root) or SOAP_12, fault)
+        route = self._routes.get(envelope.operation.tag)
+        if route is None:
+            return _fault(request, envelope.version, self._unsupported(envelope.operation, remote), envelope)
+        try:
+            caller = self._authorize(request, envelope, route, remote)
+        except _Challenge as challenge:
+            self.authenticator.challenge(request, stale=challenge.stale)
+            return _fault(request, envelope.version, _CHALLENGE_FAULT, envelope)
+        except SoapFault as fault:
+            return _fault(request, envelope.version, fault, envelope)
+        context = RequestContext(
+            body=envelope.operation,
+            caller=caller,
+            host=self._host(request),
+            service_path=request.path.decode("utf-8", "replace"),
+            remote=remote,
+            device_id=self.device_id,
+        )
+        try:
+            result = route.operation.handler(context)
+            if not isinstance(result, _Element) and inspect.isawaitable(result):
+                return self._answer_later(request, envelope, route, remote, result)
+            return _respond(request, envelope, _checked(result))
+        except SoapFault as fault:
+            return _fault(request, envelope.version, fault, envelope)
+        except Exception:
+            self._log_crash(route, remote)
+            return _fault(request, envelope.version, _ACTION_FAILED, envelope)
+
+    def _read_body(self, request: Request) -> bytes | None:
+        declared = request.getHeader(b"content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_body:
+            return None
+        request.content.seek(0)
+        data: bytes = request.content.read(self.max_body + 1)
+        return data if len(data) <= self.max_body else None
+
+    def _unsupported(self, operation: _Element, remote: str) -> SoapFault:
+        name = etree.QName(operation)
+        self.log.debug("unsupported operation {operation} from {remote}", operation=name.text, remote=remote)
+        reason = f"Optional Action Not Implemented: {name.localname} is not implemented by this device"
+        if name.namespace in self._namespaces:
+            return receiver_fault("ActionNotSupported", reason=reason)
+        return sender_fault("ActionNotSupported", reason=reason)
+
+    def _authorize(self, request: Request, envelope: Envelope, route: _Route, remote: str) -> Caller:
+        """The verified caller, per Core 5.12.1: HTTP credentials first, then WS-Security."""
+        pre_auth = route.operation.access is AccessClass.PRE_AUTH
+        http = self.authenticator.check_http(request)
+        if http.presented and http.caller is None and not pre_auth:
+            raise _Challenge(http.stale)
+        caller = http.caller
+        security = envelope.header_block(ns.WSSE, "Security")
+        if security is not None:
+            try:
+                caller = self.authenticator.verify_security_header(security, remote) or caller
+            except AuthenticationFailed as failure:
+                if not pre_auth:
+                    reason = f"{_NOT_AUTHORIZED}: {failure.hint}" if failure.hint else _NOT_AUTHORIZED
+                    raise SoapFault("Sender", ("NotAuthorized",), reason, http_status=400) from None
+        if caller is None:
+            if pre_auth:
+                return ANONYMOUS
+            raise _Challenge(stale=False)
+        if not allowed(caller.level, route.operation.access):
+            self.log.info(
+                "user {username} ({user_level}) from {remote} may not call {operation} ({access})",
+                username=caller.username,
+                user_level=caller.level,
+                remote=remote,
+                operation=route.name,
+                access=route.operation.access.value,
+            )
+            raise SoapFault(
+                "Sender",
+                ("NotAuthorized",),
+                f"{_NOT_AUTHORIZED}: the {caller.level} user level may not call {route.name}",
+                http_status=400,
+            )
+        return caller
+
+    def _answer_later(
+        self, request: Request, envelope: Envelope, route: _Route, remote: str, pending: Awaitable[_Element]
+    ) -> int:
+        gone: list[bool] = []
+
+        async def answer() -> None:
+            try:
+                body = _respond(request, envelope, _checked(await pending))
+            except CancelledError:
+                if gone:
+                    return
+                self._log_crash(route, remote)
+                body = _fault(request, envelope.version, _ACTION_FAILED, envelope)
+            except SoapFault as fault:
+                body = _fault(request, envelope.version, fault, envelope)
+            except Exception:
+                self._log_crash(route, remote)
+                body = _fault(request, envelope.version, _ACTION_FAILED, envelope)
+            if not gone:
+                request.write(body)
+                request.finish()
+
+        finished = request.notifyFinish()
+        done = Deferred.fromCoroutine(answer())
+
+        def disconnected(reason: Failure) -> None:
+            gone.append(True)
+            done.cancel()
+
+        finished.addErrback(disconnected)
+        return NOT_DONE_YET
+
+    def _log_crash(self, route: _Route, remote: str) -> None:
+        self.log.failure("operation {operation} from {remote} failed", operation=route.name, remote=remote)
+
+    def _host(self, request: Request) -> str:
+        """Host[:port] for XAddrs: advertise_host, else a sane Host header, else the local address."""
+        header = request.getHeader(b"host")
+        parsed = _parse_host(header.decode("latin-1").strip()) if header else None
+        if self._advertise is not None:
+            host, port = self._advertise
+            if port is None:
+                port = parsed[1] if parsed is not None and parsed[1] is not None else _local(request)[1]
+            return _join(host, port)
+        if parsed is not None:
+            return _join(*parsed)
+        return _join(*_local(request))
+
+
+def _checked(result: object) -> _Element:
+    if not isinstance(result, _Element):
+        raise TypeError(f"handler returned {type(result).__name__}, not an element")
+    return result
+
+
+def _respond(request: Request, envelope: Envelope, payload: _Element) -> bytes:
+    body = response_envelope(envelope.version, payload, envelope)
+    return _reply(request, 200, envelope.version.content_type, body)
+
+
+def _fault(request: Request, version: SoapVersion, fault: SoapFault, envelope: Envelope | None = None) -> bytes:
+    return _reply(request, fault_status(version, fault), version.content_type, fault_envelope(version, fault, envelope))
+
+
+def _plain(request: Request, status: int, text: bytes) -> bytes:
+    return _reply(request, status, _PLAIN_TEXT, text)
+
+
+def _reply(request: Request, status: int, content_type: bytes, body: bytes) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"content-length", str(len(body)).encode("ascii"))
+    return body
+
+
+def _parse_host(text: str) -> tuple[str, int | None] | None:
+    """``(host, port)`` from a Host header value, or None when it is unusable for XAddrs."""
+    match = _HOST.match(text)
+    if match is None:
+        return None
+    port_text = match.group("port")
+    port = int(port_text) if port_text else None
+    if port is not None and not 0 < port < 65536:
+        return None
+    v6 = match.group("v6")
+    if v6 is not None:
+        try:
+            address = ipaddress.IPv6Address(v6)
+        except ValueError:
+            return None
+        return (str(address), port) if not address.is_unspecified else None
+    name = match.group("name").rstrip(".").lower()
+    if name.replace(".", "").isdigit():
+        try:
+            if ipaddress.IPv4Address(name).is_unspecified:
+                return None
+        except ValueError:
+            return None
+    return name, port
+
+
+def _advertised(value: str) -> tuple[str, int | None]:
+    """``advertise_host`` as (host, port): ``name``, ``name:port``, ``[v6]:port`` or a bare IPv6 literal."""
+    try:
+        return str(ipaddress.IPv6Address(value)), None
+    except ValueError:
+        pass
+    parsed = _parse_host(value)
+    if parsed is None:
+        raise ValueError(f"advertise_host {value!r} is not a host name or address")
+    return parsed
+
+
+def _local(request: Request) -> tuple[str, int | None]:
+    address = request.getHost()
+    host = str(getattr(address, "host", "") or "localhost")
+    port = getattr(address, "port", None)
+    return host, port if isinstance(port, int) else None
+
+
+def _join(host: str, port: int | None) -> str:
+    if ":" in host:
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"

@@ -1,0 +1,1 @@
+"""Simulated ATOM Cams and a mediamtx Control API test double, for tests and ``atomrelay demo``."""

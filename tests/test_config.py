@@ -1,0 +1,184 @@
+"""Config loading: every error names the key path and the YAML line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from atomrelay.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = """\
+onvif:
+  users:
+    - {username: admin, password: secret, role: Administrator}
+cameras:
+  - id: living
+    host: 192.0.2.10
+    streams:
+      - name: main
+        rtsp_path: video0_unicast
+"""
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "test.yaml")
+    return str(info.value)
+
+
+def test_example_config_loads() -> None:
+    """The shipped config.example.yaml is valid and documents every stream option."""
+    config = load_config(ROOT / "config.example.yaml")
+    assert config.cameras[0].id == "living"
+    assert [s.codec for s in config.cameras[0].streams] == ["h264", "h265"]
+    assert config.mediamtx.poll_interval == 2.0
+    assert config.onvif.max_clock_skew == 300.0
+
+
+def test_minimal_config_defaults() -> None:
+    """A minimal file gets the documented defaults."""
+    config = parse_config(BASE)
+    assert config.onvif.port == 8080
+    assert config.onvif.mode == "aggregate"
+    assert config.mediamtx.api_url == "http://127.0.0.1:9997"
+    assert config.mediamtx.wait_timeout == 30.0
+    assert config.health.interval == 30.0
+    assert config.events.motion_timeout == 20.0
+    stream = config.cameras[0].streams[0]
+    assert (stream.codec, stream.audio, stream.width, stream.height, stream.fps) == ("h264", "transcode", 1920, 1080, 20)
+
+
+def test_bad_codec_names_key_and_line() -> None:
+    """The issue's example message, exactly."""
+    text = BASE + "  - id: kitchen\n    host: 192.0.2.11\n    streams:\n      - name: main\n        rtsp_path: v\n        codec: h266\n"
+    assert "test.yaml: cameras[1].streams[0].codec: 'h266' is not one of h264, h265 (line 15)" in error_of(text)
+
+
+def test_unknown_key_is_an_error() -> None:
+    """A typo in a key is reported with its path and line, not ignored."""
+    message = error_of(BASE.replace("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    hots: x\n"))
+    assert "cameras[0].hots: unknown key" in message
+    assert "(line 7)" in message
+
+
+def test_durations() -> None:
+    """Durations accept 30s, 15m, 500ms and plain seconds; garbage is named."""
+    config = parse_config(BASE + "health: {interval: 15m}\nevents: {motion_timeout: 45}\nmediamtx: {poll_interval: 500ms}\n")
+    assert config.health.interval == 900.0
+    assert config.events.motion_timeout == 45.0
+    assert config.mediamtx.poll_interval == 0.5
+    assert "health.interval: 'soon' is not a duration" in error_of(BASE + "health: {interval: soon}\n")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("onvif:\n  port: 70000\n  users: [{username: a, password: b}]\n", "onvif.port: 70000 is out of range 1..65535 (line 2)"),
+        ("onvif:\n  port: eighty\n  users: [{username: a, password: b}]\n", "onvif.port: 'eighty' is not an integer (line 2)"),
+        ("onvif:\n  mode: mesh\n  users: [{username: a, password: b}]\n", "onvif.mode: 'mesh' is not one of aggregate, per_camera"),
+        ("onvif:\n  users: []\n", "onvif.users: at least one user is required (line 2)"),
+        ("onvif:\n  users: [{username: a, password: b, role: Root}]\n", "onvif.users[0].role: 'Root' is not one of Administrator, Operator, User"),
+        ("onvif:\n  users: [{username: a}]\n", "onvif.users[0].password: is required (line 2)"),
+        ("onvif:\n  users: [{username: a, password: b}, {username: a, password: c}]\n", "onvif.users[1].username: 'a' is listed twice"),
+        ("onvif:\n  http_basic: maybe\n  users: [{username: a, password: b}]\n", "onvif.http_basic: 'maybe' is not true or false"),
+    ],
+)
+def test_onvif_errors(extra: str, expected: str) -> None:
+    """Each onvif section mistake gets its own message."""
+    text = extra + "cameras:" + BASE.split("cameras:", 1)[1]
+    assert expected in error_of(text)
+
+
+def test_missing_users_section() -> None:
+    """A config without users is refused: the relay must never run wide open."""
+    assert "onvif.users: at least one user is required" in error_of("cameras:" + BASE.split("cameras:", 1)[1])
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("  - id: living\n", "  - id: Living Room\n", "cameras[0].id: 'Living Room' must match [a-z0-9_-]{1,30} (line 5)"),
+        ("      - name: main\n", "      - name: MAIN\n", "cameras[0].streams[0].name: 'MAIN' must match"),
+        ("    host: 192.0.2.10\n", "    host: http://x/\n", "cameras[0].host: 'http://x/' is not a host name or address"),
+        ("    host: 192.0.2.10\n", "", "cameras[0].host: is required (line 5)"),
+        ("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    model: AC9\n", "cameras[0].model: 'AC9' is not one of auto, AC1"),
+        ("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    webhook_token: short\n", "cameras[0].webhook_token: must be at least 16 characters"),
+        ("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    username: u\n", "cameras[0].password: username and password go together"),
+        ("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    fov: [100]\n", "cameras[0].fov: must be [horizontal, vertical] degrees"),
+        ("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    http_port: 0\n", "cameras[0].http_port: 0 is out of range 1..65535"),
+        ("        rtsp_path: video0_unicast\n", "        rtsp_path: video0_unicast\n        audio: loud\n",
+         "cameras[0].streams[0].audio: 'loud' is not one of transcode, none, passthrough"),
+        ("        rtsp_path: video0_unicast\n", "        rtsp_path: video0_unicast\n        audio_codec: aac\n",
+         "cameras[0].streams[0].audio_codec: is only used with audio: passthrough"),
+        ("        rtsp_path: video0_unicast\n", "        rtsp_path: video0_unicast\n        fps: 0\n",
+         "cameras[0].streams[0].fps: 0 is out of range 1..120"),
+        ("        rtsp_path: video0_unicast\n", "        rtsp_path: video0_unicast\n      - name: main\n        rtsp_path: x\n",
+         "cameras[0].streams[1].name: 'main' is used twice in this camera"),
+        ("    streams:\n      - name: main\n        rtsp_path: video0_unicast\n", "    streams: []\n",
+         "cameras[0].streams: at least one stream is required"),
+    ],
+)
+def test_camera_errors(old: str, new: str, expected: str) -> None:
+    """Each camera or stream mistake names its key path and line."""
+    assert old in BASE
+    assert expected in error_of(BASE.replace(old, new))
+
+
+def test_duplicate_camera_id() -> None:
+    """Two cameras with one id are refused (mediamtx paths would collide)."""
+    text = BASE + "  - id: living\n    host: 192.0.2.11\n    streams: [{name: main, rtsp_path: v}]\n"
+    assert "cameras[1].id: 'living' is used by another camera (line 10)" in error_of(text)
+
+
+def test_duplicate_yaml_key() -> None:
+    """A key given twice is an error rather than last-one-wins."""
+    assert "cameras[0].host: duplicate key (line 7)" in error_of(BASE.replace("    host: 192.0.2.10\n", "    host: a\n    host: b\n"))
+
+
+def test_per_camera_mode_needs_ports() -> None:
+    """per_camera mode requires a distinct onvif_port per camera."""
+    text = BASE.replace("onvif:\n", "onvif:\n  mode: per_camera\n")
+    assert "cameras[0].onvif_port: is required when onvif.mode is per_camera" in error_of(text)
+    clash = text.replace("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    onvif_port: 8080\n")
+    assert "cameras[0].onvif_port: 8080 is already used by onvif.port" in error_of(clash)
+
+
+def test_invalid_yaml_reports_line() -> None:
+    """A YAML syntax error names the line."""
+    message = error_of("onvif:\n  port: [1,\n")
+    assert message.startswith("test.yaml: not valid YAML")
+    assert "(line" in message
+
+
+def test_every_error_is_reported_at_once() -> None:
+    """Several mistakes are all listed, so a user fixes them in one go."""
+    text = BASE.replace("      - name: main\n", "      - name: main\n        codec: vp8\n        fps: -1\n")
+    message = error_of(text)
+    assert "codec: 'vp8'" in message and "fps: -1 is out of range" in message
+
+
+def test_secrets_not_in_repr() -> None:
+    """Passwords never show in the repr of config objects (they end up in logs)."""
+    config = parse_config(BASE.replace("host: 192.0.2.10", "host: 192.0.2.10\n    username: u\n    password: hunter22"))
+    assert "secret" not in repr(config.onvif.users)
+    assert "hunter22" not in repr(config.cameras[0])
+    assert "hunter22" not in repr(config)
+
+
+def test_state_dir_from_systemd(tmp_path: Path) -> None:
+    """Without state_dir, $STATE_DIRECTORY (systemd) is used; relative dirs resolve beside the file."""
+    config = parse_config(BASE, "x.yaml", {"STATE_DIRECTORY": str(tmp_path)})
+    assert config.state_dir == tmp_path
+    cfg_file = tmp_path / "conf" / "atomrelay.yaml"
+    cfg_file.parent.mkdir()
+    cfg_file.write_text(BASE + "state_dir: saved\n")
+    assert load_config(cfg_file, {}).state_dir == tmp_path / "conf" / "saved"
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    """A missing file is a clear ConfigError, not a traceback."""
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config(tmp_path / "nope.yaml")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -16,12 +17,16 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import LogLevel
+from twisted.python.failure import Failure
 
-from atomrelay import __version__
+from atomrelay import __version__, cli
 from atomrelay.cli import build_parser
+from atomrelay.config import parse_config
 from atomrelay.sim.camera import SimulatedCamera, listen_camera
 from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
 from tests.helpers import GET_DATE, ROOT, VENV_BIN, child_env, free_port, poll
+from tests.packaging.support import relay_settings, start_simulators, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -217,3 +222,314 @@ async def test_demo_serves(tmp_path: Path) -> None:
     assert code == (0, None), proto.output.decode()
     assert f"http://127.0.0.1:{port}/onvif/device_service" in proto.output.decode()
     assert "admin" in proto.output.decode()
+
+
+# --- check: mediamtx version and settings, ffmpeg, models, audio ---------------------------------
+
+ENCODERS = """Encoders:
+ V..... = Video
+ A..... = Audio
+ ------
+ V....D libx264              libx264 H.264 / AVC / MPEG-4 AVC / MPEG-4 part 10 (codec h264)
+ A..... aac                  AAC (Advanced Audio Coding)
+ A....D pcm_mulaw            PCM mu-law / G.711 mu-law
+"""
+PROTOCOLS = """Supported file protocols:
+Input:
+  file
+  srt
+Output:
+  file
+  rtmp
+  srtp
+  tcp
+  srt
+"""
+
+
+def parsed(streams: str = "[{name: main, rtsp_path: v0, codec: h264}, {name: sub, rtsp_path: v1, codec: h265}]",
+           mediamtx: str = "", model: str = "auto") -> Any:
+    """A validated config with one camera and the given streams / mediamtx keys."""
+    return parse_config(
+        "onvif:\n  port: 8080\n  users: [{username: admin, password: pw, role: Administrator}]\n"
+        f"mediamtx: {{{mediamtx}}}\nstate_dir: /tmp/x\n"
+        f"cameras:\n  - {{id: cam, host: 127.0.0.1, model: {model}, streams: {streams}}}\n")
+
+
+def rows_by_subject(rows: list[cli.CheckResult]) -> dict[str, cli.CheckResult]:
+    """Rows keyed by their CHECK column."""
+    return {row.subject: row for row in rows}
+
+
+def test_world_readable_config_warns(tmp_path: Path) -> None:
+    """A config file others may read (it holds passwords) is flagged; a 0640 one is not."""
+    path = tmp_path / "config.yaml"
+    path.write_text("x")
+    path.chmod(0o644)
+    assert [r.status for r in cli.config_file_rows(str(path))] == ["WARN"]
+    path.chmod(0o640)
+    assert cli.config_file_rows(str(path)) == []
+
+
+def test_version_verdicts() -> None:
+    """Known-bad and pre-/v3/info releases fail, releases older than the tested one warn, others pass."""
+    assert cli.version_rows("v1.20.1", "u")[0].status == "OK"
+    assert cli.version_rows("v1.21.0", "u")[0].status == "OK"
+    assert cli.version_rows("v1.17.0", "u")[0].status == "WARN"
+    assert cli.version_rows("v1.9.3", "u")[0].status == "FAIL"
+    assert cli.version_rows("devel", "u")[0].status == "WARN"
+    bad = cli.version_rows("v1.20.1", "u", known_bad={"v1.20.1": "readers drop after 10 s (link)"})[0]
+    assert bad.status == "FAIL" and "readers drop after 10 s" in bad.detail
+
+
+def test_settings_that_match_the_fragment_pass() -> None:
+    """mediamtx settings as `atomrelay mediamtx-config` prints them give one OK row and no problem."""
+    rows = cli.settings_rows(parsed(), relay_settings(8080))
+    assert [row.status for row in rows] == ["OK"]
+
+
+@pytest.mark.parametrize(("override", "subject", "status"), [
+    ({"rtspTransports": ["udp", "tcp"]}, "mediamtx rtspTransports", "WARN"),
+    ({"rtspTransports": ["udp"]}, "mediamtx rtspTransports", "FAIL"),
+    ({"rtspAddress": ":554"}, "mediamtx rtspAddress", "FAIL"),
+    ({"rtspAuthMethods": ["basic", "digest"]}, "mediamtx rtspAuthMethods", "FAIL"),
+    ({"readTimeout": "10s"}, "mediamtx readTimeout", "WARN"),
+    ({"writeQueueSize": 512}, "mediamtx writeQueueSize", "WARN"),
+    ({"srt": False}, "mediamtx srt", "FAIL"),
+    ({"srtAddress": ":9000"}, "mediamtx srtAddress", "FAIL"),
+    ({"authMethod": "internal"}, "mediamtx authMethod", "FAIL"),
+    ({"authHTTPAddress": "http://127.0.0.1:9999/mediamtx/auth"}, "mediamtx authHTTPAddress", "FAIL"),
+    ({"authHTTPExclude": [{"action": "api", "path": ""}]}, "mediamtx authHTTPExclude", "WARN"),
+    ({"rtsp": False}, "mediamtx rtsp", "FAIL"),
+])
+def test_each_wrong_setting_is_named(override: dict[str, Any], subject: str, status: str) -> None:
+    """A wrong mediamtx setting gets its own row with the right severity and points at mediamtx-config."""
+    rows = rows_by_subject(cli.settings_rows(parsed(), {**relay_settings(8080), **override}))
+    assert rows[subject].status == status
+    assert "atomrelay mediamtx-config" in rows[subject].detail
+
+
+def test_srt_only_fails_when_a_stream_needs_it() -> None:
+    """SRT off fails with an H.265 transcode stream and only warns without one."""
+    h264_only = parsed(streams="[{name: main, rtsp_path: v0, codec: h264}]")
+    off = {**relay_settings(8080), "srt": False}
+    assert rows_by_subject(cli.settings_rows(h264_only, off))["mediamtx srt"].status == "WARN"
+    assert rows_by_subject(cli.settings_rows(parsed(), off))["mediamtx srt"].status == "FAIL"
+
+
+def test_static_auth_wants_internal() -> None:
+    """With mediamtx.auth: static, authMethod must be internal and the HTTP auth address is not checked."""
+    config = parsed(mediamtx="auth: static")
+    settings = {**relay_settings(8080), "authMethod": "internal", "authHTTPAddress": ""}
+    assert [row.status for row in cli.settings_rows(config, settings)] == ["OK"]
+    settings["authMethod"] = "http"
+    assert rows_by_subject(cli.settings_rows(config, settings))["mediamtx authMethod"].status == "FAIL"
+
+
+def test_settings_rows_never_show_passwords() -> None:
+    """The API users' passwords mediamtx reports never reach the check output."""
+    settings = {**relay_settings(8080), "authMethod": "internal",
+                "authInternalUsers": [{"user": "relay", "pass": "api-pa55", "ips": [], "permissions": []}]}
+    assert "api-pa55" not in repr(cli.settings_rows(parsed(), settings))
+
+
+def test_ffmpeg_listing_parsing() -> None:
+    """Encoders and output protocols are read by name: srtp is not srt, input-only protocols do not count."""
+    needs = cli.ffmpeg_needs(parsed(streams="[{name: a, rtsp_path: v0, codec: h264}, {name: b, rtsp_path: v1, "
+                                             "codec: h265}, {name: c, rtsp_path: v2, audio: none}]"))
+    assert needs == {"encoder:pcm_mulaw": ["cam/a"], "encoder:aac": ["cam/b"], "protocol:srt": ["cam/b"]}
+    assert [r.status for r in cli.ffmpeg_capability_rows("/usr/bin/ffmpeg", needs, ENCODERS, PROTOCOLS)] == ["OK"]
+    no_srt = PROTOCOLS.replace("  srt\n", "", 2).replace("Input:\n  file\n", "Input:\n  file\n  srt\n")
+    rows = cli.ffmpeg_capability_rows("/usr/bin/ffmpeg", needs, ENCODERS.replace(" aac ", " aac_at "), no_srt)
+    assert [(r.status, "aac" in r.detail, "libsrt" in r.detail) for r in rows] == [
+        ("FAIL", True, False), ("FAIL", False, True)]
+    assert all("cam/b" in r.detail for r in rows)
+
+
+def test_ffmpeg_not_checked_for_a_remote_mediamtx() -> None:
+    """When mediamtx runs elsewhere the ffmpeg row is SKIP and nothing is run."""
+    config = parsed(mediamtx="api_url: 'http://192.0.2.7:9997', ffmpeg: /nonexistent/ffmpeg")
+    result: list[Any] = []
+    Deferred.fromCoroutine(cli.ffmpeg_rows(Clock(), config)).addCallback(result.append)
+    assert [(r.status, "192.0.2.7" in r.detail) for r in result[0]] == [("SKIP", True)]
+    assert cli.is_loopback_url("http://localhost:9997") and cli.is_loopback_url("http://[::1]:9997")
+    assert not cli.is_loopback_url("http://mediamtx.lan:9997")
+
+
+def test_missing_ffmpeg_fails() -> None:
+    """A configured ffmpeg that is not there fails, naming it."""
+    config = parsed(mediamtx="ffmpeg: /nonexistent/ffmpeg")
+    result: list[Any] = []
+    Deferred.fromCoroutine(cli.ffmpeg_rows(Clock(), config)).addCallback(result.append)
+    assert result[0][0].status == "FAIL" and "/nonexistent/ffmpeg" in result[0][0].detail
+
+
+def test_audio_that_needs_transcode_warns() -> None:
+    """Passing L16 / Opus / an unknown codec through warns; AAC passthrough and transcode do not."""
+    config = parsed(streams="[{name: a, rtsp_path: v0, audio: passthrough, audio_codec: l16}, "
+                            "{name: b, rtsp_path: v1, audio: passthrough, audio_codec: opus}, "
+                            "{name: c, rtsp_path: v2, audio: passthrough}, "
+                            "{name: d, rtsp_path: v3, audio: passthrough, audio_codec: aac}, "
+                            "{name: e, rtsp_path: v4}]")
+    rows = rows_by_subject(cli.stream_rows(config))
+    assert set(rows) == {"stream cam/a audio", "stream cam/b audio", "stream cam/c audio"}
+    assert all(row.status == "WARN" and "audio: transcode" in row.detail for row in rows.values())
+
+
+def test_camera_model_verdicts() -> None:
+    """A reported model that differs from the configured one, or is unknown, warns."""
+    camera = parsed(model="ATOM_CamV3C").cameras[0]
+    assert cli.model_rows(camera, {"PRODUCT_MODEL": "ATOM_CamV3C"}) == []
+    assert cli.model_rows(camera, {"PRODUCT_MODEL": "ATOM_CAKP1JZJP"})[0].status == "WARN"
+    assert "not a model atomrelay knows" in cli.model_rows(camera, {"PRODUCT_MODEL": "ATOM_X9"})[0].detail
+    auto = parsed().cameras[0]
+    assert cli.model_rows(auto, {"PRODUCT_MODEL": "AC1"}) == []
+    assert cli.model_rows(auto, {})[0].status == "WARN"
+
+
+@pytest_twisted.ensureDeferred
+async def test_check_passes_on_a_good_setup(tmp_path: Path) -> None:
+    """`atomrelay check` exits 0 when mediamtx is set up as mediamtx-config says and everything answers."""
+    onvif_port = free_port()
+    sims = start_simulators(reactor, model="WYZE_CAKP2JFUS", settings=relay_settings(onvif_port))
+    try:
+        config = write_config(tmp_path / "config.yaml", sims, onvif_port, tmp_path / "state")
+        out, err, code = await getProcessOutputAndValue(
+            str(VENV_BIN / "atomrelay"), ["check", "-c", str(config)], env=child_env(), reactor=reactor)
+    finally:
+        await sims.stop()
+    text = out.decode()
+    assert code == 0, text + err.decode()
+    assert "FAIL" not in text and text.rstrip().endswith("0 failed, 0 warnings")
+    assert "s3cret!" not in text and "cam-pa55" not in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_check_reports_settings_and_an_ffmpeg_without_libsrt(tmp_path: Path) -> None:
+    """`atomrelay check` fails on UDP-only RTSP and on an ffmpeg lacking libsrt, exit 1, and names both."""
+    onvif_port = free_port()
+    fake_ffmpeg = tmp_path / "ffmpeg"
+    fake_ffmpeg.write_text("#!/bin/sh\ncase \"$2\" in -encoders) cat <<'E'\n" + ENCODERS + "E\n;; "
+                           "-protocols) printf 'Output:\\n  file\\n  srtp\\n';; esac\n")
+    fake_ffmpeg.chmod(0o755)
+    sims = start_simulators(reactor, settings={**relay_settings(onvif_port), "rtspTransports": ["udp"]})
+    try:
+        config = write_config(tmp_path / "config.yaml", sims, onvif_port, tmp_path / "state",
+                              extra_mediamtx=f"  ffmpeg: {fake_ffmpeg}\n")
+        out, err, code = await getProcessOutputAndValue(
+            str(VENV_BIN / "atomrelay"), ["check", "-c", str(config)], env=child_env(), reactor=reactor)
+    finally:
+        await sims.stop()
+    lines = out.decode().splitlines()
+    assert code == 1, out.decode() + err.decode()
+    assert any(line.startswith("FAIL") and "rtspTransports" in line for line in lines)
+    assert any(line.startswith("FAIL") and "ffmpeg" in line and "libsrt" in line and "living/sub" in line
+               for line in lines)
+    assert not any(line.startswith("FAIL") and "pcm_mulaw" in line for line in lines)
+
+
+@pytest_twisted.ensureDeferred
+async def test_check_fails_without_v3_info(tmp_path: Path) -> None:
+    """A mediamtx without GET /v3/info (older than v1.15.0) fails the version check and says why."""
+    from twisted.web.pages import notFound
+    from twisted.web.server import Site
+
+    api = reactor.listenTCP(0, Site(notFound()), interface="127.0.0.1")
+    sims = start_simulators(reactor)
+    try:
+        sims.api_port = api.getHost().port
+        config = write_config(tmp_path / "config.yaml", sims, free_port(), tmp_path / "state")
+        out, _, code = await getProcessOutputAndValue(
+            str(VENV_BIN / "atomrelay"), ["check", "-c", str(config)], env=child_env(), reactor=reactor)
+    finally:
+        await api.stopListening()
+        await sims.stop()
+    assert code == 1
+    assert any(line.startswith("FAIL") and "/v3/info" in line and "v1.15.0" in line
+               for line in out.decode().splitlines())
+
+
+# --- logging ---------------------------------------------------------------------------------------
+
+
+def log_event(text: str, level: Any = LogLevel.info, namespace: str = "atomrelay.test", **extra: Any) -> dict[str, Any]:
+    """A minimal twisted.logger event."""
+    return {"log_format": text, "log_level": level, "log_namespace": namespace, "log_time": 1_700_000_000.0, **extra}
+
+
+def test_log_line_is_one_key_value_line_without_secrets() -> None:
+    """A multi-line message with a URL password becomes one escaped line, password replaced."""
+    level, line = cli.format_log_line(log_event('source rtsp://viewer:cam-pa55@10.0.0.2:8554/v0 said "no"\nbye'))
+    assert level == "info"
+    assert "\n" not in line and "cam-pa55" not in line
+    assert line.endswith('level=info logger=atomrelay.test msg="source rtsp://viewer:***@10.0.0.2:8554/v0 '
+                         'said \\"no\\"\\nbye"')
+    assert line.startswith("2023-11-")
+
+
+def test_log_line_on_the_journal_carries_the_priority() -> None:
+    """On journald a warning line starts with <4> and has no timestamp of its own."""
+    _, line = cli.format_log_line(log_event("careful", LogLevel.warn), journal=True)
+    assert line == '<4>level=warn logger=atomrelay.test msg="careful"'
+
+
+def test_log_failure_stays_on_one_line() -> None:
+    """A logged failure appends its traceback as one escaped error= field."""
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failure = Failure()
+    _, line = cli.format_log_line(log_event("it broke", LogLevel.critical, log_failure=failure))
+    assert "\n" not in line and 'error="Traceback' in line and "ValueError: boom" in line
+
+
+def test_log_observer_filters_debug_and_chatter_unless_verbose(tmp_path: Path) -> None:
+    """Without -v debug events and Twisted's factory/access-log chatter are dropped; with -v they show."""
+    events = [log_event("details", LogLevel.debug), log_event("Starting factory <x>"), log_event("served")]
+    for verbose, expected in ((False, 1), (True, 3)):
+        with (tmp_path / f"log-{verbose}").open("w+") as stream:
+            observer = cli.log_observer(verbose, stream=stream, environ={})
+            for event in events:
+                observer(event)
+            stream.seek(0)
+            assert len(stream.read().splitlines()) == expected
+
+
+def test_journal_is_detected_from_journal_stream(tmp_path: Path) -> None:
+    """$JOURNAL_STREAM naming the stream's device:inode means journald; another inode does not."""
+    with (tmp_path / "out").open("w") as stream:
+        info = os.fstat(stream.fileno())
+        assert cli.stream_is_journal(stream, {"JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"})
+        assert not cli.stream_is_journal(stream, {"JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino + 1}"})
+        assert not cli.stream_is_journal(stream, {})
+
+
+def test_child_environ_drops_the_bundle_library_path() -> None:
+    """In a frozen build children get the original LD_LIBRARY_PATH back (or none)."""
+    env = {"LD_LIBRARY_PATH": "/opt/atomrelay/_internal", "LD_LIBRARY_PATH_ORIG": "/usr/local/lib", "A": "b"}
+    assert cli.child_environ(env, frozen=True) == {"LD_LIBRARY_PATH": "/usr/local/lib", "A": "b"}
+    assert cli.child_environ({"LD_LIBRARY_PATH": "/x"}, frozen=True) == {}
+    assert cli.child_environ({"LD_LIBRARY_PATH": "/x"}, frozen=False) == {"LD_LIBRARY_PATH": "/x"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_run_verbose_logs_debug_lines(tmp_path: Path) -> None:
+    """`atomrelay run -v` logs debug events too, one key=value line each, without secrets."""
+    sims = start_simulators(reactor)
+    onvif_port = free_port()
+    cfg = write_config(tmp_path / "config.yaml", sims, onvif_port, tmp_path / "state")
+    proto, process = spawn([str(VENV_BIN / "atomrelay"), "run", "-v", "-c", str(cfg)], tmp_path)
+    try:
+        await poll(lambda: {"living/main", "living/sub"} <= set(sims.fake.paths), timeout=30, what="paths registered")
+        assert await answers(onvif_port)
+        process.signalProcess("TERM")
+        code = await proto.ended
+    finally:
+        if process.pid is not None:
+            process.signalProcess("KILL")
+        await sims.stop()
+    text = proto.output.decode()
+    assert code == (0, None), text
+    assert "level=debug" in text
+    assert all(" level=" in line for line in text.splitlines() if line.strip())
+    assert "s3cret!" not in text and "cam-pa55" not in text

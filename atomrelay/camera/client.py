@@ -2,26 +2,51 @@
 
 Every request has a timeout, optional HTTP Digest (realm ``atomcam``), and replies are
 stripped of the firmware's trailing NUL bytes and newlines. Failures are typed so
-callers can tell an offline camera from a refusing one.
+callers can tell an offline camera from a slow one, from a refusing one:
+
+=====================================  ==========================================
+what happened                          exception
+=====================================  ==========================================
+refused, unreachable, connection lost  ``CameraUnavailable``
+no complete answer within the timeout  ``CameraTimeout`` (a ``CameraUnavailable``)
+HTTP error status                      ``CameraHTTPError`` (401: ``CameraAuthError``)
+``error``                              ``CameraCommandError``
+``error : canceled``                   ``CameraCanceled``
+``error : multiple request.``          ``CameraMultipleRequest`` (a ``CameraBusy``)
+``error : dismiss request.``           ``CameraDismissed`` (a ``CameraBusy``)
+=====================================  ==========================================
+
+With a ``clock`` the timeout covers the whole exchange, reply body included; without
+one, treq's own timer (until the reply headers, on treq's default reactor) is used.
+The composition root passes the reactor.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Coroutine, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import CancelledError, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError, TimeoutError as ConnectTimeout
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web._newclient import RequestTransmissionFailed, ResponseNeverReceived
 from twisted.web.client import ResponseFailed
 
 from atomrelay.camera.digest import DigestError, authorization, pick_challenge
 from atomrelay.config import CameraConfig
 
+T = TypeVar("T")
+
 # hack_ini.cgi also holds Wi-Fi and account secrets: only these keys are ever read.
-HACK_INI_KEYS = ("PRODUCT_MODEL", "HWADDR", "HOSTNAME", "appver", "ATOMHACKVER")
+HACK_INI_KEYS = ("PRODUCT_MODEL", "HWADDR")
+
+NIGHT_MODES = ("on", "off", "auto")
+"""The values of ``night <mode>`` and of ``property nightVision``."""
 
 
 class CameraError(Exception):
@@ -30,6 +55,10 @@ class CameraError(Exception):
 
 class CameraUnavailable(CameraError):
     """The camera did not answer (refused, unreachable, timed out)."""
+
+
+class CameraTimeout(CameraUnavailable):
+    """The camera did not answer completely within the request's timeout."""
 
 
 class CameraHTTPError(CameraError):
@@ -44,6 +73,10 @@ class CameraAuthError(CameraHTTPError):
     """The camera refused our credentials (or needs some and we have none)."""
 
 
+class CameraReplyError(CameraError):
+    """The camera answered with text that is not what the command promises."""
+
+
 class CameraCommandError(CameraError):
     """A socket command answered ``error`` (or ``error : ...``)."""
 
@@ -56,8 +89,42 @@ class CameraBusy(CameraCommandError):
     """The camera rejected a move because another one won (``multiple request`` / ``dismiss request``)."""
 
 
+class CameraMultipleRequest(CameraBusy):
+    """``error : multiple request.``: a move with a better priority is running."""
+
+
+class CameraDismissed(CameraBusy):
+    """``error : dismiss request.``: the motor task dismissed the move."""
+
+
 class CameraCanceled(CameraCommandError):
     """A move was interrupted by another one (``error : canceled``)."""
+
+
+@dataclass(frozen=True)
+class MotorPosition:
+    """Where the motors are, in the firmware's degrees (pan 0-355, tilt 0-180).
+
+    The firmware already mirrors both angles when the image is flipped, so they are
+    always relative to the picture the camera sends. ``idle`` is None when the reply
+    did not say (a finished ``move`` reply has no idle field: the motor has stopped).
+    """
+
+    pan: float
+    tilt: float
+    hflip: bool = False
+    vflip: bool = False
+    idle: bool | None = None
+
+
+class _DelayedCall(Protocol):
+    def active(self) -> bool: ...
+
+    def cancel(self) -> None: ...
+
+
+class _Clock(Protocol):
+    def callLater(self, delay: float, callable: Callable[[], None]) -> _DelayedCall: ...
 
 
 def clean_reply(body: bytes) -> str:
@@ -71,9 +138,27 @@ def command_error(reply: str) -> CameraCommandError | None:
         return None
     if "canceled" in reply:
         return CameraCanceled(reply)
-    if "multiple request" in reply or "dismiss request" in reply:
-        return CameraBusy(reply)
+    if "multiple request" in reply:
+        return CameraMultipleRequest(reply)
+    if "dismiss request" in reply:
+        return CameraDismissed(reply)
     return CameraCommandError(reply)
+
+
+def parse_motor_position(text: str) -> MotorPosition:
+    """``<pan> <tilt> <hflip> <vflip> [<idle>]`` (MOTORPOS or a move reply); raise CameraReplyError otherwise."""
+    words = text.split()
+    try:
+        if len(words) not in (4, 5):
+            raise ValueError(text)
+        pan, tilt = float(words[0]), float(words[1])
+        flags = [int(word) for word in words[2:]]
+    except ValueError:
+        raise CameraReplyError(f"not a motor position: {text[:80]!r}") from None
+    if not (math.isfinite(pan) and math.isfinite(tilt)):
+        raise CameraReplyError(f"not a motor position: {text[:80]!r}")
+    idle = bool(flags[2]) if len(flags) == 3 else None
+    return MotorPosition(pan, tilt, bool(flags[0]), bool(flags[1]), idle)
 
 
 class CameraClient:
@@ -81,20 +166,53 @@ class CameraClient:
 
     log = Logger()
 
-    def __init__(self, http: Any, camera: CameraConfig, timeout: float = 5.0) -> None:
+    def __init__(
+        self, http: Any, camera: CameraConfig, timeout: float = 5.0, clock: IReactorTime | None = None
+    ) -> None:
         self.http = http
         self.camera = camera
         self.timeout = timeout
         self.base = f"http://{_url_host(camera.host)}:{camera.http_port}"
+        self._clock = cast(_Clock, clock) if clock is not None else None
         self._nc = 0
 
     async def request(self, method: str, path: str, body: bytes | None = None, timeout: float | None = None) -> bytes:
-        """One request with Digest retry; return the body of a 2xx answer."""
+        """One request with Digest retry; return the body of a 2xx answer within ``timeout`` seconds."""
+        limit = self.timeout if timeout is None else timeout
+        return await self._bounded(self._request(method, path, body, limit), limit)
+
+    def _bounded(self, coroutine: Coroutine[Any, Any, T], limit: float) -> Deferred[T]:
+        """Run ``coroutine``; with a clock, cancel it after ``limit`` seconds and raise CameraTimeout."""
+        deferred = Deferred.fromCoroutine(coroutine)
+        if self._clock is None:
+            return deferred
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            deferred.cancel()
+
+        timer = self._clock.callLater(limit, expire)
+
+        def finished(result: T | Failure) -> T | Failure:
+            if timer.active():
+                timer.cancel()
+            if expired and isinstance(result, Failure) and isinstance(result.value, CancelledError):
+                raise CameraTimeout(f"{self._where} did not answer within {limit:g}s")
+            return result
+
+        return deferred.addBoth(finished)
+
+    @property
+    def _where(self) -> str:
+        return f"{self.camera.host}:{self.camera.http_port}"
+
+    async def _request(self, method: str, path: str, body: bytes | None, limit: float) -> bytes:
         url = self.base + path
         headers: dict[str, list[str]] = {}
         if body is not None:
             headers["Content-Type"] = ["application/json"]
-        response = await self._send(method, url, headers, body, timeout)
+        response = await self._send(method, url, headers, body, limit)
         if response.code == 401 and self.camera.username is not None and self.camera.password is not None:
             await _drain(response)
             challenges = response.headers.getRawHeaders("www-authenticate", [])
@@ -106,8 +224,8 @@ class CameraClient:
             headers["Authorization"] = [
                 authorization(challenge, method, _request_uri(url), self.camera.username, self.camera.password, self._nc)
             ]
-            response = await self._send(method, url, headers, body, timeout)
-        content = await self._content(response, timeout)
+            response = await self._send(method, url, headers, body, limit)
+        content = await self._content(response)
         if response.code == 401:
             raise CameraAuthError(401, "camera refused the credentials" if self.camera.username else
                                   "camera requires a username and password")
@@ -116,30 +234,40 @@ class CameraClient:
         return content
 
     async def _send(self, method: str, url: str, headers: dict[str, list[str]], body: bytes | None,
-                    timeout: float | None) -> Any:
+                    limit: float) -> Any:
+        kwargs: dict[str, Any] = {"headers": headers, "data": body}
+        if self._clock is None:
+            kwargs["timeout"] = limit
         try:
-            return await self.http.request(method, url, headers=headers, data=body, timeout=timeout or self.timeout)
+            return await self.http.request(method, url, **kwargs)
         except (ConnectError, DNSLookupError, ConnectTimeout, TimeoutError, CancelledError,
                 ResponseFailed, ResponseNeverReceived, RequestTransmissionFailed, ConnectionLost) as exc:
-            raise CameraUnavailable(f"{self.camera.host}:{self.camera.http_port} did not answer: {_describe(exc)}") from None
+            raise self._failure(exc, "did not answer") from None
 
-    async def _content(self, response: Any, timeout: float | None) -> bytes:
+    async def _content(self, response: Any) -> bytes:
         try:
             content: bytes = await response.content()
             return content
         except (ResponseFailed, ConnectionLost, TimeoutError, CancelledError) as exc:
-            raise CameraUnavailable(f"{self.camera.host} broke off its reply: {_describe(exc)}") from None
+            raise self._failure(exc, "broke off its reply") from None
 
-    async def status(self) -> dict[str, str]:
+    def _failure(self, exc: BaseException, what: str) -> BaseException:
+        """The exception to raise for a transport failure: cancellations stay cancellations when a clock times us."""
+        if _is_cancellation(exc):
+            if self._clock is not None:
+                return CancelledError()
+            return CameraTimeout(f"{self._where} {what}: timed out")
+        return CameraUnavailable(f"{self._where} {what}: {_describe(exc)}")
+
+    async def status(self, timeout: float | None = None) -> dict[str, str]:
         """``cmd.cgi?name=status`` as a key → value mapping."""
-        body = await self.request("GET", "/cgi-bin/cmd.cgi?name=status")
+        body = await self.request("GET", "/cgi-bin/cmd.cgi?name=status", timeout=timeout)
         return _key_values(clean_reply(body))
 
-    async def hardware(self) -> dict[str, str]:
-        """PRODUCT_MODEL, HWADDR and a few harmless keys from hack_ini.cgi (never the secrets)."""
-        body = await self.request("GET", "/cgi-bin/hack_ini.cgi")
-        values = _key_values(clean_reply(body))
-        return {key: values[key] for key in HACK_INI_KEYS if key in values}
+    async def hardware(self, timeout: float | None = None) -> dict[str, str]:
+        """PRODUCT_MODEL and HWADDR from hack_ini.cgi (never the secrets the rest of it holds)."""
+        body = await self.request("GET", "/cgi-bin/hack_ini.cgi", timeout=timeout)
+        return _key_values(clean_reply(body), HACK_INI_KEYS)
 
     async def command(self, command: str, timeout: float | None = None) -> str:
         """Run a socket command (``POST cmd.cgi?port=socket``); raise CameraCommandError on ``error``."""
@@ -150,17 +278,46 @@ class CameraClient:
             raise error
         return reply
 
-    async def snapshot(self) -> bytes:
+    async def snapshot(self, timeout: float | None = None) -> bytes:
         """One JPEG from ``get_jpeg.cgi``."""
-        return await self.request("GET", "/cgi-bin/get_jpeg.cgi")
+        return await self.request("GET", "/cgi-bin/get_jpeg.cgi", timeout=timeout)
+
+    async def position(self, timeout: float | None = None) -> MotorPosition:
+        """The motors' position and idle flag from MOTORPOS; CameraReplyError if the camera has no motors."""
+        status = await self.status(timeout)
+        if "MOTORPOS" not in status:
+            raise CameraReplyError(f"{self._where} reports no MOTORPOS (not a pan/tilt camera?)")
+        return parse_motor_position(status["MOTORPOS"])
+
+    async def move(self, pan: float, tilt: float, speed: int = 9, priority: int = 2,
+                   timeout: float | None = None) -> MotorPosition:
+        """``move <pan> <tilt> <speed> <priority>``: answers when the motor has stopped, with where it stopped."""
+        if not 1 <= speed <= 9 or not 0 <= priority <= 3:
+            raise ValueError(f"speed {speed} / priority {priority} out of range")
+        reply = await self.command(f"move {pan:.2f} {tilt:.2f} {speed} {priority}", timeout)
+        return parse_motor_position(reply)
+
+    async def night_mode(self, timeout: float | None = None) -> str:
+        """The night-vision mode (``on``, ``off`` or ``auto``) the camera reports now."""
+        reply = await self.command("property nightVision", timeout)
+        if reply not in NIGHT_MODES:
+            raise CameraReplyError(f"{self._where} reports night vision {reply[:40]!r}")
+        return reply
+
+    async def set_night_mode(self, mode: str, timeout: float | None = None) -> None:
+        """``night on|off|auto``."""
+        if mode not in NIGHT_MODES:
+            raise ValueError(f"night mode {mode!r} is not one of {', '.join(NIGHT_MODES)}")
+        await self.command(f"night {mode}", timeout)
 
 
-def _key_values(text: str) -> dict[str, str]:
+def _key_values(text: str, wanted: tuple[str, ...] | None = None) -> dict[str, str]:
     values: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
-        if sep:
-            values[key.strip()] = value.strip()
+        key = key.strip()
+        if sep and (wanted is None or key in wanted):
+            values[key] = value.strip()
     return values
 
 
@@ -180,9 +337,17 @@ async def _drain(response: Any) -> None:
         pass
 
 
+def _is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or wraps, as treq's ResponseNeverReceived does) a cancellation or timeout."""
+    if isinstance(exc, (CancelledError, TimeoutError)):
+        return True
+    reasons = getattr(exc, "reasons", None) or []
+    return any(isinstance(r, Failure) and isinstance(r.value, (CancelledError, TimeoutError)) for r in reasons)
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, (ResponseFailed, ResponseNeverReceived, RequestTransmissionFailed)):
         return "; ".join(str(reason.value) for reason in exc.reasons) or "connection lost"
-    if isinstance(exc, (TimeoutError, CancelledError, ConnectTimeout)):
+    if isinstance(exc, ConnectTimeout):
         return "timed out"
     return str(exc) or type(exc).__name__

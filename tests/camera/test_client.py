@@ -12,14 +12,24 @@ from twisted.internet.task import Clock
 from atomrelay.camera.client import (
     CameraAuthError,
     CameraBusy,
+    CameraCanceled,
     CameraClient,
     CameraCommandError,
+    CameraDismissed,
     CameraHTTPError,
+    CameraMultipleRequest,
+    CameraReplyError,
+    CameraTimeout,
+    CameraUnavailable,
+    MotorPosition,
     clean_reply,
+    parse_motor_position,
 )
 from atomrelay.camera.digest import DigestError, authorization, parse_challenge, pick_challenge
 from atomrelay.config import CameraConfig, StreamConfig
-from atomrelay.sim.camera import SimulatedCamera
+from atomrelay.sim.camera import MOVE_CANCELED, MOVE_DISMISSED, MOVE_REJECTED, SECRET_VALUES, SimulatedCamera
+from tests.camera.support import SWING, Bench
+from tests.camera.support import camera_config as bench_camera
 
 STREAM = (StreamConfig("main", "video0_unicast"),)
 
@@ -129,3 +139,105 @@ def test_pick_prefers_sha256_and_rejects_garbage() -> None:
     assert chosen.algorithm == "SHA-256"
     with pytest.raises(DigestError):
         pick_challenge(['Basic realm="a"'])
+
+
+# --- timeouts, typed move errors, motor position, night mode --------------------------------
+
+
+def test_timeout_on_the_injected_clock() -> None:
+    """A camera that holds the request open fails with CameraTimeout after exactly the request's timeout."""
+    bench = Bench()
+    sim = bench.add(bench_camera())
+    sim.set_offline(True)
+    client = bench.clients["swing"]
+    result: list[Any] = []
+    Deferred.fromCoroutine(client.status(timeout=2.0)).addBoth(result.append)
+    bench.pump(1.9)
+    assert result == []
+    bench.pump(0.2)
+    assert isinstance(result[0].value, CameraTimeout)
+    assert "within 2s" in str(result[0].value)
+
+
+def test_refused_is_unavailable_not_timeout() -> None:
+    """A camera that drops the connection is CameraUnavailable but not a CameraTimeout."""
+    bench = Bench()
+    bench.add(bench_camera()).set_offline(True, mode="refuse")
+    with pytest.raises(CameraUnavailable) as info:
+        bench.wait(bench.clients["swing"].status())
+    assert not isinstance(info.value, CameraTimeout)
+
+
+@pytest.mark.parametrize(
+    "reply, error",
+    [(MOVE_REJECTED, CameraMultipleRequest), (MOVE_DISMISSED, CameraDismissed), (MOVE_CANCELED, CameraCanceled)],
+)
+def test_move_rejections_are_typed(reply: str, error: type[Exception]) -> None:
+    """Each firmware move rejection has its own exception type."""
+    bench = Bench()
+    bench.add(bench_camera()).fail_next(1, reply)
+    with pytest.raises(error):
+        bench.wait(bench.clients["swing"].move(10, 20))
+
+
+def test_move_waits_for_the_motor_and_reports_where_it_stopped() -> None:
+    """move() answers when the simulated motor stops, with the position it reports."""
+    bench = Bench()
+    sim = bench.add(bench_camera())
+    client = bench.clients["swing"]
+    started = bench.clock.seconds()
+    position = bench.wait(client.move(300.0, 30.0, speed=9))
+    assert position == MotorPosition(300.0, 30.0, False, False, None)
+    assert bench.clock.seconds() - started >= 2.0  # 120° at 60°/s
+    assert sim.commands[-1] == "move 300.00 30.00 9 2"
+
+
+def test_position_reads_motorpos_with_idle_flag() -> None:
+    """position() parses MOTORPOS including the idle flag, which is 0 during a move."""
+    bench = Bench()
+    bench.add(bench_camera())
+    client = bench.clients["swing"]
+    assert bench.wait(client.position()) == MotorPosition(180.0, 90.0, False, False, True)
+    Deferred.fromCoroutine(client.move(0.0, 90.0))
+    bench.pump(0.5)
+    moving = bench.wait(client.position())
+    assert moving.idle is False and 140 < moving.pan < 160
+
+
+def test_position_of_a_fixed_camera_is_a_reply_error() -> None:
+    """A camera without MOTORPOS in its status is reported as such."""
+    bench = Bench()
+    bench.add(bench_camera("cam2"), "ATOM_CamV3C")
+    with pytest.raises(CameraReplyError, match="no MOTORPOS"):
+        bench.wait(bench.clients["cam2"].position())
+
+
+def test_parse_motor_position_rejects_garbage() -> None:
+    """Only four or five numeric fields make a motor position."""
+    assert parse_motor_position("1.5 2.5 1 0") == MotorPosition(1.5, 2.5, True, False, None)
+    for text in ("", "ok", "1 2 3", "nan 1 0 0", "1 2 x 0"):
+        with pytest.raises(CameraReplyError):
+            parse_motor_position(text)
+
+
+def test_night_mode_round_trip() -> None:
+    """set_night_mode() sends `night <mode>` and night_mode() reads the camera's property back."""
+    bench = Bench()
+    sim = bench.add(bench_camera())
+    client = bench.clients["swing"]
+    bench.wait(client.set_night_mode("on"))
+    assert sim.commands[-1] == "night on"
+    assert bench.wait(client.night_mode()) == "on"
+    sim.properties["nightVision"] = "off"
+    assert bench.wait(client.night_mode()) == "off"
+    with pytest.raises(ValueError):
+        bench.wait(client.set_night_mode("sometimes"))
+
+
+def test_hardware_keeps_exactly_model_and_hwaddr() -> None:
+    """hardware() returns only PRODUCT_MODEL and HWADDR; no secret value is in the result."""
+    bench = Bench()
+    bench.add(bench_camera(), SWING, hwaddr="02:aa:bb:cc:dd:ee")
+    hardware = bench.wait(bench.clients["swing"].hardware())
+    assert hardware == {"PRODUCT_MODEL": SWING, "HWADDR": "02:aa:bb:cc:dd:ee"}
+    assert not any(secret in repr(hardware) for secret in SECRET_VALUES)

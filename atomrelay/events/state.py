@@ -1,0 +1,228 @@
+"""Per-camera event state: motion (with its timeout), recognised objects, online/offline.
+
+The ATOM Cam firmware only ever says "motion now" (``alarmEvent``) and never "motion
+over", so the hub ends a camera's motion itself after ``motion_timeout`` seconds without
+a further alarm; a repeated alarm pushes the end out and is not a new transition. Every
+transition becomes an ``Event`` handed to the listeners (the per-device subscription
+stores), which filter and deliver it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Collection, Protocol, Sequence
+
+from twisted.application.service import Service
+from twisted.logger import Logger
+
+from atomrelay.config import CameraConfig
+from atomrelay.events.topics import CELL_MOTION, MOTION_ALARM, OBJECT, SIGNAL_LOSS, TOPICS, Topic
+
+HEALTH_STATES = ("unknown", "online", "degraded", "offline")
+
+
+class DelayedCall(Protocol):
+    """The part of ``IDelayedCall`` the events package uses."""
+
+    def active(self) -> bool: ...
+
+    def cancel(self) -> None: ...
+
+    def reset(self, secondsLater: float) -> None: ...
+
+
+class Clock(Protocol):
+    """The part of ``IReactorTime`` the events package uses (typed for mypy)."""
+
+    def seconds(self) -> float: ...
+
+    def callLater(self, delay: float, callable: Callable[..., object], *args: object) -> DelayedCall: ...
+
+
+@dataclass(frozen=True)
+class Event:
+    """One notification: a topic, the camera it is about, when, and its Data values."""
+
+    topic: Topic
+    camera_id: str
+    time: float
+    """Seconds since the epoch, from the relay's clock."""
+    data: tuple[tuple[str, str], ...]
+    operation: str | None = None
+    """PropertyOperation: Initialized, Changed or Deleted for property topics, else None."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What identifies the property (or pulse source): topic text and camera."""
+        return (self.topic.text, self.camera_id)
+
+
+@dataclass
+class _CameraState:
+    camera: CameraConfig
+    motion: bool = False
+    motion_end: DelayedCall | None = None
+    health: str = "online"
+    reason: str = ""
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+class EventHub(Service):
+    """The relay-wide event state of every configured camera.
+
+    One hub serves every ONVIF device; the webhook receiver and the health monitor feed
+    it, ``listeners`` (callables taking an ``Event``) get every transition. Keep it
+    across config reloads and call ``update_cameras``. Stopping it cancels the motion
+    timers.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: Clock, cameras: Sequence[CameraConfig], motion_timeout: float) -> None:
+        self._clock = clock
+        self.motion_timeout = motion_timeout
+        self.listeners: list[Callable[[Event], None]] = []
+        self._cameras: dict[str, _CameraState] = {}
+        self.update_cameras(cameras)
+
+    # --- configuration ---------------------------------------------------------------------
+
+    def update_cameras(self, cameras: Sequence[CameraConfig], motion_timeout: float | None = None) -> None:
+        """Follow a new camera list: keep the state of cameras that stay, forget the others."""
+        if motion_timeout is not None:
+            self.motion_timeout = motion_timeout
+        wanted = {camera.id: camera for camera in cameras}
+        for camera_id in list(self._cameras):
+            if camera_id not in wanted:
+                self._cancel_motion(self._cameras.pop(camera_id))
+        for camera_id, camera in wanted.items():
+            state = self._cameras.get(camera_id)
+            if state is None:
+                self._cameras[camera_id] = _CameraState(camera)
+            else:
+                state.camera = camera
+
+    def camera(self, camera_id: str) -> CameraConfig | None:
+        """The configured camera with this id, or None."""
+        state = self._cameras.get(camera_id)
+        return state.camera if state is not None else None
+
+    def camera_hosts(self) -> frozenset[str]:
+        """The lower-case host of every configured camera (never a Notify destination)."""
+        return frozenset(state.camera.host.lower() for state in self._cameras.values())
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    def motion_detected(self, camera_id: str) -> None:
+        """An ``alarmEvent``: motion starts now, or goes on for another ``motion_timeout``."""
+        state = self._cameras.get(camera_id)
+        if state is None:
+            return
+        if state.motion:
+            if state.motion_end is not None and state.motion_end.active():
+                state.motion_end.reset(self.motion_timeout)
+            return
+        state.motion = True
+        state.motion_end = self._clock.callLater(self.motion_timeout, self._motion_over, camera_id)
+        self.log.info("camera {camera_id}: motion", camera_id=camera_id)
+        self._emit_motion(camera_id, True)
+
+    def object_detected(self, camera_id: str, object_class: str) -> None:
+        """A ``recognitionNotify`` naming an object class (``Human``, ``Vehicle``, ``Animal``)."""
+        state = self._cameras.get(camera_id)
+        if state is None:
+            return
+        now = self._clock.seconds()
+        self.log.info("camera {camera_id}: recognised {object_class}", camera_id=camera_id, object_class=object_class)
+        self._emit(Event(OBJECT, camera_id, now, (("ClassTypes", object_class),)))
+
+    def camera_health_changed(self, camera_id: str, state: str, reason: str) -> None:
+        """The health monitor's verdict; ``offline`` raises SignalLoss, anything else clears it."""
+        camera = self._cameras.get(camera_id)
+        if camera is None or state not in HEALTH_STATES:
+            return
+        was_lost = camera.health == "offline"
+        camera.health, camera.reason = state, reason
+        lost = state == "offline"
+        if lost != was_lost:
+            self.log.info(
+                "camera {camera_id} is {state} ({reason}): SignalLoss {lost}",
+                camera_id=camera_id, state=state, reason=reason, lost=_bool(lost),
+            )
+            self._emit(Event(SIGNAL_LOSS, camera_id, self._clock.seconds(), (("State", _bool(lost)),), "Changed"))
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def motion(self, camera_id: str) -> bool:
+        """Whether the camera is in motion now."""
+        state = self._cameras.get(camera_id)
+        return state.motion if state is not None else False
+
+    def health(self, camera_id: str) -> tuple[str, str]:
+        """The camera's last health state and reason (``online`` until told otherwise)."""
+        state = self._cameras.get(camera_id)
+        return (state.health, state.reason) if state is not None else ("online", "")
+
+    def properties(self, camera_ids: Collection[str], operation: str = "Initialized") -> list[Event]:
+        """The current value of every property of these cameras, as events with ``operation``."""
+        now = self._clock.seconds()
+        events = []
+        for camera_id in camera_ids:
+            state = self._cameras.get(camera_id)
+            if state is None:
+                continue
+            for topic in TOPICS:
+                value = self._value(state, topic)
+                if value is not None:
+                    events.append(Event(topic, camera_id, now, value, operation))
+        return events
+
+    @staticmethod
+    def _value(state: _CameraState, topic: Topic) -> tuple[tuple[str, str], ...] | None:
+        if topic is MOTION_ALARM:
+            return (("State", _bool(state.motion)),)
+        if topic is CELL_MOTION:
+            return (("IsMotion", _bool(state.motion)),)
+        if topic is SIGNAL_LOSS:
+            return (("State", _bool(state.health == "offline")),)
+        return None
+
+    # --- service ---------------------------------------------------------------------------
+
+    def stopService(self) -> None:
+        """Cancel the motion timers; motion in progress is forgotten."""
+        for state in self._cameras.values():
+            self._cancel_motion(state)
+        super().stopService()  # type: ignore[no-untyped-call]
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _motion_over(self, camera_id: str) -> None:
+        state = self._cameras.get(camera_id)
+        if state is None or not state.motion:
+            return
+        state.motion = False
+        state.motion_end = None
+        self.log.info("camera {camera_id}: motion over", camera_id=camera_id)
+        self._emit_motion(camera_id, False)
+
+    def _emit_motion(self, camera_id: str, motion: bool) -> None:
+        now = self._clock.seconds()
+        self._emit(Event(MOTION_ALARM, camera_id, now, (("State", _bool(motion)),), "Changed"))
+        self._emit(Event(CELL_MOTION, camera_id, now, (("IsMotion", _bool(motion)),), "Changed"))
+
+    def _cancel_motion(self, state: _CameraState) -> None:
+        if state.motion_end is not None and state.motion_end.active():
+            state.motion_end.cancel()
+        state.motion_end = None
+        state.motion = False
+
+    def _emit(self, event: Event) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - one broken listener must not starve the others
+                self.log.failure("an event listener failed on {topic}", topic=event.topic.text)

@@ -1,0 +1,654 @@
+"""Event subscriptions of one ONVIF device: pull points and push (Notify) subscriptions.
+
+Each subscription has its own address, an optional topic filter, a termination time on
+the injected clock and a bounded queue (the oldest message is dropped and counted when
+it is full). The store is long-lived: keep it across config reloads and call
+``update_cameras``; live subscriptions carry over.
+
+Pull points (Core "Real-time Pull-Point Notification Interface"): PullMessages answers
+at once when messages are queued, otherwise waits without blocking the reactor until a
+message arrives or the timeout passes; a pull keeps the pull point alive for at least
+its timeout. One pull may wait per pull point.
+
+Push (WS-BaseNotification Subscribe): messages are POSTed as ``wsnt:Notify`` to the
+consumer, one request at a time, queued messages batched. A failed or timed-out POST is
+retried after each of ``retry_delays``; when the last retry fails too the subscription
+is dropped (the consumer's next Renew gets a fault and it subscribes again).
+
+Consumer addresses (SSRF): only ``http`` and ``https`` URLs with a host and without
+user info are accepted, at most 2048 characters, and never a configured camera's host.
+Addresses must be unicast and routable on a LAN: loopback (unless the policy allows it),
+unspecified, ``0.0.0.0/8``, link-local (``169.254/16``, cloud metadata, ``fe80::/10``),
+multicast, broadcast and reserved addresses are refused, both for IP literals at
+Subscribe time and, through ``guarded_agent``, for every address a host name resolves
+to when the Notify is sent (so DNS tricks cannot reach them either).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence, cast
+from urllib.parse import urlsplit
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import (
+    IHostnameResolver,
+    IReactorPluggableNameResolver,
+    IReactorTCP,
+    IReactorTime,
+    IResolutionReceiver,
+)
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
+from twisted.web.iweb import IAgent, IAgentEndpointFactory
+from zope.interface import implementer
+
+from atomrelay.config import CameraConfig
+from atomrelay.events.messages import NOTIFY_CONTENT_TYPE, notify_document
+from atomrelay.events.state import Clock, DelayedCall, Event, EventHub
+from atomrelay.events.topics import TOPICS, TopicFilter
+
+MAX_SUBSCRIPTIONS = 64
+"""Live subscriptions (pull and push together) per device; MaxPullPoints."""
+QUEUE_LIMIT = 256
+"""Messages queued per subscription before the oldest is dropped."""
+MAX_TERMINATION = 3600.0
+"""Longest lifetime granted at once; longer requests get this (renew to go on)."""
+DEFAULT_TERMINATION = 60.0
+"""Lifetime of a subscription that asked for none."""
+NOTIFY_BATCH = 100
+"""Most messages in one Notify."""
+NOTIFY_TIMEOUT = 10.0
+"""Seconds a consumer gets to answer a Notify."""
+RETRY_DELAYS = (1.0, 2.0, 4.0)
+"""Waits before the retries of a failed Notify; then the subscription is dropped."""
+PULL_GRACE = 10.0
+"""A pull keeps its pull point alive this long past its timeout."""
+MAX_CONSUMER_URL = 2048
+_DISCARD_LIMIT = 64 * 1024
+
+
+class UnknownSubscription(Exception):
+    """No live subscription has this id (never had, unsubscribed, expired or dropped)."""
+
+
+class TooManySubscriptions(Exception):
+    """The device already has its maximum of live subscriptions."""
+
+
+class PullInProgress(Exception):
+    """A PullMessages is already waiting on this pull point."""
+
+
+class ConsumerRefused(Exception):
+    """A push consumer address the relay will not send to; the message says why."""
+
+
+@dataclass(frozen=True)
+class ConsumerPolicy:
+    """Where Notify requests may go (see the module docstring)."""
+
+    allow_loopback: bool = False
+    denied_hosts: frozenset[str] = frozenset()
+    """Host names or literals never to send to (lower case); the store adds the camera hosts."""
+
+    def address_allowed(self, host: str) -> bool:
+        """Whether an IP address (text) is an acceptable Notify destination."""
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if address.is_loopback:
+            return self.allow_loopback
+        if isinstance(address, ipaddress.IPv4Address) and (
+            address in _THIS_NETWORK or address == _BROADCAST
+        ):
+            return False
+        return not (address.is_unspecified or address.is_link_local or address.is_multicast or address.is_reserved)
+
+    def check_url(self, url: str, denied: frozenset[str] = frozenset()) -> str:
+        """The consumer URL if acceptable, else raise ConsumerRefused with the reason."""
+        url = url.strip()
+        if not url or len(url) > MAX_CONSUMER_URL or any(c.isspace() or ord(c) < 32 for c in url):
+            raise ConsumerRefused("the consumer address is empty, too long or contains spaces")
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise ConsumerRefused("the consumer address is not a valid URL") from None
+        if parts.scheme not in ("http", "https"):
+            raise ConsumerRefused("the consumer address must be an http:// or https:// URL")
+        host = (parts.hostname or "").lower()
+        if not host:
+            raise ConsumerRefused("the consumer address has no host")
+        if "@" in parts.netloc:
+            raise ConsumerRefused("the consumer address must not carry user credentials")
+        if port == 0:
+            raise ConsumerRefused("the consumer address has port 0")
+        if host in self.denied_hosts or host in denied:
+            raise ConsumerRefused("the consumer address is a camera of this relay")
+        literal = _ip_literal(host)
+        if literal is not None and not self.address_allowed(literal):
+            raise ConsumerRefused(f"the relay does not send notifications to {literal}")
+        if literal is None and host in ("localhost", "localhost.") and not self.allow_loopback:
+            raise ConsumerRefused("the relay does not send notifications to loopback addresses")
+        return url
+
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_BROADCAST = ipaddress.ip_address("255.255.255.255")
+
+
+def _ip_literal(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host.split("%", 1)[0]))
+    except ValueError:
+        return None
+
+
+@dataclass(eq=False)
+class Subscription:
+    """A live subscription: where it is, what it wants, when it ends, what waits in it."""
+
+    id: str
+    address: str
+    filters: tuple[TopicFilter, ...]
+    termination: float
+    owner: str
+    queue: deque[Event] = field(default_factory=deque)
+    dropped: int = 0
+    """Messages lost to the queue bound."""
+    expiry: DelayedCall | None = None
+    closed: bool = False
+
+    @property
+    def kind(self) -> str:
+        """``pull`` or ``push``, for logs."""
+        return "pull"
+
+    def wants(self, event: Event) -> bool:
+        """Whether the subscription's filters pass ``event``."""
+        return all(f.matches(event.topic) for f in self.filters)
+
+
+@dataclass(eq=False)
+class PullPoint(Subscription):
+    """A pull point and its (at most one) waiting PullMessages."""
+
+    waiter: Deferred[list[Event]] | None = None
+    waiter_limit: int = 0
+    waiter_timeout: DelayedCall | None = None
+    answer_soon: DelayedCall | None = None
+
+
+@dataclass(eq=False)
+class PushSubscription(Subscription):
+    """A push subscription and its delivery state."""
+
+    consumer: str = ""
+    sending: Deferred[None] | None = None
+    retry: DelayedCall | None = None
+    kick: DelayedCall | None = None
+    failures: int = 0
+
+    @property
+    def kind(self) -> str:
+        """``push``."""
+        return "push"
+
+
+class _Discard(Protocol):
+    """Reads and forgets a consumer's response body, hanging up past a small limit."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        """Count and drop; stop reading a body that will not end."""
+        self.received += len(data)
+        if self.received > _DISCARD_LIMIT and self.transport is not None:
+            cast(Any, self.transport).stopProducing()
+
+
+class Subscriptions(Service):
+    """The event subscriptions of one ONVIF device (pull points and push).
+
+    ``cameras`` are the cameras the device exposes: only their events reach its
+    subscriptions. ``http_client`` (a treq ``HTTPClient``) sends the Notify requests;
+    build it on ``guarded_agent`` so that host names resolving to refused addresses are
+    refused too. Stopping the service ends every subscription (like a device reboot);
+    a config reload should keep it running and call ``update_cameras``.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: Clock,
+        hub: EventHub,
+        cameras: Sequence[CameraConfig],
+        http_client: Any,
+        policy: ConsumerPolicy = ConsumerPolicy(),
+        max_subscriptions: int = MAX_SUBSCRIPTIONS,
+        queue_limit: int = QUEUE_LIMIT,
+        notify_timeout: float = NOTIFY_TIMEOUT,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+    ) -> None:
+        self._clock = clock
+        self._hub = hub
+        self._http = http_client
+        self.policy = policy
+        self.max_subscriptions = max_subscriptions
+        self.queue_limit = queue_limit
+        self.notify_timeout = notify_timeout
+        self.retry_delays = tuple(retry_delays)
+        self._subs: dict[str, Subscription] = {}
+        self._camera_ids: tuple[str, ...] = tuple(camera.id for camera in cameras)
+        hub.listeners.append(self.publish)
+
+    # --- the store ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._subs)
+
+    def get(self, subscription_id: str) -> Subscription:
+        """The live subscription with this id; raise UnknownSubscription."""
+        sub = self._subs.get(subscription_id)
+        if sub is None:
+            raise UnknownSubscription(subscription_id)
+        return sub
+
+    def update_cameras(self, cameras: Sequence[CameraConfig]) -> None:
+        """Serve a new camera list: Deleted for the properties of cameras gone, Initialized for new ones."""
+        new_ids = tuple(camera.id for camera in cameras)
+        gone = [c for c in self._camera_ids if c not in new_ids]
+        added = [c for c in new_ids if c not in self._camera_ids]
+        now = self._clock.seconds()
+        deleted = [Event(t, c, now, (), "Deleted") for c in gone for t in TOPICS if t.is_property]
+        self._camera_ids = new_ids
+        for event in [*deleted, *self._hub.properties(added)]:
+            self._deliver_to_all(event)
+
+    # --- creating and ending ------------------------------------------------------------------
+
+    def create_pull_point(
+        self, address_prefix: str, filters: tuple[TopicFilter, ...], termination: float, owner: str
+    ) -> PullPoint:
+        """A new pull point at ``address_prefix + id``, primed with Initialized property events."""
+        sub = PullPoint(*self._new_fields(address_prefix, filters, termination, owner))
+        self._add(sub)
+        return sub
+
+    def subscribe(
+        self,
+        consumer: str,
+        address_prefix: str,
+        filters: tuple[TopicFilter, ...],
+        termination: float,
+        owner: str,
+    ) -> PushSubscription:
+        """A new push subscription to ``consumer``; its first Notify (Initialized events) follows soon."""
+        consumer = self.policy.check_url(consumer, self._hub.camera_hosts())
+        sub = PushSubscription(*self._new_fields(address_prefix, filters, termination, owner), consumer=consumer)
+        self._add(sub)
+        return sub
+
+    def _new_fields(
+        self, address_prefix: str, filters: tuple[TopicFilter, ...], termination: float, owner: str
+    ) -> tuple[str, str, tuple[TopicFilter, ...], float, str]:
+        if len(self._subs) >= self.max_subscriptions:
+            raise TooManySubscriptions(f"the device has its maximum of {self.max_subscriptions} subscriptions")
+        subscription_id = secrets.token_hex(16)
+        return subscription_id, address_prefix + subscription_id, filters, termination, owner
+
+    def _add(self, sub: Subscription) -> None:
+        self._subs[sub.id] = sub
+        self._schedule_expiry(sub)
+        self.log.info(
+            "{kind} subscription {sub_id} created by {owner}, {count} live",
+            kind=sub.kind,
+            sub_id=sub.id[:8],
+            owner=sub.owner,
+            count=len(self._subs),
+        )
+        for event in self._hub.properties(self._camera_ids):
+            if sub.wants(event):
+                self._enqueue(sub, event)
+        self._wake(sub)
+
+    def renew(self, subscription_id: str, termination: float) -> Subscription:
+        """Move a subscription's termination time (already clamped by the caller)."""
+        sub = self.get(subscription_id)
+        sub.termination = termination
+        self._schedule_expiry(sub)
+        return sub
+
+    def unsubscribe(self, subscription_id: str) -> None:
+        """End a subscription now (a waiting pull is answered with no messages)."""
+        self._end(self.get(subscription_id), "unsubscribed")
+
+    def synchronize(self, subscription_id: str) -> None:
+        """SetSynchronizationPoint: queue every current property value as Initialized."""
+        sub = self.get(subscription_id)
+        for event in self._hub.properties(self._camera_ids):
+            if sub.wants(event):
+                self._enqueue(sub, event)
+        self._wake(sub)
+
+    def _schedule_expiry(self, sub: Subscription) -> None:
+        delay = max(0.0, sub.termination - self._clock.seconds())
+        if sub.expiry is not None and sub.expiry.active():
+            sub.expiry.reset(delay)
+        else:
+            sub.expiry = self._clock.callLater(delay, self._expire, sub.id)
+
+    def _expire(self, subscription_id: str) -> None:
+        sub = self._subs.get(subscription_id)
+        if sub is not None:
+            self._end(sub, "expired")
+
+    def _end(self, sub: Subscription, why: str) -> None:
+        if sub.closed:
+            return
+        sub.closed = True
+        self._subs.pop(sub.id, None)
+        for call in (sub.expiry, *self._timers(sub)):
+            if call is not None and call.active():
+                call.cancel()
+        if isinstance(sub, PullPoint) and sub.waiter is not None:
+            waiter, sub.waiter = sub.waiter, None
+            waiter.callback([])
+        if isinstance(sub, PushSubscription) and sub.sending is not None:
+            sub.sending.cancel()
+        self.log.info(
+            "{kind} subscription {sub_id} of {owner} {why} ({dropped} messages dropped), {count} live",
+            kind=sub.kind,
+            sub_id=sub.id[:8],
+            owner=sub.owner,
+            why=why,
+            dropped=sub.dropped,
+            count=len(self._subs),
+        )
+
+    @staticmethod
+    def _timers(sub: Subscription) -> list[DelayedCall | None]:
+        if isinstance(sub, PullPoint):
+            return [sub.waiter_timeout, sub.answer_soon]
+        if isinstance(sub, PushSubscription):
+            return [sub.retry, sub.kick]
+        return []
+
+    def startService(self) -> None:
+        """Listen to the hub again after a stop (construction already listens)."""
+        if self.publish not in self._hub.listeners:
+            self._hub.listeners.append(self.publish)
+        super().startService()  # type: ignore[no-untyped-call]
+
+    def stopService(self) -> None:
+        """End every subscription, cancelling waiting pulls and Notify requests in flight; stop listening."""
+        for sub in list(self._subs.values()):
+            self._end(sub, "ended: the relay is stopping")
+        if self.publish in self._hub.listeners:
+            self._hub.listeners.remove(self.publish)
+        super().stopService()  # type: ignore[no-untyped-call]
+
+    # --- events -------------------------------------------------------------------------------
+
+    def publish(self, event: Event) -> None:
+        """The hub's listener: queue ``event`` on every subscription that wants it."""
+        if event.camera_id in self._camera_ids:
+            self._deliver_to_all(event)
+
+    def _deliver_to_all(self, event: Event) -> None:
+        for sub in list(self._subs.values()):
+            if sub.wants(event):
+                self._enqueue(sub, event)
+                self._wake(sub)
+
+    def _enqueue(self, sub: Subscription, event: Event) -> None:
+        if len(sub.queue) >= self.queue_limit:
+            sub.queue.popleft()
+            if sub.dropped % 100 == 0:
+                self.log.warn(
+                    "{kind} subscription {sub_id} of {owner} is not read: dropping its oldest messages",
+                    kind=sub.kind,
+                    sub_id=sub.id[:8],
+                    owner=sub.owner,
+                )
+            sub.dropped += 1
+        sub.queue.append(event)
+
+    def _wake(self, sub: Subscription) -> None:
+        if isinstance(sub, PullPoint):
+            if sub.waiter is not None and sub.queue and sub.answer_soon is None:
+                # Answer at the end of this turn, so that simultaneous messages go together.
+                sub.answer_soon = self._clock.callLater(0, self._answer, sub)
+        elif isinstance(sub, PushSubscription):
+            if sub.queue and sub.sending is None and sub.retry is None and sub.kick is None:
+                sub.kick = self._clock.callLater(0, self._send_next, sub)
+
+    # --- pull ---------------------------------------------------------------------------------
+
+    def pull(self, subscription_id: str, timeout: float, limit: int) -> Deferred[list[Event]]:
+        """PullMessages: up to ``limit`` queued messages now, or the first ones within ``timeout``."""
+        sub = self.get(subscription_id)
+        if not isinstance(sub, PullPoint):
+            raise UnknownSubscription(subscription_id)
+        if sub.waiter is not None:
+            raise PullInProgress(subscription_id)
+        keep_until = self._clock.seconds() + timeout + PULL_GRACE
+        if keep_until > sub.termination:
+            sub.termination = keep_until
+            self._schedule_expiry(sub)
+        if sub.queue or timeout <= 0:
+            return succeed(self._take(sub, limit))
+
+        def abandon(waiter: Deferred[list[Event]]) -> None:
+            if sub.waiter is waiter:
+                self._forget_waiter(sub)
+
+        waiter: Deferred[list[Event]] = Deferred(abandon)
+        sub.waiter, sub.waiter_limit = waiter, limit
+        sub.waiter_timeout = self._clock.callLater(timeout, self._answer, sub)
+        return waiter
+
+    def _answer(self, sub: PullPoint) -> None:
+        sub.answer_soon = None
+        waiter, limit = sub.waiter, sub.waiter_limit
+        if waiter is None:
+            return
+        self._forget_waiter(sub)
+        waiter.callback(self._take(sub, limit))
+
+    def _forget_waiter(self, sub: PullPoint) -> None:
+        for call in (sub.waiter_timeout, sub.answer_soon):
+            if call is not None and call.active():
+                call.cancel()
+        sub.waiter = None
+        sub.waiter_timeout = None
+        sub.answer_soon = None
+
+    @staticmethod
+    def _take(sub: Subscription, limit: int) -> list[Event]:
+        return [sub.queue.popleft() for _ in range(min(limit, len(sub.queue)))]
+
+    # --- push ---------------------------------------------------------------------------------
+
+    def _send_next(self, sub: PushSubscription) -> None:
+        sub.kick = None
+        sub.retry = None
+        if sub.closed or sub.sending is not None or not sub.queue:
+            return
+        batch = self._take(sub, NOTIFY_BATCH)
+        sending = Deferred.fromCoroutine(self._post(sub, batch))
+        sending.addErrback(self._post_crashed, sub)
+        if not sending.called:
+            # _post clears sub.sending when it ends; it may already have ended here.
+            sub.sending = sending
+
+    def _post_crashed(self, failure: Failure, sub: PushSubscription) -> None:
+        if not cast(Any, failure).check(CancelledError):
+            self.log.failure("push subscription {sub_id}: delivery crashed", failure, sub_id=sub.id[:8])
+
+    async def _post(self, sub: PushSubscription, batch: list[Event]) -> None:
+        body = notify_document(sub.consumer, batch, sub.address)
+        request: Deferred[Any] = self._http.post(
+            sub.consumer, data=body, headers={b"Content-Type": [NOTIFY_CONTENT_TYPE]}
+        )
+        timed_out: list[bool] = []
+
+        def give_up() -> None:
+            timed_out.append(True)
+            request.cancel()
+
+        timer = self._clock.callLater(self.notify_timeout, give_up)
+        outcome = ""
+        try:
+            response = await request
+            response.deliverBody(_Discard())
+            if not 200 <= response.code < 300:
+                outcome = f"HTTP {response.code}"
+        except Exception as exc:  # noqa: BLE001 - any transport failure counts as a failed delivery
+            if timed_out:
+                outcome = f"no answer within {self.notify_timeout:g} s"
+            else:
+                outcome = f"{type(exc).__name__}: {str(exc)[:120]}"
+        finally:
+            if timer.active():
+                timer.cancel()
+        sub.sending = None
+        if sub.closed:
+            return
+        if not outcome:
+            sub.failures = 0
+            self._wake(sub)
+            return
+        sub.failures += 1
+        if sub.failures > len(self.retry_delays):
+            self.log.warn(
+                "push subscription {sub_id} of {owner}: Notify to {consumer} failed {failures} times "
+                "({outcome}); dropping the subscription",
+                sub_id=sub.id[:8],
+                owner=sub.owner,
+                consumer=sub.consumer,
+                failures=sub.failures,
+                outcome=outcome,
+            )
+            self._end(sub, "dropped")
+            return
+        self.log.info(
+            "push subscription {sub_id}: Notify to {consumer} failed ({outcome}); retrying in {delay:g} s",
+            sub_id=sub.id[:8],
+            consumer=sub.consumer,
+            outcome=outcome,
+            delay=self.retry_delays[sub.failures - 1],
+        )
+        for event in reversed(batch):
+            sub.queue.appendleft(event)
+        while len(sub.queue) > self.queue_limit:
+            sub.queue.popleft()
+            sub.dropped += 1
+        sub.retry = self._clock.callLater(self.retry_delays[sub.failures - 1], self._send_next, sub)
+
+
+# --- the Notify HTTP agent: refuses destinations the policy forbids, after name resolution ----
+
+
+@implementer(IResolutionReceiver)
+class _GuardedReceiver:
+    """Passes on only the resolved addresses the policy allows."""
+
+    log = Logger()
+
+    def __init__(self, receiver: Any, policy: ConsumerPolicy, host: str) -> None:
+        self._receiver = receiver
+        self._policy = policy
+        self._host = host
+
+    def resolutionBegan(self, resolution: Any) -> None:
+        """Forward."""
+        self._receiver.resolutionBegan(resolution)
+
+    def addressResolved(self, address: Any) -> None:
+        """Forward an allowed address; drop (and log) a refused one."""
+        if self._policy.address_allowed(str(getattr(address, "host", ""))):
+            self._receiver.addressResolved(address)
+        else:
+            self.log.warn(
+                "refused to send a notification to {host} ({address}): not an allowed destination",
+                host=self._host,
+                address=str(getattr(address, "host", "?")),
+            )
+
+    def resolutionComplete(self) -> None:
+        """Forward."""
+        self._receiver.resolutionComplete()
+
+
+@implementer(IHostnameResolver)
+class _GuardedResolver:
+    """A name resolver whose answers are filtered through the consumer policy."""
+
+    def __init__(self, resolver: Any, policy: ConsumerPolicy) -> None:
+        self._resolver = resolver
+        self._policy = policy
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: Any,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Any = None,
+        transportSemantics: str = "TCP",
+    ) -> Any:
+        """Resolve with the real resolver, filtering its addresses."""
+        receiver = _GuardedReceiver(resolutionReceiver, self._policy, hostName)
+        return self._resolver.resolveHostName(receiver, hostName, portNumber, addressTypes, transportSemantics)
+
+
+@implementer(IReactorPluggableNameResolver, IReactorTCP, IReactorTime)
+class _GuardedReactor:
+    """The reactor, seen through a filtering name resolver (for HostnameEndpoint)."""
+
+    def __init__(self, reactor: Any, policy: ConsumerPolicy) -> None:
+        self._reactor = reactor
+        self.nameResolver = _GuardedResolver(reactor.nameResolver, policy)
+
+    def installNameResolver(self, resolver: Any) -> Any:
+        """Not for this view of the reactor."""
+        raise NotImplementedError("the guarded reactor's resolver is fixed")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+
+@implementer(IAgentEndpointFactory)
+class _GuardedEndpoints:
+    """Endpoints for Notify requests: resolved through the policy, TLS for https."""
+
+    def __init__(self, reactor: Any, policy: ConsumerPolicy, connect_timeout: float) -> None:
+        self._guarded = _GuardedReactor(reactor, policy)
+        self._tls: Any = cast(Any, BrowserLikePolicyForHTTPS)()
+        self._timeout = connect_timeout
+
+    def endpointForURI(self, uri: Any) -> Any:
+        """A HostnameEndpoint on the guarded reactor (wrapped in TLS for https)."""
+        endpoint = HostnameEndpoint(self._guarded, uri.host, uri.port, timeout=self._timeout)
+        if uri.scheme == b"https":
+            return wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), cast(Any, endpoint))
+        return endpoint
+
+
+def guarded_agent(reactor: Any, policy: ConsumerPolicy, pool: Any = None, connect_timeout: float = 5.0) -> IAgent:
+    """A twisted.web Agent for Notify requests that connects only to addresses ``policy`` allows."""
+    factory: Callable[..., Agent] = cast(Any, Agent).usingEndpointFactory
+    return cast(IAgent, factory(reactor, _GuardedEndpoints(reactor, policy, connect_timeout), pool=pool))

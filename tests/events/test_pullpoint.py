@@ -1,0 +1,372 @@
+"""Pull points through the real SOAP server on a Clock: Home Assistant's sequence, long-polls,
+limits, expiry, caps and filters."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from lxml import etree
+
+from atomrelay.events.messages import parse_datetime
+from atomrelay.events.service import PATH
+from atomrelay.onvif import ns, tokens
+from tests.events.support import NOW, TEV, TOKEN1, WSA, WSNT, EventsRelay, messages
+from tests.onvif import schema
+
+MOTION = "tns1:VideoSource/MotionAlarm"
+CELL = "tns1:RuleEngine/CellMotionDetector/Motion"
+LOSS = "tns1:VideoSource/SignalLoss"
+
+
+def times(payload: object) -> tuple[float, float]:
+    """(CurrentTime, TerminationTime) of a response, as epoch seconds."""
+    current = payload.findtext(f".//{{{ns.WSNT}}}CurrentTime") or payload.findtext(f"{{{ns.TEV}}}CurrentTime")  # type: ignore[attr-defined]
+    termination = payload.findtext(f".//{{{ns.WSNT}}}TerminationTime") or payload.findtext(f"{{{ns.TEV}}}TerminationTime")  # type: ignore[attr-defined]
+    return parse_datetime(current), parse_datetime(termination)
+
+
+def by_topic(found: list, topic: str, camera_token: str) -> list:
+    return [m for m in found if m[0] == topic and camera_token in m[3].values()]
+
+
+def test_home_assistant_sequence_on_a_clock() -> None:
+    """HA's flow (PT600S, SetSynchronizationPoint, PullMessages PT60S/100, Renew) sees Initialized false, true on an alarm, false after the timeout."""
+    relay = EventsRelay()
+    path, created = relay.create_pull_point("PT600S")
+    current, termination = times(created)
+    assert current == NOW and termination - current == 600  # >= 300 s, so onvif-zeep-async keeps relative times
+
+    sync = relay.soap(TEV.SetSynchronizationPoint(), path)
+    assert sync.valid_payload().tag == ns.q(ns.TEV, "SetSynchronizationPointResponse")
+
+    first = relay.pull(path, "PT60S")
+    motion = by_topic(first, MOTION, tokens.video_source("cam1"))
+    assert [(m[2], m[4]) for m in motion] == [("Initialized", {"State": "false"})] * 2  # on create and on sync
+    cell = by_topic(first, CELL, tokens.video_source_configuration("cam1"))
+    assert [(m[2], m[4]["IsMotion"]) for m in cell] == [("Initialized", "false")] * 2
+    assert {m[3]["Source"] for m in first if m[0] == MOTION} == {"cam1.vs", "cam2.vs", "cam3.vs"}
+
+    waiting = relay.pull_start(path)
+    relay.advance(5)
+    assert waiting == []  # long-poll: nothing to say yet, nothing said
+    assert relay.alarm().status == 204
+    relay.pump()  # no clock time passes: the waiting pull is answered as soon as the alarm arrives
+    got = messages(relay.result(waiting).valid_payload())
+    assert [(m[0], m[2], m[4]) for m in got] == [
+        (MOTION, "Changed", {"State": "true"}),
+        (CELL, "Changed", {"IsMotion": "true"}),
+    ]
+    assert got[0][1] == "2023-11-14T22:13:25.000Z"  # UtcTime from the relay's clock
+
+    waiting = relay.pull_start(path)
+    relay.advance(10)
+    assert relay.alarm().status == 204  # a repeated alarm extends the motion, no new transition
+    relay.advance(19.9)
+    assert waiting == []
+    renewed = relay.soap(WSNT.Renew(WSNT.TerminationTime("PT600S")), path).valid_payload()
+    renew_current, renew_termination = times(renewed)
+    assert renew_termination - renew_current == 600
+    relay.advance(0.1)  # 20 s after the last alarm
+    over = messages(relay.result(waiting).valid_payload())
+    assert [(m[0], m[2], m[4]) for m in over] == [
+        (MOTION, "Changed", {"State": "false"}),
+        (CELL, "Changed", {"IsMotion": "false"}),
+    ]
+
+    bye = relay.soap(WSNT.Unsubscribe(), path)
+    assert bye.valid_payload().tag == ns.q(ns.WSNT, "UnsubscribeResponse")
+    assert len(relay.subscriptions) == 0
+
+
+def test_pull_waits_for_its_timeout_then_answers_empty() -> None:
+    """A PullMessages with nothing queued answers no messages exactly when its Timeout passes, not before."""
+    relay = EventsRelay()
+    path, _ = relay.create_pull_point()
+    relay.pull(path)  # drain the Initialized messages
+    waiting = relay.pull_start(path, "PT5S")
+    relay.advance(4.9)
+    assert waiting == []
+    relay.advance(0.1)
+    payload = relay.result(waiting).valid_payload()
+    assert payload.findall(ns.q(ns.WSNT, "NotificationMessage")) == []
+    current, termination = times(payload)
+    assert current == NOW + 5 and termination >= current + 5
+
+
+def test_message_limit_is_honoured_and_nothing_is_lost() -> None:
+    """MessageLimit caps each answer; the rest wait for the next pull, in order."""
+    relay = EventsRelay()
+    path, _ = relay.create_pull_point()
+    found = [relay.pull(path, limit=2) for _ in range(5)]
+    assert [len(f) for f in found] == [2, 2, 2, 2, 1]  # 9 Initialized: 3 properties x 3 cameras
+    flat = [m for f in found for m in f]
+    assert [m[0] for m in flat[:3]] == [MOTION, CELL, LOSS]
+
+
+def test_huge_timeout_and_limit_are_clamped_not_refused() -> None:
+    """A Timeout over ten minutes waits ten minutes; a MessageLimit over the queue bound is accepted."""
+    relay = EventsRelay()
+    path, _ = relay.create_pull_point()
+    relay.pull(path)
+    waiting = relay.pull_start(path, "P1D", 1_000_000)
+    relay.advance(599)
+    assert waiting == []
+    relay.advance(1)
+    assert relay.result(waiting).status == 200
+
+
+@pytest.mark.parametrize(
+    ("timeout", "limit"), [("sixty", "1"), ("PT60S", "many"), ("-PT5S", "1"), ("PT60S", "0")]
+)
+def test_bad_pull_arguments_are_sender_faults(timeout: str, limit: str) -> None:
+    """Malformed or impossible Timeout/MessageLimit values are env:Sender ter:InvalidArgVal, and the pull point still works."""
+    relay = EventsRelay()
+    path, _ = relay.create_pull_point()
+    reply = relay.soap(TEV.PullMessages(TEV.Timeout(timeout), TEV.MessageLimit(limit)), path)
+    assert reply.status == 400
+    assert reply.fault()[:2] == ("SOAP-ENV:Sender", ["ter:InvalidArgVal"])
+    assert len(relay.pull(path)) == 9
+
+
+def test_pull_on_expired_subscription_faults_and_server_keeps_serving() -> None:
+    """An abandoned pull point expires at its termination time; pulling it then is a ResourceUnknown fault."""
+    relay = EventsRelay()
+    path, created = relay.create_pull_point("PT10S")
+    assert times(created)[1] == NOW + 10
+    relay.advance(10)
+    assert len(relay.subscriptions) == 0
+    reply = relay.result(relay.pull_start(path))
+    assert reply.status == 500
+    code, subcodes, reason = reply.fault()
+    assert (code, subcodes) == ("SOAP-ENV:Receiver", ["ter:InvalidArgVal", "ter:ResourceUnknown"])
+    assert "subscription" in reason
+    for operation in (TEV.SetSynchronizationPoint(), WSNT.Renew(WSNT.TerminationTime("PT60S")), WSNT.Unsubscribe()):
+        assert relay.soap(operation, path).fault()[1][-1] == "ter:ResourceUnknown"
+    assert relay.soap(TEV.PullMessages(TEV.Timeout("PT1S"), TEV.MessageLimit("1")), PATH).status == 500
+    fresh, _ = relay.create_pull_point()
+    assert len(relay.pull(fresh)) == 9
+
+
+def test_pulling_keeps_a_pull_point_alive() -> None:
+    """A pull point that is pulled regularly outlives its initial termination time (Core: keep alive by PullMessages)."""
+    relay = EventsRelay()
+    path, _ = relay.create_pull_point("PT10S")
+    for _ in range(5):
+        waiting = relay.pull_start(path, "PT8S")
+        relay.advance(8)
+        assert relay.result(waiting).status == 200
+    assert len(relay.subscriptions) == 1
+    relay.advance(8 + 10 + 0.1)  # the last pull's timeout and grace
+    assert len(relay.subscriptions) == 0
+
+
+def test_unsubscribe_answers_a_waiting_pull() -> None:
+    """Unsubscribing a pull point with a PullMessages waiting answers that pull with no messages."""
+    relay = EventsRelay()
+    path, _ = relay.create_pull_point()
+    relay.pull(path)
+    waiting = relay.pull_start(path)
+    assert relay.soap(WSNT.Unsubscribe(), path).status == 200
+    relay.pump()
+    payload = relay.result(waiting).valid_payload()
+    assert payload.findall(ns.q(ns.WSNT, "NotificationMessage")) == []
+
+
+def test_second_concurrent_pull_is_refused() -> None:
+    """Only one PullMessages may wait per pull point (Core: UnableToGetMessages); the first still gets the event."""
+    relay = EventsRelay()
+    path, _ = relay.create_pull_point()
+    relay.pull(path)
+    first = relay.pull_start(path)
+    second = relay.result(relay.pull_start(path))
+    assert second.fault()[:2] == ("SOAP-ENV:Receiver", ["ter:Action", "ter:UnableToGetMessages"])
+    relay.alarm()
+    relay.pump()
+    assert len(relay.result(first).valid_payload().findall(ns.q(ns.WSNT, "NotificationMessage"))) == 2
+
+
+def test_a_thousand_subscriptions_hit_the_cap_and_the_server_keeps_serving() -> None:
+    """1000 CreatePullPointSubscription calls: 64 pull points, the rest a MaxPullPoints fault; freeing one makes room."""
+    relay = EventsRelay()
+    started = time.perf_counter()
+    paths, refused = [], []
+    for _ in range(1000):
+        reply = relay.soap(TEV.CreatePullPointSubscription(TEV.InitialTerminationTime("PT600S")))
+        if reply.status == 200:
+            paths.append(reply.payload().findtext(f".//{{{ns.WSA}}}Address"))
+        else:
+            refused.append(reply)
+    elapsed = time.perf_counter() - started
+    assert len(paths) == 64 and len(set(paths)) == 64
+    assert len(refused) == 936
+    assert refused[0].status == 500
+    assert refused[0].fault()[:2] == ("SOAP-ENV:Receiver", ["ter:Action", "ter:MaxPullPoints"])
+    push = relay.soap(WSNT.Subscribe(WSNT.ConsumerReference(WSA.Address("http://192.0.2.99/hook"))))
+    assert push.fault()[1] == ["ter:Action", "ter:MaxNotificationProducers"]
+    caps = relay.soap(TEV.GetServiceCapabilities(), user=None).valid_payload()
+    assert caps[0].get("MaxPullPoints") == "64"
+    first = paths[0][len("http://relay.test:8080"):]
+    assert relay.soap(WSNT.Unsubscribe(), first).status == 200
+    relay.create_pull_point()
+    print(f"1000 CreatePullPointSubscription through the SOAP stack: {elapsed:.2f} s")
+
+
+def test_queue_is_bounded_and_drops_the_oldest() -> None:
+    """An unread pull point keeps the newest 256 messages and counts the dropped ones."""
+    relay = EventsRelay()
+    path, _ = relay.create_pull_point("PT1H")
+    subscription = relay.subscriptions.get(path.rsplit("/", 1)[1])
+    for _ in range(150):  # 150 motions: 4 messages each (on, off), after the 9 Initialized
+        assert relay.alarm().status == 204
+        relay.advance(21)
+    assert len(subscription.queue) == 256
+    assert subscription.dropped == 9 + 600 - 256
+    found = []
+    while batch := relay.pull(path, limit=100):
+        found.extend(batch)
+    assert len(found) == 256
+    assert [m[4] for m in found[-2:]] == [{"State": "false"}, {"IsMotion": "false"}]
+    assert all(m[2] == "Changed" for m in found)
+
+
+def test_termination_times_absolute_relative_nil_and_bad() -> None:
+    """InitialTerminationTime may be absolute or relative; past times fault, long ones are clamped to an hour, nil renews for an hour."""
+    relay = EventsRelay()
+    _, absolute = relay.create_pull_point("2023-11-14T22:43:20Z")
+    assert times(absolute)[1] == NOW + 1800
+    _, offset = relay.create_pull_point("2023-11-15T07:23:20+09:00")
+    assert times(offset)[1] == NOW + 600
+    _, long = relay.create_pull_point("PT5H")
+    assert times(long)[1] == NOW + 3600
+    _, default = relay.create_pull_point(None)
+    assert times(default)[1] == NOW + 60
+    for bad in ("2023-11-14T22:00:00Z", "tomorrow", "PT0S"):
+        reply = relay.soap(TEV.CreatePullPointSubscription(TEV.InitialTerminationTime(bad)))
+        assert reply.fault()[:2] == ("SOAP-ENV:Receiver", ["ter:InvalidArgVal", "ter:UnacceptableInitialTerminationTime"])
+    path, _ = relay.create_pull_point()
+    nil = WSNT.TerminationTime()
+    nil.set(ns.q(ns.XSI, "nil"), "true")
+    assert times(relay.soap(WSNT.Renew(nil), path).valid_payload())[1] == NOW + 3600
+    assert relay.soap(WSNT.Renew(), path).fault()[1][-1] == "ter:UnacceptableTerminationTime"
+
+
+def test_topic_filters() -> None:
+    """A ConcreteSet filter selects a subtree; bad expressions, dialects and unknown topics are InvalidFilter faults."""
+    relay = EventsRelay()
+
+    def expression(text: str, dialect: str = "http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet") -> object:
+        return TEV.Filter(WSNT.TopicExpression(text, Dialect=dialect))
+
+    path, _ = relay.create_pull_point("PT600S", expression("tns1:RuleEngine//."))
+    relay.alarm()
+    relay.pump()
+    assert {m[0] for m in relay.pull(path)} == {CELL}
+    path, _ = relay.create_pull_point(
+        "PT600S", expression("tns1:VideoSource/MotionAlarm", "http://docs.oasis-open.org/wsn/t-1/TopicExpression/Concrete")
+    )
+    assert {m[0] for m in relay.pull(path)} == {MOTION}
+    path, _ = relay.create_pull_point("PT600S", expression("tns1:VideoSource/SignalLoss|tns1:Device//."))
+    assert {m[0] for m in relay.pull(path)} == {LOSS}
+    for text, dialect in (
+        ("tns1:VideoSource/MotionAlarm", "urn:example:xpath"),
+        ("tns1:VideoSource//MotionAlarm", "http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet"),
+        ("other:VideoSource", "http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet"),
+        ("tns1:Device/Trigger/Relay", "http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet"),
+    ):
+        reply = relay.soap(TEV.CreatePullPointSubscription(expression(text, dialect)))
+        assert reply.fault()[:2] == ("SOAP-ENV:Receiver", ["ter:InvalidArgVal", "ter:InvalidFilter"]), text
+
+
+def test_event_properties_and_capabilities_are_valid() -> None:
+    """GetEventProperties lists the four topics with message descriptions; GetServiceCapabilities needs no credentials."""
+    relay = EventsRelay()
+    properties = relay.soap(TEV.GetEventProperties()).valid_payload()
+    topic_set = properties.find(ns.q(ns.WSTOP, "TopicSet"))
+    assert topic_set is not None
+    topics = set()
+    for element in topic_set.iter():
+        if element.get(ns.q(ns.WSTOP, "topic")) == "true":
+            names, parent = [etree.QName(element).localname], element.getparent()
+            while parent is not topic_set:
+                names.insert(0, etree.QName(parent).localname)
+                parent = parent.getparent()
+            topics.add("/".join(names))
+    assert topics == {"VideoSource/MotionAlarm", "VideoSource/SignalLoss", "RuleEngine/CellMotionDetector/Motion",
+                      "RuleEngine/ObjectDetector/Object"}
+    motion = topic_set.find(f"{{{ns.TNS1}}}VideoSource/MotionAlarm/{{{ns.TT}}}MessageDescription")
+    assert motion is not None and motion.get("IsProperty") == "true"
+    assert [d.get("Name") for d in motion.iter(ns.q(ns.TT, "SimpleItemDescription"))] == ["Source", "State"]
+    dialects = [d.text for d in properties.iter(ns.q(ns.WSNT, "TopicExpressionDialect"))]
+    assert "http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet" in dialects
+    caps = relay.soap(TEV.GetServiceCapabilities(), user=None).valid_payload()
+    assert caps[0].get("WSSubscriptionPolicySupport") == "false"
+    assert caps[0].get("WSPullPointSupport") == "true"
+    assert relay.soap(TEV.GetEventProperties(), user=None).status == 401
+    viewer = relay.soap(TEV.CreatePullPointSubscription(), user="viewer")
+    assert viewer.status == 200  # READ_MEDIA: every user level may subscribe
+    schema.validate(viewer.payload())
+
+
+def test_object_and_signal_loss_events() -> None:
+    """recognitionNotify raises an ObjectDetector pulse with the class; the health monitor's offline raises SignalLoss."""
+    relay = EventsRelay()
+    path, _ = relay.create_pull_point()
+    relay.pull(path)
+    reply = relay.webhook("cam1", TOKEN1, {"type": "recognitionNotify", "device": "atomcam", "data": "alarmType:person"})
+    assert reply.status == 204
+    relay.hub.camera_health_changed("cam2", "offline", "no answer to 3 status requests")
+    relay.hub.camera_health_changed("cam2", "offline", "still nothing")
+    relay.hub.camera_health_changed("cam2", "degraded", "slow")
+    relay.hub.camera_health_changed("cam3", "degraded", "slow")
+    relay.hub.camera_health_changed("nope", "offline", "unknown camera")
+    relay.pump()
+    found = relay.pull(path)
+    assert [(m[0], m[2], m[3], m[4]) for m in found] == [
+        ("tns1:RuleEngine/ObjectDetector/Object", None,
+         {"VideoSourceConfigurationToken": "cam1.vsc", "Rule": "ObjectDetectorRule"}, {"ClassTypes": "Human"}),
+        (LOSS, "Changed", {"Source": "cam2.vs"}, {"State": "true"}),
+        (LOSS, "Changed", {"Source": "cam2.vs"}, {"State": "false"}),
+    ]
+    assert relay.hub.health("cam2") == ("degraded", "slow")
+
+
+def test_device_sees_only_its_cameras_and_follows_a_reload() -> None:
+    """A per-camera device's subscriptions get only its camera's events; a reload sends Deleted and Initialized and keeps them alive."""
+    relay = EventsRelay(device_cameras=("cam1",))
+    path, _ = relay.create_pull_point()
+    assert {m[3].get("Source") for m in relay.pull(path) if m[0] == MOTION} == {"cam1.vs"}
+    relay.webhook("cam2", "cam2-secret-token-9876543210", {"type": "alarmEvent"})
+    relay.pump()
+    assert relay.pull(path) == []
+    cameras = {c.id: c for c in relay.config.cameras}
+    relay.hub.update_cameras([cameras["cam1"], cameras["cam2"]])
+    relay.subscriptions.update_cameras([cameras["cam2"]])
+    found = relay.pull(path)
+    assert [(m[0], m[2], m[3].get("Source") or m[3].get("VideoSourceConfigurationToken"), m[4]) for m in found] == [
+        (MOTION, "Deleted", "cam1.vs", {}),
+        (CELL, "Deleted", "cam1.vsc", {}),
+        (LOSS, "Deleted", "cam1.vs", {}),
+        (MOTION, "Initialized", "cam2.vs", {"State": "true"}),  # cam2's motion survived the reload
+        (CELL, "Initialized", "cam2.vsc", {"IsMotion": "true"}),
+        (LOSS, "Initialized", "cam2.vs", {"State": "false"}),
+    ]
+    assert relay.hub.camera("cam3") is None
+    relay.advance(20)
+    assert [m[4] for m in relay.pull(path)] == [{"State": "false"}, {"IsMotion": "false"}]
+
+
+def test_a_client_that_goes_away_frees_the_pull_without_losing_messages() -> None:
+    """Cancelling a waiting pull (the client hung up) frees the pull point; the next event waits for the next pull."""
+    relay = EventsRelay()
+    path, _ = relay.create_pull_point()
+    relay.pull(path)
+    subscription_id = path.rsplit("/", 1)[1]
+    abandoned = relay.subscriptions.pull(subscription_id, 60, 100)
+    abandoned.addErrback(lambda failure: None)
+    abandoned.cancel()
+    relay.alarm()
+    relay.pump()
+    assert [m[4] for m in relay.pull(path)] == [{"State": "true"}, {"IsMotion": "true"}]
+    assert relay.clock.getDelayedCalls() != []  # only the motion timer and the expiry remain
+    assert all("_answer" not in repr(call) for call in relay.clock.getDelayedCalls())

@@ -70,6 +70,7 @@ class OnvifConfig:
     users: tuple[User, ...] = ()
     max_clock_skew: float = 300.0
     max_profiles: int = 32
+    max_presets: int = 32
 
 
 @dataclass(frozen=True)
@@ -352,7 +353,10 @@ def _read_onvif(reader: _Reader, node: Node | None) -> OnvifConfig:
     keys = reader.mapping(
         node,
         "onvif",
-        ("bind", "port", "advertise_host", "mode", "device", "http_basic", "users", "max_clock_skew", "max_profiles"),
+        (
+            "bind", "port", "advertise_host", "mode", "device", "http_basic", "users", "max_clock_skew",
+            "max_profiles", "max_presets",
+        ),
     )
     device = DeviceInfo()
     if "device" in keys:
@@ -366,11 +370,19 @@ def _read_onvif(reader: _Reader, node: Node | None) -> OnvifConfig:
     advertise = None
     if "advertise_host" in keys:
         advertise = reader.string(keys["advertise_host"], "onvif.advertise_host", nullable=True)
+        if advertise is not None and not _valid_advertise_host(advertise):
+            reader.fail("onvif.advertise_host", keys["advertise_host"],
+                        f"{advertise!r} is not a host, host:port or [IPv6]:port")
+            advertise = None
+    mode = reader.value(keys.get("mode"), "onvif.mode", default.mode, lambda n, p: reader.choice(n, p, MODES))
+    if advertise is not None and mode == "per_camera" and _has_port(advertise):
+        reader.fail("onvif.advertise_host", keys["advertise_host"],
+                    "must not name a port when onvif.mode is per_camera (each camera has its own onvif_port)")
     return OnvifConfig(
         bind=reader.value(keys.get("bind"), "onvif.bind", default.bind, lambda n, p: _host(reader, n, p)),
         port=reader.value(keys.get("port"), "onvif.port", default.port, lambda n, p: reader.integer(n, p, 1, 65535)),
         advertise_host=advertise,
-        mode=reader.value(keys.get("mode"), "onvif.mode", default.mode, lambda n, p: reader.choice(n, p, MODES)),
+        mode=mode,
         device=device,
         http_basic=reader.value(keys.get("http_basic"), "onvif.http_basic", False, reader.boolean),
         users=_read_users(reader, keys.get("users"), "onvif.users"),
@@ -381,7 +393,32 @@ def _read_onvif(reader: _Reader, node: Node | None) -> OnvifConfig:
             keys.get("max_profiles"), "onvif.max_profiles", default.max_profiles,
             lambda n, p: reader.integer(n, p, 0, 1000),
         ),
+        max_presets=reader.value(
+            keys.get("max_presets"), "onvif.max_presets", default.max_presets,
+            lambda n, p: reader.integer(n, p, 1, 1000),
+        ),
     )
+
+
+def _has_port(host: str) -> bool:
+    if host.count(":") > 1 and not host.startswith("["):
+        return False  # a bare IPv6 literal
+    try:
+        return urlsplit("//" + host).port is not None
+    except ValueError:
+        return True
+
+
+def _valid_advertise_host(host: str) -> bool:
+    if not host or any(c in host for c in " /@?#"):
+        return False
+    if host.count(":") > 1 and not host.startswith("["):
+        return True  # a bare IPv6 literal
+    try:
+        parts = urlsplit("//" + host)
+        return bool(parts.hostname) and (parts.port is None or 0 < parts.port < 65536)
+    except ValueError:
+        return False
 
 
 def _read_mediamtx(reader: _Reader, node: Node | None) -> MediamtxConfig:

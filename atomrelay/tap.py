@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from atomrelay.camera.model import ModelRegistry, facts_for
 from atomrelay.camera.ptz import PtzController
 from atomrelay.camera.snapshot import SnapshotResource
 from atomrelay.camera.status import StatusResource
-from atomrelay.config import CameraConfig, Config, ConfigError, load_config
+from atomrelay.config import CameraConfig, Config, ConfigError, User, load_config
 from atomrelay.discovery.responder import Target
 from atomrelay.discovery.service import DiscoveryService
 from atomrelay.events.service import EventsService
@@ -73,16 +74,131 @@ class Options(usage.Options):
 
 
 class RelayService(MultiService):
-    """The running relay: its HTTP/SOAP listeners, the mediamtx reconciler, WS-Discovery and friends.
+    """The running relay: HTTP/SOAP listeners that live as long as the process, and a
+    *generation* of everything built from the config (camera clients, health, PTZ,
+    ONVIF devices, the mediamtx reconciler, WS-Discovery).
 
-    ``devices`` lists the ONVIF devices it serves (one in aggregate mode, one per camera
-    in per_camera mode).
+    A config reload (SIGHUP) builds a new generation and swaps it in: listeners whose
+    address stays keep their sockets (their site root just points at the new
+    generation's resources), the event hub and every live event subscription are kept,
+    and saved state (presets, profiles, users, identity) lives in ``state_dir``.
     """
 
-    def __init__(self, reconciler: Reconciler) -> None:
+    log = Logger()
+
+    def __init__(self, reactor: Any, parts: Persistent, config_path: str | None = None) -> None:
         cast(Any, MultiService).__init__(self)
-        self.reconciler = reconciler
-        self.devices: list[OnvifDevice] = []
+        self.reactor = reactor
+        self.parts = parts
+        self.config_path = config_path
+        self.listeners: dict[tuple[str, int], tuple[Any, SwitchRoot]] = {}
+        self.generation: Generation | None = None
+        self.on_reloading: list[Callable[[], None]] = []
+        self.on_reloaded: list[Callable[[str], None]] = []
+        self._reloading = False
+        self._reload_again = False
+        self._previous_handler: Any = None
+
+    @property
+    def config(self) -> Config:
+        """The config the relay runs on now."""
+        assert self.generation is not None
+        return self.generation.config
+
+    @property
+    def reconciler(self) -> Reconciler:
+        """The current generation's mediamtx reconciler."""
+        assert self.generation is not None
+        return self.generation.reconciler
+
+    @property
+    def devices(self) -> list[OnvifDevice]:
+        """The ONVIF devices served now (one in aggregate mode, one per camera in per_camera mode)."""
+        return self.generation.devices if self.generation is not None else []
+
+    def install(self, generation: Generation) -> None:
+        """Make ``generation`` the served one: listeners first, then its workers (not started here)."""
+        for key, (name, root) in generation.roots.items():
+            if key in self.listeners:
+                self.listeners[key][1].current = root
+                continue
+            switch = SwitchRoot(root)
+            site: Any = cast(Any, Site)(switch, requestFactory=BoundedRequest, logFormatter=access_log_formatter)
+            site.displayTracebacks = False
+            listener: Any = strports.service(_strport(*key), site, reactor=self.reactor)
+            listener.is_listener = True
+            listener.setName(name)
+            listener.setServiceParent(self)
+            self.listeners[key] = (listener, switch)
+        self.generation = generation
+        cast(Any, generation.workers).setServiceParent(self)
+
+    def startService(self) -> None:
+        """Start everything and, when the config came from a file, reload it on SIGHUP."""
+        cast(Any, MultiService).startService(self)
+        if self.config_path is not None:
+            self._previous_handler = signal.signal(signal.SIGHUP, self._on_sighup)
+
+    def stopService(self) -> Deferred[None]:
+        """Stop everything (Bye, reconciler, listeners) and restore the SIGHUP handler."""
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGHUP, self._previous_handler)
+            self._previous_handler = None
+        return cast(Deferred[None], cast(Any, MultiService).stopService(self))
+
+    def _on_sighup(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> Deferred[None]:
+        """Re-read the config file and apply it; an invalid file changes nothing (one log line why)."""
+
+        async def run() -> None:
+            if self._reloading:
+                self._reload_again = True
+                return
+            self._reloading = True
+            try:
+                while True:
+                    self._reload_again = False
+                    await self._reload_once()
+                    if not self._reload_again:
+                        return
+            finally:
+                self._reloading = False
+
+        return Deferred.fromCoroutine(run())
+
+    async def _reload_once(self) -> None:
+        assert self.config_path is not None and self.generation is not None
+        for hook in self.on_reloading:
+            hook()
+        try:
+            config = load_config(self.config_path)
+            if config.state_dir != self.config.state_dir:
+                raise ConfigError(f"{self.config_path}: state_dir: changing it needs a restart")
+        except ConfigError as exc:
+            self.log.error("config reload refused, still running on the previous config: {error}", error=str(exc))
+            for done in self.on_reloaded:
+                done("config reload refused: " + str(exc).splitlines()[0])
+            return
+        old = self.generation
+        new = build_generation(self.parts, config, self)
+        await _maybe_deferred(cast(Any, old.workers).disownServiceParent())
+        keys = set(new.roots)
+        for key in [k for k in self.listeners if k not in keys]:
+            listener, _ = self.listeners.pop(key)
+            await _maybe_deferred(listener.disownServiceParent())
+        self.parts.events.update_cameras(config.cameras, config.events.motion_timeout)
+        for device_id in [d for d in self.parts.subscriptions if d not in {p.device_id for p in new.plans}]:
+            await _maybe_deferred(cast(Any, self.parts.subscriptions.pop(device_id)).disownServiceParent())
+        self.install(new)
+        self.log.info(
+            "config reloaded: {cameras} cameras, {streams} streams, {devices} ONVIF devices",
+            cameras=len(config.cameras), streams=sum(len(c.streams) for c in config.cameras),
+            devices=len(new.devices),
+        )
+        for done in self.on_reloaded:
+            done("config reloaded")
 
     def restart_workers(self) -> Deferred[None]:
         """Restart every child except the listeners (ONVIF SystemReboot)."""
@@ -95,6 +211,22 @@ class RelayService(MultiService):
                 svc.startService()
 
         return Deferred.fromCoroutine(restart())
+
+
+class SwitchRoot(Resource):
+    """A site root that serves whatever the current generation's root serves."""
+
+    def __init__(self, current: Resource) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.current = current
+
+    def getChildWithDefault(self, path: bytes, request: Any) -> Any:
+        """Delegate child lookup to the current root."""
+        return cast(Any, self.current).getChildWithDefault(path, request)
+
+    def render(self, request: Any) -> Any:
+        """Delegate rendering of ``/`` to the current root."""
+        return cast(Any, self.current).render(request)
 
 
 async def _maybe_deferred(result: Any) -> None:
@@ -162,8 +294,32 @@ class _Root(Resource):
 
 
 @dataclass
+class Persistent:
+    """What lives as long as the process, across config reloads."""
+
+    reactor: Any
+    store: StateStore
+    identity: Identity
+    http_client: Any
+    events: EventHub
+    """Motion, object and health state of every camera; webhooks and the health monitor feed it."""
+    notify_client: Any
+    """treq HTTPClient for push Notify requests (on guarded_agent: refused destinations stay refused)."""
+    users: UserStore | None = None
+    """The current generation's user store (the Authenticator looks users up here)."""
+    subscriptions: dict[str, Subscriptions] = field(default_factory=dict)
+    """Each device's event subscriptions by device id; kept across reloads."""
+    authenticator: Authenticator = field(init=False)
+    """WS-Security / HTTP Digest checks (its replay caches survive reloads)."""
+
+    def lookup_user(self, username: str) -> User | None:
+        """The user named ``username`` in the current config and saved users."""
+        return self.users.lookup(username) if self.users is not None else None
+
+
+@dataclass
 class Wiring:
-    """The long-lived objects shared by every device; what a service constructor may ask for."""
+    """The long-lived objects of one generation; what a service constructor may ask for."""
 
     reactor: Any
     config: Config
@@ -174,7 +330,9 @@ class Wiring:
     cameras: dict[str, CameraClient]
     """One HTTP client per camera id, shared by every service that talks to the cameras."""
     relay: RelayService
-    """Parent for worker services (health monitors, event buses): ``svc.setServiceParent(wiring.relay)``."""
+    """Parent of what outlives a generation (event subscriptions)."""
+    workers: MultiService
+    """Parent for this generation's worker services: ``svc.setServiceParent(wiring.workers)``."""
     http_root: Resource
     """The site root on ``onvif.port``: the relay's own endpoints (mediamtx auth, webhooks, status)."""
     reboot: Callable[[], None]
@@ -185,11 +343,9 @@ class Wiring:
     ptz: dict[str, PtzController]
     """The PTZ emulation engine per camera id (shared by every device)."""
     events: EventHub
-    """Motion, object and health state of every camera; webhooks and the health monitor feed it."""
     notify_client: Any
-    """treq HTTPClient for push Notify requests (on guarded_agent: refused destinations stay refused)."""
-    subscriptions: dict[str, Subscriptions] = field(default_factory=dict)
-    """Each device's event subscriptions by device id."""
+    subscriptions: dict[str, Subscriptions]
+    """Each device's event subscriptions by device id (the Persistent dict)."""
 
 
 @dataclass
@@ -231,6 +387,8 @@ def device_services(wiring: Wiring, plan: DevicePlan, root: Resource) -> list[Se
         subscriptions = Subscriptions(wiring.reactor, wiring.events, plan.cameras, wiring.notify_client)
         cast(Any, subscriptions).setServiceParent(wiring.relay)
         wiring.subscriptions[plan.device_id] = subscriptions
+    else:
+        subscriptions.update_cameras(plan.cameras)
     services = [MediaService(media).service(), Media2Service(media).service()]
     if any(camera.model == "auto" or facts_for(camera.model).ptz for camera in plan.cameras):
         services.append(ptz.service())
@@ -260,22 +418,28 @@ def build_device(wiring: Wiring, plan: DevicePlan, root: Resource) -> OnvifDevic
     return OnvifDevice(plan, device, services, resource, root)
 
 
-def _listen(wiring: Wiring, root: Resource, bind: str, port: int, name: str) -> None:
-    site: Any = cast(Any, Site)(root, requestFactory=BoundedRequest, logFormatter=access_log_formatter)
-    site.displayTracebacks = False
-    listener: Any = strports.service(_strport(bind, port), site, reactor=wiring.reactor)
-    listener.is_listener = True
-    listener.setName(name)
-    listener.setServiceParent(wiring.relay)
+@dataclass
+class Generation:
+    """Everything one config builds: workers to start, devices, and the site root per listener."""
+
+    config: Config
+    workers: MultiService
+    reconciler: Reconciler
+    plans: list[DevicePlan]
+    devices: list[OnvifDevice]
+    roots: dict[tuple[str, int], tuple[str, Resource]]
+    """(bind, port) → (listener name, site root)."""
 
 
-def build_relay(config: Config, reactor: Any, http_client: Any | None = None) -> RelayService:
-    """Wire the relay for ``config`` on ``reactor``.
+def build_relay(
+    config: Config, reactor: Any, http_client: Any | None = None, config_path: str | None = None
+) -> RelayService:
+    """Wire the relay for ``config`` on ``reactor`` (``config_path``: reload it on SIGHUP).
 
-    Children start in this order: worker services the device builders add, the HTTP
-    listeners (``onvif.port`` with the relay's own endpoints, then one per per-camera
-    device), the mediamtx reconciler, and WS-Discovery last, so that Hello goes out
-    only once every SOAP port listens and Bye before any socket closes.
+    Children start in this order: the HTTP listeners (``onvif.port`` with the relay's own
+    endpoints, then one per per-camera device), the event hub, then the generation: its
+    camera workers, the mediamtx reconciler, and WS-Discovery last, so that Hello goes
+    out only once every SOAP port listens and Bye before any socket closes.
     """
     import treq
     from twisted.web.client import Agent, HTTPConnectionPool
@@ -289,10 +453,35 @@ def build_relay(config: Config, reactor: Any, http_client: Any | None = None) ->
         identity = load_identity(store)
     except StateError as exc:
         raise ConfigError(f"state_dir: {exc}") from None
+    notify_pool: Any = cast(Any, HTTPConnectionPool)(reactor, persistent=True)
+    notify_pool.maxPersistentPerHost = 2
+    parts = Persistent(
+        reactor=reactor,
+        store=store,
+        identity=identity,
+        http_client=http_client,
+        events=EventHub(reactor, config.cameras, config.events.motion_timeout),
+        notify_client=treq.client.HTTPClient(guarded_agent(reactor, ConsumerPolicy(), notify_pool)),
+    )
+    parts.authenticator = Authenticator(
+        reactor, parts.lookup_user, config.onvif.max_clock_skew, config.onvif.http_basic
+    )
+    relay = RelayService(reactor, parts, config_path)
+    cast(Any, parts.events).setServiceParent(relay)
+    relay.install(build_generation(parts, config, relay))
+    return relay
+
+
+def build_generation(parts: Persistent, config: Config, relay: RelayService) -> Generation:
+    """Build (without starting) everything ``config`` asks for on top of the persistent parts."""
+    reactor = parts.reactor
+    store = parts.store
     users = UserStore(config.onvif.users, store)
-    mediamtx = MediamtxClient(http_client, config.mediamtx, clock=reactor)
+    parts.users = users
+    workers: Any = cast(Any, MultiService)()
+    workers.setName("generation")
+    mediamtx = MediamtxClient(parts.http_client, config.mediamtx, clock=reactor)
     reconciler = Reconciler(reactor, mediamtx, config, store)
-    relay = RelayService(reconciler)
 
     def reboot() -> None:
         reactor.callLater(1.0, relay.restart_workers)
@@ -301,59 +490,57 @@ def build_relay(config: Config, reactor: Any, http_client: Any | None = None) ->
     mediamtx_root: Any = _Root()
     mediamtx_root.putChild(b"auth", MediamtxAuthResource(users.lookup, config.mediamtx))
     http_root.putChild(b"mediamtx", mediamtx_root)
-    authenticator = Authenticator(reactor, users.lookup, config.onvif.max_clock_skew, config.onvif.http_basic)
-    clients = {camera.id: CameraClient(http_client, camera, clock=reactor) for camera in config.cameras}
+    clients = {camera.id: CameraClient(parts.http_client, camera, clock=reactor) for camera in config.cameras}
     models = ModelRegistry(reactor, config.cameras, clients, store, retry_interval=config.health.interval)
     health = HealthMonitor(reactor, config.cameras, clients, mediamtx, RtspOptionsProbe(reactor), config.health.interval)
-    events = EventHub(reactor, config.cameras, config.events.motion_timeout)
+    events = parts.events
     health.on_change.append(lambda camera_id, old, new: events.camera_health_changed(camera_id, new.state, new.reason))
-    for worker in (models, health, events):
-        cast(Any, worker).setServiceParent(relay)
-    http_root.putChild(b"status", StatusResource(reactor, authenticator, config.cameras, health.state, models))
+    for worker in (models, health):
+        cast(Any, worker).setServiceParent(workers)
+    http_root.putChild(b"status", StatusResource(reactor, parts.authenticator, config.cameras, health.state, models))
     http_root.putChild(b"webhook", WebhookResource(reactor, events))
-    notify_pool: Any = cast(Any, HTTPConnectionPool)(reactor, persistent=True)
-    notify_pool.maxPersistentPerHost = 2
     wiring = Wiring(
         reactor=reactor,
         config=config,
         store=store,
         users=users,
-        authenticator=authenticator,
-        http_client=http_client,
+        authenticator=parts.authenticator,
+        http_client=parts.http_client,
         cameras=clients,
         relay=relay,
+        workers=workers,
         http_root=http_root,
         reboot=reboot,
         models=models,
         health=health,
-        ptz={camera.id: PtzController(reactor, camera, clients[camera.id], models, store) for camera in config.cameras},
+        ptz={
+            camera.id: PtzController(reactor, camera, clients[camera.id], models, store,
+                                     max_presets=config.onvif.max_presets)
+            for camera in config.cameras
+        },
         events=events,
-        notify_client=treq.client.HTTPClient(guarded_agent(reactor, ConsumerPolicy(), notify_pool)),
+        notify_client=parts.notify_client,
+        subscriptions=parts.subscriptions,
     )
     aggregate = config.onvif.mode != "per_camera"
-    relay.devices = [
-        build_device(wiring, plan, http_root if aggregate else _Root()) for plan in plan_devices(config, identity)
-    ]
-    _listen(wiring, http_root, config.onvif.bind, config.onvif.port, "http")
-    for device in relay.devices if not aggregate else []:
-        _listen(wiring, device.root, device.plan.bind, device.plan.port, f"onvif-{device.plan.device_id}")
-        log.info(
-            "ONVIF device {device_id} on {bind}:{port}", device_id=device.plan.device_id, bind=device.plan.bind,
-            port=device.plan.port,
-        )
-    cast(Any, reconciler).setServiceParent(relay)
+    plans = plan_devices(config, parts.identity)
+    devices = [build_device(wiring, plan, http_root if aggregate else _Root()) for plan in plans]
+    roots: dict[tuple[str, int], tuple[str, Resource]] = {(config.onvif.bind, config.onvif.port): ("http", http_root)}
+    for device in devices if not aggregate else []:
+        roots[(device.plan.bind, device.plan.port)] = (f"onvif-{device.plan.device_id}", device.root)
+    cast(Any, reconciler).setServiceParent(workers)
     if config.discovery.enabled:
         discovery = DiscoveryService(
             reactor,
             config.discovery,
             [
                 Target(d.device, d.plan.identity.endpoint_reference, d.plan.port, d.plan.bind, d.plan.advertise_host)
-                for d in relay.devices
+                for d in devices
             ],
             store,
         )
         cast(Any, discovery).setName("discovery")
-        cast(Any, discovery).setServiceParent(relay)
+        cast(Any, discovery).setServiceParent(workers)
     log.info(
         "atomrelay {version}: {cameras} cameras, {streams} streams, {mode} mode with {devices} ONVIF devices, "
         "HTTP on {bind}:{port}, WS-Discovery {discovery}, mediamtx at {api}",
@@ -361,13 +548,13 @@ def build_relay(config: Config, reactor: Any, http_client: Any | None = None) ->
         cameras=len(config.cameras),
         streams=sum(len(c.streams) for c in config.cameras),
         mode=config.onvif.mode,
-        devices=len(relay.devices),
+        devices=len(devices),
         bind=config.onvif.bind,
         port=config.onvif.port,
         discovery="on" if config.discovery.enabled else "off",
         api=config.mediamtx.api_url,
     )
-    return relay
+    return Generation(config, workers, reconciler, plans, devices, roots)
 
 
 def makeService(options: usage.Options) -> IService:
@@ -375,13 +562,15 @@ def makeService(options: usage.Options) -> IService:
     from twisted.internet import reactor
 
     config = options["loaded"] if "loaded" in options else load_config(options["config"])
-    relay = build_relay(config, reactor)
+    relay = build_relay(config, reactor, config_path=options["config"])
     listeners = [svc for svc in relay if getattr(svc, "is_listener", False)]
     notifier = SystemdNotifier(
         reactor,
         ready=lambda: [*(when_listening(svc) for svc in listeners), relay.reconciler.ready],
-        status=lambda: relay_status(config, relay),
+        status=lambda: relay_status(relay.config, relay),
     )
+    relay.on_reloading.append(notifier.reloading)
+    relay.on_reloaded.append(lambda outcome: notifier.reloaded())
     top: Any = cast(Any, MultiService)()
     cast(Any, relay).setServiceParent(top)
     # After the relay: READY once every listener listens and paths are registered; stops

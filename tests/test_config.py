@@ -182,3 +182,19 @@ def test_unreadable_file(tmp_path: Path) -> None:
     """A missing file is a clear ConfigError, not a traceback."""
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_advertise_host_forms() -> None:
+    """advertise_host accepts host, host:port and [IPv6]:port and refuses garbage or a port in per_camera mode."""
+    for good in ("nvr.example", "192.0.2.1:8080", "[2001:db8::1]:8080", "2001:db8::1"):
+        assert parse_config(BASE.replace("onvif:\n", f"onvif:\n  advertise_host: '{good}'\n")).onvif.advertise_host == good
+    assert "onvif.advertise_host: 'http://x' is not a host" in error_of(BASE.replace("onvif:\n", "onvif:\n  advertise_host: http://x\n"))
+    text = BASE.replace("onvif:\n", "onvif:\n  mode: per_camera\n  advertise_host: 'relay:8080'\n").replace(
+        "    host: 192.0.2.10\n", "    host: 192.0.2.10\n    onvif_port: 8101\n")
+    assert "onvif.advertise_host: must not name a port when onvif.mode is per_camera" in error_of(text)
+
+
+def test_max_presets() -> None:
+    """onvif.max_presets defaults to 32 and is range-checked."""
+    assert parse_config(BASE).onvif.max_presets == 32
+    assert "onvif.max_presets: 0 is out of range 1..1000" in error_of(BASE.replace("onvif:\n", "onvif:\n  max_presets: 0\n"))

@@ -11,6 +11,10 @@ mediamtx POSTs JSON ``{"ip", "user", "password", "token", "action", "path",
   relay's address when that is an IP address).
 
 Everything else gets 401. Denials are logged with ip, user and action, never the password.
+
+Only mediamtx may ask: requests from any address other than loopback or the host of
+``mediamtx.api_url`` (when that is an IP address) get 403 without looking at the body,
+so the endpoint cannot be used to guess ONVIF passwords from the network.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import ipaddress
 import json
 from collections.abc import Callable
 from typing import IO, Protocol
+from urllib.parse import urlsplit
 
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -44,6 +49,8 @@ class _Request(Protocol):
     def setHeader(self, name: bytes, value: bytes) -> None: ...
 
     def setResponseCode(self, code: int) -> None: ...
+
+    def getClientAddress(self) -> object: ...
 
 
 class AuthRequest:
@@ -86,10 +93,17 @@ class MediamtxAuthResource(Resource):
         self._lookup_user = lookup_user
         self._config = config
         self._relay_ip = _parse_ip(config.relay_address)
+        api_ip = _parse_ip(urlsplit(config.api_url).hostname or "")
+        self._callers = LOCALHOST | ({api_ip} if api_ip is not None else set())
 
     def render_POST(self, request: _Request) -> bytes:
         """Decide one request: 200 allow, 401 deny, 400 malformed, 413 too large."""
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        caller = _parse_ip(str(getattr(request.getClientAddress(), "host", "")))
+        if caller is None or not (caller in self._callers or caller.is_loopback):
+            self.log.warn("mediamtx auth: refused a request from {caller}, which is not mediamtx's address",
+                          caller=caller)
+            return self._answer(request, 403, "forbidden")
         length = request.getHeader(b"content-length")
         if length is not None and (not length.strip().isdigit() or int(length) > MAX_BODY):
             return self._answer(request, 413, "request body too large")

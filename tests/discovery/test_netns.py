@@ -213,7 +213,7 @@ def exchange(datagrams: list[bytes], source: str, timeout: float = 1.5) -> Defer
 async def joined(running: RunningRelay, names: set[str]) -> None:
     """Wait until the relay's discovery has joined the group on exactly ``names``."""
     assert running.relay is not None
-    discovery: Any = running.relay.getServiceNamed("discovery")
+    discovery: Any = running.relay.getServiceNamed("generation").getServiceNamed("discovery")
     await poll(lambda: set(discovery.joined) == names, timeout=10, what=f"the group joined on {sorted(names)}")
 
 

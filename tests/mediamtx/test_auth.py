@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address
 from twisted.logger import LogLevel
 
 from atomrelay.config import MediamtxConfig, User
@@ -168,7 +169,31 @@ def test_oversized_body_without_content_length_gets_413() -> None:
     resource = MediamtxAuthResource(USERS.get, RELAY)
     capture(resource)
     dummy = DummyRequest([b""])
+    dummy.client = IPv4Address("TCP", "127.0.0.1", 40000)
     dummy.method = b"POST"
     dummy.content = io.BytesIO(json.dumps(request("read", "admin", "s3cret!", query="y" * MAX_BODY)).encode())
     resource.render_POST(dummy)
     assert dummy.responseCode == 413
+
+
+def test_only_mediamtx_may_ask() -> None:
+    """A caller that is not loopback or mediamtx's API host gets 403 even with a valid user: no password oracle."""
+    import io
+
+    from twisted.web.test.requesthelper import DummyRequest
+
+    def ask_from(host: str, config: MediamtxConfig = RELAY) -> int:
+        resource = MediamtxAuthResource(USERS.get, config)
+        capture(resource)
+        dummy = DummyRequest([b""])
+        dummy.client = IPv4Address("TCP", host, 40000)
+        dummy.method = b"POST"
+        dummy.content = io.BytesIO(json.dumps(request("read", "admin", "s3cret!")).encode())
+        resource.render_POST(dummy)
+        return int(dummy.responseCode or 200)
+
+    assert ask_from("127.0.0.1") == 200
+    assert ask_from("192.0.2.50") == 403
+    remote = MediamtxConfig(api_url="http://192.0.2.9:9997")
+    assert ask_from("192.0.2.9", remote) == 200
+    assert ask_from("192.0.2.50", remote) == 403

@@ -73,6 +73,14 @@ dist: $(ONEDIR) $(ONEFILE)
 frozen-test: $(STAMP) $(ONEDIR)
 	ATOMRELAY_FROZEN=$(abspath $(ONEDIR)) $(BIN)/python -m pytest -q tests/packaging/test_frozen.py
 
+# Benchmarks, not part of `make test` or CI (~7 min): writes benchmarks/results.md. Installs wrk
+# (apt) and py-spy (pip, into .venv) when missing.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk; }
+	@test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy || echo "py-spy not installed: the profile is skipped"
+	$(BIN)/python benchmarks/run_all.py
+
 demo: $(STAMP)
 	$(BIN)/atomrelay demo
 

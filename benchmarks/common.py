@@ -13,6 +13,7 @@ import base64
 import hashlib
 import http.client
 import json
+import math
 import os
 import platform
 import signal
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Sequence
 
 from lxml import etree
-from lxml.builder import ElementMaker
+from lxml.builder import ElementMaker  # type: ignore[import-not-found, unused-ignore]
 
 from atomrelay.onvif import ns
 
@@ -35,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BIN = Path(sys.executable).parent
 ATOMRELAY = BIN / "atomrelay"
+PYTHON = sys.executable
 LUA = HERE / "requests.lua"
 
 USER = "admin"
@@ -243,10 +245,10 @@ def relay(config: Path, port: int, log: Path, argv: Sequence[str] | None = None,
     return Server([*command, "run", "-c", str(config)], port, log, env)
 
 
-def bare_server(body_file: Path, port: int, log: Path) -> Server:
+def bare_server(body_file: Path, port: int, log: Path, stock: bool = False) -> Server:
     """Start ``benchmarks/bare_server.py`` answering every POST with the bytes of ``body_file``."""
-    return Server([sys.executable, str(HERE / "bare_server.py"), "--port", str(port), "--body", str(body_file)],
-                  port, log)
+    argv = [sys.executable, str(HERE / "bare_server.py"), "--port", str(port), "--body", str(body_file)]
+    return Server([*argv, "--stock"] if stock else argv, port, log)
 
 
 def rss_kib(pid: int) -> int:
@@ -419,7 +421,7 @@ def run_wrk(port: int, requests_file: Path, connections: int, duration: float, l
     env = child_env()
     env.update(BENCH_REQUESTS=str(requests_file), BENCH_THREADS=str(threads), BENCH_LIMIT=str(limit),
                BENCH_CONTENT_TYPE=content_type)
-    argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s", "--timeout", "10s",
+    argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{math.ceil(duration)}s", "--timeout", "10s",
             "-s", str(LUA), f"http://127.0.0.1:{port}/"]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
@@ -429,6 +431,40 @@ def run_wrk(port: int, requests_file: Path, connections: int, duration: float, l
     errors = sum(raw[key] for key in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
     latency = {key: value / 1000.0 for key, value in raw["latency_us"].items()}
     return WrkResult(raw["requests"], raw["duration_us"] / 1e6, errors, raw["wrapped"], latency)
+
+
+def run_wrk_count(port: int, requests: Callable[[int], Iterable[tuple[str, bytes]]], count: int, connections: int,
+                  workdir: Path, chunk_seconds: float = 3.0, chunk_requests: int = 40_000) -> WrkResult:
+    """Send ``count`` requests made by ``requests(n)`` in wrk runs of ``chunk_seconds``; the summed result.
+
+    wrk has no request count, only a duration: each run gets fresh requests and stops its
+    thread after the ones still owed, then idles for the rest of its duration. So the
+    rate (``seconds``) and latencies are those of the runs that did not stop early (of
+    the last run if all did).
+    """
+    lines = workdir / "counted.txt"
+    total = errors = wrapped = 0
+    full: list[WrkResult] = []
+    last: WrkResult | None = None
+    while total < count:
+        owed = count - total
+        seconds = chunk_seconds
+        if full:
+            expected = sum(r.requests for r in full) / sum(r.seconds for r in full)
+            seconds = min(chunk_seconds, max(1.0, math.ceil(1.2 * owed / expected)))
+        write_request_lines(lines, requests(min(owed, chunk_requests)))
+        last = run_wrk(port, lines, connections, seconds, limit=owed)
+        if last.requests == 0:
+            raise RuntimeError("wrk completed no request")
+        total += last.requests
+        errors += last.errors
+        wrapped += last.wrapped
+        if last.requests < owed:
+            full.append(last)
+    assert last is not None
+    timed = full or [last]
+    rate = sum(r.requests for r in timed) / sum(r.seconds for r in timed)
+    return WrkResult(total, total / rate, errors, wrapped, timed[0].latency_ms)
 
 
 # --- figures ------------------------------------------------------------------------------------------

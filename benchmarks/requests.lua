@@ -2,7 +2,8 @@
 -- "<path>\t<body>". With several threads, thread i sends lines i, i+n, i+2n... so no two
 -- threads send the same body (WS-Security nonces are accepted once). A thread that runs
 -- out of lines starts over and counts it in "wrapped" (the relay then rejects the replays
--- as status errors). $BENCH_LIMIT > 0 stops each thread after that many responses.
+-- as status errors). $BENCH_LIMIT > 0 stops each thread after that many responses (wrk
+-- itself still ends only when its duration is up).
 -- done() prints one line "BENCH_JSON {...}" for benchmarks/common.py.
 
 local threads = {}

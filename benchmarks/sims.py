@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor as _reactor
 from twisted.internet import stdio
@@ -53,7 +53,7 @@ class RtspOptions(Protocol):
             head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
             cseq = next((line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
                          if line.lower().startswith(b"cseq:")), b"1")
-            self.transport.write(b"RTSP/1.0 200 OK\r\nCSeq: " + cseq + b"\r\nPublic: OPTIONS, DESCRIBE\r\n\r\n")
+            cast(Any, self.transport).write(b"RTSP/1.0 200 OK\r\nCSeq: " + cseq + b"\r\nPublic: OPTIONS, DESCRIBE\r\n\r\n")
 
 
 class Control(LineReceiver):
@@ -110,7 +110,7 @@ class Control(LineReceiver):
 
     def answer(self, payload: dict[str, Any]) -> None:
         """One JSON line on stdout."""
-        self.sendLine(json.dumps(payload).encode("ascii"))
+        self.sendLine(json.dumps(payload).encode("ascii"))  # type: ignore[no-untyped-call]
 
 
 def main() -> None:
@@ -119,17 +119,17 @@ def main() -> None:
     parser.add_argument("--cameras", type=int, default=16)
     args = parser.parse_args()
     fake = FakeMediamtx(reactor)
-    api = listen_mediamtx(reactor, fake)
+    api: Any = listen_mediamtx(reactor, fake)
     cameras = []
     ports = []
     for index in range(args.cameras):
         camera = SimulatedCamera(reactor, "ATOM_CamV3C", hostname=f"cam{index:02d}", hwaddr=f"02:00:00:00:01:{index:02x}")
-        http = listen_camera(reactor, camera)
-        rtsp = reactor.listenTCP(0, Factory.forProtocol(RtspOptions), interface="127.0.0.1")
+        http: Any = listen_camera(reactor, camera)
+        rtsp: Any = reactor.listenTCP(0, Factory.forProtocol(RtspOptions), interface="127.0.0.1")
         cameras.append(camera)
         ports.append({"http": http.getHost().port, "rtsp": rtsp.getHost().port})
     control = Control(fake, cameras)
-    stdio.StandardIO(control)
+    cast(Any, stdio.StandardIO)(control)
     control.answer({"api_port": api.getHost().port, "cameras": ports})
     reactor.run()
 

@@ -30,7 +30,13 @@ from typing import Any, Callable, Coroutine, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
-from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError, TimeoutError as ConnectTimeout
+from twisted.internet.error import (
+    ConnectError,
+    ConnectingCancelledError,
+    ConnectionLost,
+    DNSLookupError,
+    TimeoutError as ConnectTimeout,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -240,7 +246,7 @@ class CameraClient:
             kwargs["timeout"] = limit
         try:
             return await self.http.request(method, url, **kwargs)
-        except (ConnectError, DNSLookupError, ConnectTimeout, TimeoutError, CancelledError,
+        except (ConnectError, DNSLookupError, ConnectTimeout, TimeoutError, CancelledError, ConnectingCancelledError,
                 ResponseFailed, ResponseNeverReceived, RequestTransmissionFailed, ConnectionLost) as exc:
             raise self._failure(exc, "did not answer") from None
 
@@ -260,9 +266,13 @@ class CameraClient:
         return CameraUnavailable(f"{self._where} {what}: {_describe(exc)}")
 
     async def status(self, timeout: float | None = None) -> dict[str, str]:
-        """``cmd.cgi?name=status`` as a key → value mapping."""
+        """``cmd.cgi?name=status`` as a key → value mapping; CameraReplyError for a page that is markup."""
         body = await self.request("GET", "/cgi-bin/cmd.cgi?name=status", timeout=timeout)
-        return _key_values(clean_reply(body))
+        text = clean_reply(body)
+        # KEY=value lines never start with "<": this is a web page (another device, a login portal).
+        if text.lstrip().startswith("<"):
+            raise CameraReplyError(f"{self._where} answered with an HTML page, not the atomcam_tools status")
+        return _key_values(text)
 
     async def hardware(self, timeout: float | None = None) -> dict[str, str]:
         """PRODUCT_MODEL and HWADDR from hack_ini.cgi (never the secrets the rest of it holds)."""
@@ -338,11 +348,15 @@ async def _drain(response: Any) -> None:
 
 
 def _is_cancellation(exc: BaseException) -> bool:
-    """Whether ``exc`` is (or wraps, as treq's ResponseNeverReceived does) a cancellation or timeout."""
-    if isinstance(exc, (CancelledError, TimeoutError)):
+    """Whether ``exc`` is (or wraps, as treq's ResponseNeverReceived does) a cancellation or timeout.
+
+    A request cancelled while still connecting fails with ConnectingCancelledError.
+    """
+    kinds = (CancelledError, TimeoutError, ConnectingCancelledError)
+    if isinstance(exc, kinds):
         return True
     reasons = getattr(exc, "reasons", None) or []
-    return any(isinstance(r, Failure) and isinstance(r.value, (CancelledError, TimeoutError)) for r in reasons)
+    return any(isinstance(r, Failure) and isinstance(r.value, kinds) for r in reasons)
 
 
 def _describe(exc: BaseException) -> str:

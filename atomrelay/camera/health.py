@@ -32,6 +32,7 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence, TypeVa
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol as TwistedProtocol, connectionDone
 from twisted.internet.task import LoopingCall
@@ -167,6 +168,8 @@ class RtspOptionsProbe:
             await cast(Any, endpoint).connect(Factory.forProtocol(lambda: protocol))
         except CancelledError:
             raise
+        except ConnectingCancelledError:  # our timer ran out before the port answered at all
+            raise ProbeFailed("cannot connect: no answer to the connection attempt") from None
         except Exception as exc:
             raise ProbeFailed(f"cannot connect: {_short(exc)}") from None
         try:

@@ -57,8 +57,11 @@ def parse_duration(text: str) -> float:
     if match is None or text.strip().endswith(("P", "T")):
         raise ValueError(f"{text.strip()[:40]!r} is not an xs:duration")
     total = float(match.group("seconds") or 0)
-    for unit, factor in _UNITS.items():
-        total += int(match.group(unit) or 0) * factor
+    try:
+        for unit, factor in _UNITS.items():
+            total += int(match.group(unit) or 0) * factor
+    except OverflowError:  # hundreds of digits: more than a float holds
+        raise ValueError(f"{text.strip()[:40]!r} is too long a duration") from None
     return -total if match.group("sign") else total
 
 

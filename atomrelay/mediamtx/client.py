@@ -20,6 +20,7 @@ from urllib.parse import quote
 from treq.client import HTTPClient
 from treq.content import collect
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -295,11 +296,15 @@ class MediamtxClient:
 
 
 def _is_cancellation(exc: BaseException) -> bool:
-    """Whether ``exc`` is (or wraps, as treq's ResponseNeverReceived does) a cancellation."""
-    if isinstance(exc, CancelledError):
+    """Whether ``exc`` is (or wraps, as treq's ResponseNeverReceived does) a cancellation.
+
+    A request cancelled while still connecting fails with ConnectingCancelledError.
+    """
+    kinds = (CancelledError, ConnectingCancelledError)
+    if isinstance(exc, kinds):
         return True
     reasons = getattr(exc, "reasons", None) or []
-    return any(isinstance(r, Failure) and isinstance(r.value, CancelledError) for r in reasons)
+    return any(isinstance(r, Failure) and isinstance(r.value, kinds) for r in reasons)
 
 
 def _describe(exc: BaseException) -> str:

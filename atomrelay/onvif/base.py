@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Union
+from typing import Awaitable, Callable, Hashable, Union
 
 from lxml.etree import _Element
 
@@ -118,6 +118,11 @@ class Operation:
 
     handler: Handler
     access: AccessClass
+    reply_key: Callable[[RequestContext], Hashable] | None = None
+    """For answers that many requests share: a key equal for two requests exactly when
+    their answers are (it must change with the state the answer shows). The SOAP server
+    then serializes the answer once per key and SOAP version; a request carrying a
+    WS-Addressing MessageID is always answered afresh."""
 
 
 @dataclass(frozen=True)

@@ -239,7 +239,12 @@ class DeviceService:
             "SetUser": (self.set_user, write),
             "SystemReboot": (self.system_reboot, AccessClass.UNRECOVERABLE),
         }
-        return {name: Operation(handler, access) for name, (handler, access) in table.items()}
+        operations = {name: Operation(handler, access) for name, (handler, access) in table.items()}
+        # The answer shows whole seconds of the clock in a fixed zone: one serialization per second.
+        operations["GetSystemDateAndTime"] = Operation(
+            self.get_system_date_and_time, pre, reply_key=lambda ctx: int(self._clock.seconds())
+        )
+        return operations
 
     def _cached(self, key: tuple[Any, ...], build: Callable[[], _Element]) -> _Element:
         """A fresh copy of a response fragment that only depends on ``key``.
@@ -740,7 +745,7 @@ def _check_date_time(element: _Element | None) -> None:
             values.append(int(text.strip()))
         year, month, day, hour, minute, second = values
         datetime.datetime(year, month, day, hour, minute, second)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # OverflowError: a field with more digits than a C long holds
         raise sender_fault("InvalidArgVal", "InvalidDateTime", reason=f"invalid UTCDateTime: {exc}") from None
 
 

@@ -150,7 +150,11 @@ class MediaService:
         for kind, name in _ADD_REMOVE:
             table[f"Add{name}Configuration"] = (self._adder(kind), actuate)
             table[f"Remove{name}Configuration"] = (self._remover(kind), actuate)
-        return {name: Operation(handler, access) for name, (handler, access) in table.items()}
+        operations = {name: Operation(handler, access) for name, (handler, access) in table.items()}
+        operations["GetProfiles"] = Operation(
+            self.get_profiles, read, reply_key=lambda ctx: self._cache.reply_key(("GetProfiles",))
+        )
+        return operations
 
     # --- what Media1 can show ----------------------------------------------------------
 

@@ -115,7 +115,11 @@ class Media2Service:
             "GetStreamUri": (self.get_stream_uri, read),
             "GetSnapshotUri": (self.get_snapshot_uri, read),
         }
-        return {name: Operation(handler, access) for name, (handler, access) in table.items()}
+        operations = {name: Operation(handler, access) for name, (handler, access) in table.items()}
+        operations["GetProfiles"] = Operation(
+            self.get_profiles, read, reply_key=lambda ctx: self._cache.reply_key(self._profiles_key(ctx))
+        )
+        return operations
 
     # --- elements --------------------------------------------------------------------------
 
@@ -179,16 +183,23 @@ class Media2Service:
 
     def get_profiles(self, ctx: RequestContext) -> _Element:
         """GetProfiles: all profiles or one (Token), with the configurations the Type list asks for."""
-        token = optional_text(ctx.body, ns.TR2, "Token") or None
-        requested = [(t.text or "").strip() for t in ctx.body.findall(_tr2("Type"))]
-        kinds = KINDS if ALL in requested else tuple(k for k in KINDS if k in requested)
+        key = self._profiles_key(ctx)
+        _, token, kinds = key
         profiles = [self._model.profile(token)] if token is not None else self._model.profiles()
 
         def build() -> _Element:
             counts = self._model.use_counts()
             return TR2.GetProfilesResponse(*(self._profile_element(p, kinds, counts) for p in profiles))
 
-        return self._cache.get(("GetProfiles", token, kinds), build)
+        return self._cache.get(key, build)
+
+    @staticmethod
+    def _profiles_key(ctx: RequestContext) -> tuple[str, str | None, tuple[str, ...]]:
+        """What a GetProfiles answer depends on besides the model: its Token and its Type list."""
+        token = optional_text(ctx.body, ns.TR2, "Token") or None
+        requested = [(t.text or "").strip() for t in ctx.body.findall(_tr2("Type"))]
+        kinds = KINDS if ALL in requested else tuple(k for k in KINDS if k in requested)
+        return ("GetProfiles", token, kinds)
 
     def create_profile(self, ctx: RequestContext) -> _Element:
         """CreateProfile: a non-fixed profile, optionally with configurations; answers its token."""

@@ -627,6 +627,10 @@ class ResponseCache:
         self._state: tuple[Any, ...] = ()
         self._entries: dict[tuple[Any, ...], _Element] = {}
 
+    def reply_key(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
+        """``key`` with the model state: an ``Operation.reply_key`` for an answer cached under ``key``."""
+        return (self._model.generation, self._model.ptz_signature(), *key)
+
     def get(self, key: tuple[Any, ...], build: Callable[[], _Element]) -> _Element:
         """A copy of the element cached under ``key``, built on first use."""
         state = (self._model.generation, self._model.ptz_signature())

@@ -341,7 +341,11 @@ class Authenticator:
         if "opaque" in params and params["opaque"] != self._opaque:
             raise AuthenticationFailed("Digest opaque does not match")
         uri = params["uri"]
-        if urlsplit(uri).path.encode("utf-8", "replace") != request.path:
+        try:
+            uri_path = urlsplit(uri).path
+        except ValueError:  # e.g. "http://[": an unclosed IPv6 literal
+            raise AuthenticationFailed("malformed Digest uri") from None
+        if uri_path.encode("utf-8", "replace") != request.path:
             raise AuthenticationFailed("Digest uri does not match the request")
 
         def h(text: str) -> str:

@@ -1,0 +1,209 @@
+"""Limits for the relay's HTTP listeners: a deadline per request and caps on open connections.
+
+twisted.web alone leaves a listener open to slow clients. Its only timer is the idle
+timeout (``Site.timeOut``, 60 s), and every byte received restarts it, so a client that
+dribbles a header byte every few seconds, or announces a body and never sends it all,
+keeps its connection for ever; and nothing limits how many connections are open (each
+one costs a file descriptor, 1024 by default). ``GuardedSite`` is a ``Site`` that adds:
+
+* a request deadline: the request line, the headers and the whole body must arrive within
+  ``request_timeout`` seconds of the request's first byte, else the client gets
+  ``408 Request Timeout`` and the connection is closed (aborted ``abortTimeout`` seconds
+  later if the peer does not let it close). Time spent answering is not counted, and an
+  idle keep-alive connection is left to the idle timeout (``idle_timeout``);
+* connection caps: at most ``max_connections`` connections at once, and at most
+  ``max_per_peer`` from one IP address, so that one client cannot take every slot. A
+  connection over a cap gets ``503 Service Unavailable`` with ``Retry-After`` and is
+  closed before anything is read from it.
+
+Requests cut off and connections refused are logged at most once per ``LOG_INTERVAL``
+seconds each, with how many there were, so that a flood of slow clients is not also a
+flood of log lines.
+
+Use it wherever a ``Site`` would be: ``GuardedSite(root, requestFactory=BoundedRequest)``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, cast
+
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Site
+
+REQUEST_TIMEOUT = 10.0
+"""Seconds a client has to send one whole request (line, headers and body)."""
+IDLE_TIMEOUT = 60.0
+"""Seconds a connection may sit idle between requests (twisted.web's default)."""
+MAX_CONNECTIONS = 512
+"""Open connections per listener; half the default file descriptor limit of 1024."""
+MAX_PER_PEER = 128
+"""Open connections from one IP address (an NVR with many cameras opens several per camera)."""
+LOG_INTERVAL = 10.0
+"""Seconds between two log lines about refused connections."""
+
+# Not a class-level ``log``: on a Site that name is the access-log method (HTTPFactory.log).
+_log = Logger(namespace="atomrelay.httpguard")
+
+_TIMEOUT_BODY = b"No complete request within the time allowed.\n"
+_BUSY_BODY = b"Too many connections; try again.\n"
+
+
+def _plain_response(status: bytes, body: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: " + str(len(body)).encode("ascii") + b"\r\n" + extra + b"Connection: close\r\n\r\n" + body
+    )
+
+
+_TIMEOUT_RESPONSE = _plain_response(b"408 Request Timeout", _TIMEOUT_BODY)
+_BUSY_RESPONSE = _plain_response(b"503 Service Unavailable", _BUSY_BODY, b"Retry-After: 1\r\n")
+
+
+class _Tally:
+    """Counts events and says when they may be logged again (at most once per LOG_INTERVAL)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._logged_at: float | None = None
+
+    def due(self, now: float) -> int:
+        """Count one event; how many to report now, or 0 while the last report is recent."""
+        self._count += 1
+        if self._logged_at is not None and now - self._logged_at < LOG_INTERVAL:
+            return 0
+        count, self._count, self._logged_at = self._count, 0, now
+        return count
+
+
+class GuardedChannel(HTTPChannel):
+    """An HTTP/1.1 channel that closes a connection whose request does not arrive in time."""
+
+    site: GuardedSite
+    peer_host = ""
+    _deadline: Any = None
+
+    def dataReceived(self, data: bytes) -> None:
+        """Start the request deadline on the first byte of a request, then parse as usual."""
+        # ``requests`` is empty only between requests: the deadline starts with the first
+        # byte of the next one (buffered pipelined bytes come back here once it is).
+        if data and self._deadline is None and not self.requests:
+            self._deadline = self.callLater(self.site.request_timeout, self._too_slow)  # type: ignore[no-untyped-call]
+        super().dataReceived(data)  # type: ignore[no-untyped-call]
+
+    def allContentReceived(self) -> None:
+        """The whole request is in: stop its deadline before it is answered."""
+        self._stop_deadline()
+        super().allContentReceived()  # type: ignore[no-untyped-call]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Forget the deadline and give the connection's slot back."""
+        self._stop_deadline()
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        self.site.release(self)
+
+    def _stop_deadline(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        transport: Any = self.transport
+        if transport is None:
+            return
+        self.site.note_too_slow(self.peer_host)
+        transport.write(_TIMEOUT_RESPONSE)
+        if self.abortTimeout is not None:
+            self._abortingCall = self.callLater(  # type: ignore[no-untyped-call]
+                self.abortTimeout, self.forceAbortClient
+            )
+        self.loseConnection()  # type: ignore[no-untyped-call]
+
+
+class _Refusal(Protocol):
+    """Answers 503 at once and closes: the connection is over a cap."""
+
+    def connectionMade(self) -> None:
+        """Refuse without reading anything."""
+        transport: Any = self.transport
+        transport.write(_BUSY_RESPONSE)
+        transport.loseConnection()
+
+
+class GuardedSite(Site):
+    """A ``Site`` with a per-request deadline, an idle timeout and caps on open connections.
+
+    Keyword arguments other than the limits go to ``Site`` (``requestFactory``,
+    ``logFormatter``, ``reactor``...).
+    """
+
+    protocol = GuardedChannel  # type: ignore[assignment]  # plain HTTP/1.1: no HTTP/2 negotiation without TLS
+
+    def __init__(
+        self,
+        resource: Any,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        max_per_peer: int = MAX_PER_PEER,
+        **site_arguments: Any,
+    ) -> None:
+        super().__init__(resource, timeout=idle_timeout, **site_arguments)  # type: ignore[no-untyped-call]
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        self.max_per_peer = max_per_peer
+        self.open_connections = 0
+        self._per_peer: Counter[str] = Counter()
+        self._too_slow = _Tally()
+        self._refused = _Tally()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """A guarded channel, or a 503 refusal when a connection cap is reached."""
+        host = str(getattr(addr, "host", "") or "")
+        if self.open_connections >= self.max_connections or self._per_peer[host] >= self.max_per_peer:
+            self._note_refusal(host)
+            refusal = _Refusal()
+            refusal.factory = cast(Any, self)
+            return refusal
+        channel = cast(GuardedChannel, super().buildProtocol(addr))  # type: ignore[no-untyped-call]
+        channel.peer_host = host
+        self.open_connections += 1
+        self._per_peer[host] += 1
+        return channel
+
+    def release(self, channel: GuardedChannel) -> None:
+        """A guarded channel closed: its slot is free again."""
+        self.open_connections -= 1
+        self._per_peer[channel.peer_host] -= 1
+        if self._per_peer[channel.peer_host] <= 0:
+            del self._per_peer[channel.peer_host]
+
+    def note_too_slow(self, host: str) -> None:
+        """Log (now and then) that connections were cut off for not sending a whole request in time."""
+        count = self._too_slow.due(cast(Any, self.reactor).seconds())
+        if count:
+            _log.info(
+                "closed {count} connection(s) that sent no complete request within {timeout:g}s (latest from {peer})",
+                count=count,
+                timeout=self.request_timeout,
+                peer=host or "?",
+            )
+
+    def _note_refusal(self, host: str) -> None:
+        count = self._refused.due(cast(Any, self.reactor).seconds())
+        if count:
+            _log.warn(
+                "refused {count} connection(s) over the limits (latest from {peer}: {peer_open} open from it, "
+                "{open} in all; limits {per_peer} per address, {total} in all)",
+                count=count,
+                peer=host or "?",
+                peer_open=self._per_peer[host],
+                open=self.open_connections,
+                per_peer=self.max_per_peer,
+                total=self.max_connections,
+            )

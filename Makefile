@@ -18,7 +18,7 @@ FROZEN_SOURCES := atomrelay.spec setup.cfg $(shell find atomrelay -type f -not -
 # `make test FROZEN_TEST=no` leaves out the frozen build and its smoke test.
 FROZEN_TEST ?= yes
 
-.PHONY: all test demo lint typecheck system-deps clean dist frozen-test bench venv
+.PHONY: all test demo lint typecheck system-deps clean dist frozen-test bench venv soak
 
 all: test
 
@@ -86,3 +86,8 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+# Soak test, not part of `make test` (10 min by default; `make soak SOAK_SECONDS=60` for a short run).
+SOAK_SECONDS ?= 600
+soak: $(STAMP)
+	ATOMRELAY_SOAK=1 ATOMRELAY_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python -m pytest -q -s tests/robustness/test_soak.py

@@ -21,7 +21,6 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web import pages
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from atomrelay import __version__
 from atomrelay.camera.client import CameraClient
@@ -37,6 +36,7 @@ from atomrelay.events.service import EventsService
 from atomrelay.events.state import EventHub
 from atomrelay.events.subscriptions import ConsumerPolicy, Subscriptions, guarded_agent
 from atomrelay.events.webhook import WebhookResource, access_log_formatter
+from atomrelay.httpguard import GuardedSite
 from atomrelay.identity import Identity, load_identity
 from atomrelay.mediamtx.auth import MediamtxAuthResource
 from atomrelay.mediamtx.client import MediamtxClient
@@ -123,7 +123,7 @@ class RelayService(MultiService):
                 self.listeners[key][1].current = root
                 continue
             switch = SwitchRoot(root)
-            site: Any = cast(Any, Site)(switch, requestFactory=BoundedRequest, logFormatter=access_log_formatter)
+            site: Any = GuardedSite(switch, requestFactory=BoundedRequest, logFormatter=access_log_formatter)
             site.displayTracebacks = False
             listener: Any = strports.service(_strport(*key), site, reactor=self.reactor)
             listener.is_listener = True

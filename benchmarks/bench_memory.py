@@ -18,6 +18,8 @@ GetProfiles, GetStreamUri, GetSnapshotUri, Media2 GetProfiles, and a malformed b
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -65,6 +67,37 @@ def mixed(count: int) -> Iterator[tuple[str, bytes]]:
     for index in range(count):
         path, make = mix[index % len(mix)]
         yield path, make()
+
+
+_IMPORTS = """
+import json, sys
+if sys.argv[1] == "without":
+    sys.modules["OpenSSL"] = None
+def rss():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:"))
+steps = {"python": rss()}
+from twisted.internet import reactor
+steps["+ reactor"] = rss()
+import lxml.etree, treq, twisted.web.server
+steps["+ twisted.web, lxml, treq"] = rss()
+import atomrelay.cli, atomrelay.tap
+steps["+ atomrelay"] = rss()
+print(json.dumps(steps))
+"""
+
+
+def import_rss() -> dict[str, dict[str, int]]:
+    """RSS (KiB) after each group of imports, with and without TLS support (pyOpenSSL made unimportable).
+
+    Twisted's TCP transport imports pyOpenSSL and cryptography whenever they are installed,
+    and treq requires them: this shows what that costs before the relay does anything.
+    """
+    result = {}
+    for tls in ("with", "without"):
+        done = subprocess.run([common.PYTHON, "-c", _IMPORTS, tls], capture_output=True, text=True, check=True,
+                              env=common.child_env(), cwd="/")
+        result[f"{tls}_tls"] = json.loads(done.stdout)
+    return result
 
 
 def start_rss(sims: common.Simulators, cameras: int, workdir: Path) -> dict[str, Any]:
@@ -115,6 +148,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="atomrelay-bench-") as tmp, common.Simulators(64) as sims:
         workdir = Path(tmp)
         result = {
+            "imports": import_rss(),
             "start": [start_rss(sims, cameras, workdir) for cameras in (1, 16, 64)],
             "growth": growth(sims, workdir, args.warmup, args.requests),
         }

@@ -27,7 +27,7 @@ from typing import Any
 
 import common
 
-STARTS = 5
+STARTS = 7
 READY_WAIT = 3.0
 """Seconds READY=1 may come after serving before it counts as never sent."""
 CAMERAS = 16

@@ -91,10 +91,11 @@ class Report:
         self.summary.append((figure, target, measured, met, note))
 
     def failed(self, name: str, figure: str, target: str) -> bool:
-        """Record a failed benchmark's targets as missed; True if it failed."""
+        """True when the benchmark has no figures; a failed one's targets are recorded as missed."""
         if name in self.f:
             return False
-        self.target(figure, target, "not measured", False, f"benchmark `{name}` failed: {self.failures.get(name, '?')}")
+        if name in self.failures:
+            self.target(figure, target, "not measured", False, f"benchmark `{name}` failed: {self.failures[name]}")
         return True
 
     # --- SOAP --------------------------------------------------------------------------
@@ -193,18 +194,29 @@ class Report:
         self.target("RSS after start, 16 cameras", "≤ 60 MB", f"{sixteen / MIB:.1f} MiB ({sixteen * 1.024 / 1000:.1f} MB)",
                     sixteen * 1024 <= 60_000_000,
                     "" if sixteen * 1024 <= 60_000_000 else self._memory_note(memory))
+        imports = memory.get("imports")
+        if imports:
+            steps = list(imports["with_tls"])
+            lines += ["", "RSS of a bare interpreter after each group of imports, with pyOpenSSL importable (as "
+                      "installed) and made unimportable (no TLS):", "",
+                      "| | " + " | ".join(steps) + " |", "|---" * (len(steps) + 1) + "|",
+                      *(f"| {label} | " + " | ".join(f"{imports[key][step] / MIB:.1f} MiB" for step in steps) + " |"
+                        for label, key in (("with TLS", "with_tls"), ("without TLS", "without_tls")))]
         growth = memory["growth"]
         lines += ["", "Growth with 16 cameras under mixed SOAP requests (wrk, 16 connections; the mix is in "
                   "`bench_memory.py`; the malformed ninth request is answered with a fault and counted as an "
                   "expected error). The growth during the warm-up is the WS-Security replay memory filling up: "
                   "it keeps up to 50,000 (user, nonce) pairs for 2 × max_clock_skew + 1 s (10 min by default); "
                   "once full it stays full, and its table reaches its final size after about 120,000 mixed "
-                  "requests, hence the warm-up length.", "",
+                  "requests, hence the warm-up length. Full, it holds "
+                  f"{(growth['phases'][0]['rss_kib'] - growth['rss_after_start_kib']) / MIB:.1f} MiB here "
+                  f"(~{(growth['phases'][0]['rss_kib'] - growth['rss_after_start_kib']) * 1024 / 50_000:.0f} bytes "
+                  "per nonce).", "",
                   "| after | requests | req/s | errors (expected) | RSS |", "|---|---|---|---|---|",
                   f"| start | — | — | — | {growth['rss_after_start_kib'] / MIB:.1f} MiB |"]
         for phase in growth["phases"]:
             lines.append(f"| {phase['phase']} | {_n(phase['requests'])} | {_n(phase['requests'] / phase['seconds'])} "
-                         f"| {phase['errors']} ({phase['expected_errors']}) | {phase['rss_kib'] / MIB:.1f} MiB |")
+                         f"| {_n(phase['errors'])} ({_n(phase['expected_errors'])}) | {phase['rss_kib'] / MIB:.1f} MiB |")
         self.target(f"RSS growth over {_n(growth['phases'][1]['requests'])} mixed requests after a "
                     f"{_n(growth['phases'][0]['requests'])}-request warm-up", "≤ 5 %", f"{growth['growth_percent']:+.1f} %",
                     growth["growth_percent"] <= 5.0)
@@ -213,8 +225,16 @@ class Report:
     def _memory_note(self, memory: dict[str, Any]) -> str:
         one = next(row["rss_kib"] for row in memory["start"] if row["cameras"] == 1)
         sixteen = next(row["rss_kib"] for row in memory["start"] if row["cameras"] == 16)
-        return (f"{one / MIB:.1f} MiB of it with 1 camera: the interpreter with Twisted, treq, lxml and their imports; "
-                f"15 more cameras add {(sixteen - one) / MIB:.1f} MiB")
+        note = (f"{one / MIB:.1f} MiB of it with 1 camera; 15 more cameras add {(sixteen - one) / MIB:.1f} MiB. "
+                "The imports alone take ")
+        imports = memory.get("imports")
+        if not imports:
+            return note + "most of it"
+        with_tls, without_tls = imports["with_tls"], imports["without_tls"]
+        return note + (f"{with_tls['+ atomrelay'] / MIB:.1f} MiB, {(with_tls['+ reactor'] - without_tls['+ reactor']) / MIB:.1f}"
+                       " MiB of them TLS support: Twisted's TCP transport loads pyOpenSSL and cryptography whenever "
+                       "they are installed (treq requires them), although the relay needs TLS only for an https "
+                       "mediamtx API or push consumer")
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -223,8 +243,10 @@ class Report:
         if self.failed("startup", "Start-up, 16 cameras, pip form", "≤ 0.5 s"):
             return
         startup = self.f["startup"]
+        starts = startup["forms"][0]["starts"] if startup["forms"] else 0
         lines = ["## Start-up", "", f"{startup['cameras']} cameras; seconds from spawning the process (median, min–max of "
-                 "5 starts after one unmeasured start): first SOAP answer, all paths registered, systemd READY=1.", "",
+                 f"{starts} starts after one unmeasured start): first SOAP answer, all paths registered, systemd "
+                 "READY=1.", "",
                  "| form | SOAP answers | all 32 paths | READY=1 | serving (later of the first two) | RSS |",
                  "|---|---|---|---|---|---|"]
         targets = {"pip": 0.5, "onedir": 1.0}

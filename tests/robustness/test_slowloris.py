@@ -303,8 +303,6 @@ async def raw_exchange_on(port: int, body: bytes, path: str) -> bytes:
         connection.abort()
 
 
-@pytest.mark.xfail(strict=True, reason="tap.py does not serve through atomrelay.httpguard.GuardedSite yet; "
-                                       "remove this mark together with that change")
 @pytest_twisted.ensureDeferred
 async def test_relay_listeners_are_guarded(guarded: Guarded) -> None:
     """Every listener build_relay makes serves through a GuardedSite with the BoundedRequest body cap."""

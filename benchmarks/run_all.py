@@ -412,10 +412,13 @@ def main() -> int:
     args = parser.parse_args()
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load_start = _load()
+    git_start = _git()
     begin = time.monotonic()
     figures, failures = run_all(args.only)
     machine = common.machine()
-    machine["atomrelay"] += f" (git {_git()})"
+    git_end = _git()
+    machine["atomrelay"] += f" (git {git_start})" if git_end == git_start else \
+        f" (git {git_start} at the start, {git_end} at the end: the tree changed during the run)"
     text = Report(figures, failures).write(machine, started, (load_start, _load()), time.monotonic() - begin)
     args.output.write_text(text, encoding="utf-8")
     common.stderr(f"wrote {args.output.relative_to(common.ROOT) if args.output.is_relative_to(common.ROOT) else args.output}")

@@ -49,13 +49,15 @@ def run_all(only: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
     return figures, failures
 
 
-def _git() -> str:
+def _git() -> tuple[str, str]:
+    """(commit and whether atomrelay/ has uncommitted changes, a fingerprint of the atomrelay/ sources)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=common.ROOT).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "atomrelay")
-    return f"{commit}{' + uncommitted changes in atomrelay/' if dirty else ''}"
+    dirty = git("diff", "HEAD", "--", "atomrelay")
+    label = f"{commit}{' + uncommitted changes in atomrelay/' if dirty else ''}"
+    return label, git("rev-parse", "HEAD:atomrelay") + dirty
 
 
 def _load() -> str:
@@ -417,8 +419,8 @@ def main() -> int:
     figures, failures = run_all(args.only)
     machine = common.machine()
     git_end = _git()
-    machine["atomrelay"] += f" (git {git_start})" if git_end == git_start else \
-        f" (git {git_start} at the start, {git_end} at the end: the tree changed during the run)"
+    machine["atomrelay"] += f" (git {git_start[0]})" if git_end[1] == git_start[1] else \
+        f" (git {git_start[0]} at the start, {git_end[0]} at the end: atomrelay/ changed during the run)"
     text = Report(figures, failures).write(machine, started, (load_start, _load()), time.monotonic() - begin)
     args.output.write_text(text, encoding="utf-8")
     common.stderr(f"wrote {args.output.relative_to(common.ROOT) if args.output.is_relative_to(common.ROOT) else args.output}")

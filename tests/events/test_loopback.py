@@ -186,7 +186,9 @@ async def test_home_assistant_pull_point_for_real(loopback: Loopback) -> None:
         assert initial.TerminationTime - initial.CurrentTime >= dt.timedelta(seconds=60)
 
         waiting = asyncio.ensure_future(service.PullMessages(pull))
-        await aio(asyncio.sleep(0.2))
+        await poll(lambda: any(getattr(sub, "waiter", None) is not None
+                               for sub in loopback.subscriptions._subs.values()),
+                   timeout=10, what="the pull to be parked on the relay")
         assert not waiting.done()  # a long-poll with nothing to report
         sent = time.monotonic()
         assert await loopback.alarm() == 204

@@ -28,7 +28,6 @@ from atomrelay.onvif.base import (
     AccessClass,
     Operation,
     RequestContext,
-    Service,
     SoapFault,
     allowed,
     receiver_fault,
@@ -46,11 +45,9 @@ from atomrelay.onvif.media_model import (
     VIDEO_SOURCE,
     AudioEncoderConfiguration,
     ElementMaker,
-    MediaModel,
+    MediaServiceBase,
     Profile,
-    ResponseCache,
     VideoEncoderConfiguration,
-    VideoEncoderSettings,
     VideoSourceConfiguration,
     audio_source_configuration_element,
     audio_source_element,
@@ -61,8 +58,8 @@ from atomrelay.onvif.media_model import (
     no_multicast,
     no_profile,
     optional_text,
-    parse_float,
     parse_int,
+    read_video_encoder_settings,
     required_text,
     video_source_configuration_element,
     video_source_configuration_options_element,
@@ -90,27 +87,14 @@ def _trt(local: str) -> str:
     return ns.q(ns.TRT, local)
 
 
-class MediaService:
+class MediaService(MediaServiceBase):
     """The Media (ver10) service of one ONVIF device, over the device's ``MediaModel``."""
 
     log = Logger()
-
-    def __init__(self, model: MediaModel) -> None:
-        self._model = model
-        self._cache = ResponseCache(model)
-        self._service: Service | None = None
-
-    def service(self) -> Service:
-        """The ``Service`` to hand to the SOAP server (built once)."""
-        if self._service is None:
-            self._service = Service(
-                namespace=ns.TRT,
-                path=PATH,
-                version=VERSION,
-                operations=self._operations(),
-                capabilities=lambda ctx: self._cache.get(("capabilities",), self._capabilities),
-            )
-        return self._service
+    NAMESPACE = ns.TRT
+    PATH = PATH
+    VERSION = VERSION
+    MAKER = TRT
 
     def _operations(self) -> dict[str, Operation]:
         read, actuate = AccessClass.READ_MEDIA, AccessClass.ACTUATE
@@ -318,13 +302,6 @@ class MediaService:
         remove.__doc__ = f"Remove{dict(_ADD_REMOVE)[kind]}Configuration: take that kind out of a profile."
         return remove
 
-    def _empty(self, response: str) -> Callable[[RequestContext], _Element]:
-        def empty(ctx: RequestContext) -> _Element:
-            return TRT(response)
-
-        empty.__doc__ = f"{response[: -len('Response')]}: the relay has none."
-        return empty
-
     # --- video --------------------------------------------------------------------------------
 
     def get_video_sources(self, ctx: RequestContext) -> _Element:
@@ -401,14 +378,8 @@ class MediaService:
         config = self._config(VIDEO_ENCODER, (element.get("token") or "").strip())
         rate = element.find(_tt("RateControl"))
         h264 = element.find(_tt("H264"))
-        wanted = VideoEncoderSettings(
-            name=(element.findtext(_tt("Name")) or "").strip(),
-            encoding=(element.findtext(_tt("Encoding")) or "").strip(),
-            width=parse_int(element.findtext(f"{_tt('Resolution')}/{_tt('Width')}"), "Width") or 0,
-            height=parse_int(element.findtext(f"{_tt('Resolution')}/{_tt('Height')}"), "Height") or 0,
-            frame_rate_limit=parse_float(
-                rate.findtext(_tt("FrameRateLimit")) if rate is not None else None, "FrameRateLimit"
-            ),
+        wanted = read_video_encoder_settings(
+            element,
             encoding_interval=parse_int(
                 rate.findtext(_tt("EncodingInterval")) if rate is not None else None, "EncodingInterval"
             ),

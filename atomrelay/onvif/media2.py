@@ -16,7 +16,7 @@ from lxml.etree import _Element
 from twisted.logger import Logger
 
 from atomrelay.onvif import ns
-from atomrelay.onvif.base import AccessClass, Operation, RequestContext, Service, sender_fault
+from atomrelay.onvif.base import AccessClass, Operation, RequestContext, sender_fault
 from atomrelay.onvif.media_model import (
     AUDIO_ENCODER,
     AUDIO_SOURCE,
@@ -28,18 +28,16 @@ from atomrelay.onvif.media_model import (
     VIDEO_SOURCE,
     AudioEncoderConfiguration,
     ElementMaker,
-    MediaModel,
+    MediaServiceBase,
     Profile,
-    ResponseCache,
     VideoEncoderConfiguration,
-    VideoEncoderSettings,
     VideoSourceConfiguration,
     audio_source_configuration_element,
     check_video_encoder_settings,
     no_config,
     optional_text,
-    parse_float,
     parse_int,
+    read_video_encoder_settings,
     required_text,
     video_source_configuration_element,
     video_source_configuration_options_element,
@@ -67,27 +65,14 @@ def _tr2(local: str) -> str:
     return ns.q(ns.TR2, local)
 
 
-class Media2Service:
+class Media2Service(MediaServiceBase):
     """The Media2 (ver20) service of one ONVIF device, over the device's ``MediaModel``."""
 
     log = Logger()
-
-    def __init__(self, model: MediaModel) -> None:
-        self._model = model
-        self._cache = ResponseCache(model)
-        self._service: Service | None = None
-
-    def service(self) -> Service:
-        """The ``Service`` to hand to the SOAP server (built once)."""
-        if self._service is None:
-            self._service = Service(
-                namespace=ns.TR2,
-                path=PATH,
-                version=VERSION,
-                operations=self._operations(),
-                capabilities=lambda ctx: self._cache.get(("capabilities",), self._capabilities),
-            )
-        return self._service
+    NAMESPACE = ns.TR2
+    PATH = PATH
+    VERSION = VERSION
+    MAKER = TR2
 
     def _operations(self) -> dict[str, Operation]:
         read, actuate = AccessClass.READ_MEDIA, AccessClass.ACTUATE
@@ -228,13 +213,6 @@ class Media2Service:
         self._model.change_profile(token, remove=[kind for kind in kinds if kind in KINDS])
         return TR2.RemoveConfigurationResponse()
 
-    def _empty(self, response: str) -> Callable[[RequestContext], _Element]:
-        def empty(ctx: RequestContext) -> _Element:
-            return TR2(response)
-
-        empty.__doc__ = f"{response[: -len('Response')]}: the relay has none."
-        return empty
-
     # --- configurations -------------------------------------------------------------------
 
     def _lister(self, kind: str) -> Callable[[RequestContext], _Element]:
@@ -299,17 +277,8 @@ class Media2Service:
         config = self._model.configuration(VIDEO_ENCODER, token)
         if config is None:
             raise no_config(token, VIDEO_ENCODER)
-        rate = element.find(_tt("RateControl"))
-        wanted = VideoEncoderSettings(
-            name=(element.findtext(_tt("Name")) or "").strip(),
-            encoding=(element.findtext(_tt("Encoding")) or "").strip(),
-            width=parse_int(element.findtext(f"{_tt('Resolution')}/{_tt('Width')}"), "Width") or 0,
-            height=parse_int(element.findtext(f"{_tt('Resolution')}/{_tt('Height')}"), "Height") or 0,
-            frame_rate_limit=parse_float(
-                rate.findtext(_tt("FrameRateLimit")) if rate is not None else None, "FrameRateLimit"
-            ),
-            encoding_interval=None,
-            gov_length=parse_int(element.get("GovLength"), "GovLength"),
+        wanted = read_video_encoder_settings(
+            element, encoding_interval=None, gov_length=parse_int(element.get("GovLength"), "GovLength")
         )
         check_video_encoder_settings(config, wanted)
         return TR2.SetVideoEncoderConfigurationResponse()

@@ -42,7 +42,7 @@ from twisted.logger import Logger
 from atomrelay.config import CameraConfig, StreamConfig
 from atomrelay.mediamtx.paths import path_name
 from atomrelay.onvif import ns, tokens
-from atomrelay.onvif.base import SoapFault, receiver_fault, sender_fault
+from atomrelay.onvif.base import Operation, RequestContext, Service, SoapFault, receiver_fault, sender_fault
 from atomrelay.onvif.soap import Maker
 from atomrelay.state import StateError, StateStore
 
@@ -689,6 +689,73 @@ def check_video_encoder_settings(config: VideoEncoderConfiguration, wanted: Vide
             "ConfigModify",
             reason=f"the relay passes the camera stream through and cannot re-encode it: {'; '.join(problems)}",
         )
+
+
+def read_video_encoder_settings(
+    element: _Element, encoding_interval: int | None, gov_length: int | None
+) -> VideoEncoderSettings:
+    """The tt: fields Media and Media2 SetVideoEncoderConfiguration share, plus the two that differ."""
+
+    def tt(local: str) -> str:
+        return ns.q(ns.TT, local)
+
+    rate = element.find(tt("RateControl"))
+    return VideoEncoderSettings(
+        name=(element.findtext(tt("Name")) or "").strip(),
+        encoding=(element.findtext(tt("Encoding")) or "").strip(),
+        width=parse_int(element.findtext(f"{tt('Resolution')}/{tt('Width')}"), "Width") or 0,
+        height=parse_int(element.findtext(f"{tt('Resolution')}/{tt('Height')}"), "Height") or 0,
+        frame_rate_limit=parse_float(
+            rate.findtext(tt("FrameRateLimit")) if rate is not None else None, "FrameRateLimit"
+        ),
+        encoding_interval=encoding_interval,
+        gov_length=gov_length,
+    )
+
+
+class MediaServiceBase:
+    """What the Media (ver10) and Media2 (ver20) services share over one ``MediaModel``.
+
+    Subclasses set ``NAMESPACE``, ``PATH``, ``VERSION`` and ``MAKER`` and provide
+    ``_operations()`` and ``_capabilities()``.
+    """
+
+    NAMESPACE: str
+    PATH: str
+    VERSION: tuple[int, int]
+    MAKER: Maker
+
+    def __init__(self, model: MediaModel) -> None:
+        self._model = model
+        self._cache = ResponseCache(model)
+        self._service: Service | None = None
+
+    def service(self) -> Service:
+        """The ``Service`` to hand to the SOAP server (built once)."""
+        if self._service is None:
+            self._service = Service(
+                namespace=self.NAMESPACE,
+                path=self.PATH,
+                version=self.VERSION,
+                operations=self._operations(),
+                capabilities=lambda ctx: self._cache.get(("capabilities",), self._capabilities),
+            )
+        return self._service
+
+    def _operations(self) -> dict[str, Operation]:
+        raise NotImplementedError
+
+    def _capabilities(self) -> _Element:
+        raise NotImplementedError
+
+    def _empty(self, response: str) -> Callable[[RequestContext], _Element]:
+        maker = self.MAKER
+
+        def empty(ctx: RequestContext) -> _Element:
+            return maker(response)
+
+        empty.__doc__ = f"{response[: -len('Response')]}: the relay has none."
+        return empty
 
 
 def parse_int(text: str | None, what: str) -> int | None:

@@ -164,7 +164,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the relay in the foreground (as systemd or a terminal wants it)."""
     from atomrelay import tap
 
-    return _twistd("atomrelay", tap.Options, ["--config", args.config], tap.makeService, args.verbose)
+    access_log = ["--access-log"] if args.verbose else []
+    return _twistd("atomrelay", tap.Options, ["--config", args.config, *access_log], tap.makeService, args.verbose)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -632,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the relay in the foreground")
     run.add_argument("-c", "--config", required=True)
-    run.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
+    run.add_argument("-v", "--verbose", action="store_true", help="log debug messages and every HTTP request too")
     run.set_defaults(func=cmd_run)
     check = sub.add_parser("check", help="validate the config and reach mediamtx and every camera")
     check.add_argument("-c", "--config", required=True)

@@ -64,6 +64,9 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", "/etc/atomrelay/config.yaml", "Path to the YAML configuration file."],
     ]
+    optFlags = [
+        ["access-log", None, "Log one line per HTTP request (off by default: it costs CPU on every request)."],
+    ]
 
     def postOptions(self) -> None:
         """Load and validate the config now so that twistd refuses to start on errors."""
@@ -86,11 +89,14 @@ class RelayService(MultiService):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, parts: Persistent, config_path: str | None = None) -> None:
+    def __init__(
+        self, reactor: Any, parts: Persistent, config_path: str | None = None, access_log: bool = False
+    ) -> None:
         cast(Any, MultiService).__init__(self)
         self.reactor = reactor
         self.parts = parts
         self.config_path = config_path
+        self.access_log = access_log
         self.listeners: dict[tuple[str, int], tuple[Any, SwitchRoot]] = {}
         self.generation: Generation | None = None
         self.on_reloading: list[Callable[[], None]] = []
@@ -123,7 +129,9 @@ class RelayService(MultiService):
                 self.listeners[key][1].current = root
                 continue
             switch = SwitchRoot(root)
-            site: Any = GuardedSite(switch, requestFactory=BoundedRequest, logFormatter=access_log_formatter)
+            site: Any = GuardedSite(
+                switch, requestFactory=BoundedRequest, logFormatter=access_log_formatter, access_log=self.access_log
+            )
             site.displayTracebacks = False
             listener: Any = strports.service(_strport(*key), site, reactor=self.reactor)
             listener.is_listener = True
@@ -432,9 +440,14 @@ class Generation:
 
 
 def build_relay(
-    config: Config, reactor: Any, http_client: Any | None = None, config_path: str | None = None
+    config: Config,
+    reactor: Any,
+    http_client: Any | None = None,
+    config_path: str | None = None,
+    access_log: bool = False,
 ) -> RelayService:
-    """Wire the relay for ``config`` on ``reactor`` (``config_path``: reload it on SIGHUP).
+    """Wire the relay for ``config`` on ``reactor`` (``config_path``: reload it on SIGHUP;
+    ``access_log``: log every HTTP request).
 
     Children start in this order: the HTTP listeners (``onvif.port`` with the relay's own
     endpoints, then one per per-camera device), the event hub, then the generation: its
@@ -466,7 +479,7 @@ def build_relay(
     parts.authenticator = Authenticator(
         reactor, parts.lookup_user, config.onvif.max_clock_skew, config.onvif.http_basic
     )
-    relay = RelayService(reactor, parts, config_path)
+    relay = RelayService(reactor, parts, config_path, access_log)
     cast(Any, parts.events).setServiceParent(relay)
     relay.install(build_generation(parts, config, relay))
     return relay
@@ -562,7 +575,7 @@ def makeService(options: usage.Options) -> IService:
     from twisted.internet import reactor
 
     config = options["loaded"] if "loaded" in options else load_config(options["config"])
-    relay = build_relay(config, reactor, config_path=options["config"])
+    relay = build_relay(config, reactor, config_path=options["config"], access_log=bool(options["access-log"]))
     listeners = [svc for svc in relay if getattr(svc, "is_listener", False)]
     notifier = SystemdNotifier(
         reactor,

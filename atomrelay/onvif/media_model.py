@@ -422,12 +422,6 @@ class MediaModel:
             return ""
         return self._configs[PTZ][profile.ptz].camera.id
 
-    def ptz_signature(self) -> tuple[bool, ...]:
-        """Which cameras the PTZ hook answers for right now (a camera's model may be detected late)."""
-        if self._ptz_hook is None:
-            return ()
-        return tuple(self._ptz_available(camera) for camera in self.cameras)
-
     def _ptz_available(self, camera: CameraConfig) -> bool:
         return self._ptz_hook is not None and self._ptz_hook(camera) is not None
 
@@ -615,9 +609,10 @@ class MediaModel:
 
 
 class ResponseCache:
-    """Response fragments that only change with the model (its generation and PTZ cameras) and the key.
+    """Response fragments that only change with the model's generation and the key.
 
-    The SOAP layer moves the returned element into its envelope, so callers get a deep
+    The PTZ hook's answers are part of the model: whoever changes them (a camera's model
+    detected late) calls ``MediaModel.invalidate()``, as the composition root does. The SOAP layer moves the returned element into its envelope, so callers get a deep
     copy; the cache is emptied when the generation changes or it grows past ``size``.
     """
 
@@ -629,11 +624,11 @@ class ResponseCache:
 
     def reply_key(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
         """``key`` with the model state: an ``Operation.reply_key`` for an answer cached under ``key``."""
-        return (self._model.generation, self._model.ptz_signature(), *key)
+        return (self._model.generation, *key)
 
     def get(self, key: tuple[Any, ...], build: Callable[[], _Element]) -> _Element:
         """A copy of the element cached under ``key``, built on first use."""
-        state = (self._model.generation, self._model.ptz_signature())
+        state = (self._model.generation,)
         if state != self._state or len(self._entries) >= self._size:
             self._entries.clear()
             self._state = state

@@ -50,6 +50,7 @@ from twisted.web.http_headers import Headers
 from atomrelay.config import User
 from atomrelay.onvif import ns
 from atomrelay.onvif.base import Caller
+from atomrelay.onvif.xmlsafe import first_children
 
 _DIGEST_ALGORITHMS: dict[str, Callable[[bytes], "hashlib._Hash"]] = {
     "MD5": hashlib.md5,
@@ -173,25 +174,26 @@ class Authenticator:
         Returns None when the header carries no UsernameToken; raises
         ``AuthenticationFailed`` (already logged) when the token is rejected.
         """
-        token = security.find(_USERNAME_TOKEN)
+        token = first_children(security).get(_USERNAME_TOKEN)
         if token is None:
             return None
-        username = _text(token.find(_USERNAME))
+        parts = first_children(token)
+        username = _text(parts.get(_USERNAME))
         try:
-            return self._verify_token(token, username)
+            return self._verify_token(parts, username)
         except AuthenticationFailed as failure:
             self._log_failure("WS-Security", username, remote, failure.reason)
             raise
 
-    def _verify_token(self, token: _Element, username: str) -> Caller:
-        password = token.find(_PASSWORD)
+    def _verify_token(self, parts: dict[str, _Element], username: str) -> Caller:
+        password = parts.get(_PASSWORD)
         if not username or password is None:
             raise AuthenticationFailed("UsernameToken without Username or Password")
         digest = _is_digest(password.get("Type"))
-        nonce = _decode_nonce(token.find(_NONCE))
-        created_element = token.find(_WSU_CREATED)
+        nonce = _decode_nonce(parts.get(_NONCE))
+        created_element = parts.get(_WSU_CREATED)
         if created_element is None:
-            created_element = token.find(_WSSE_CREATED)
+            created_element = parts.get(_WSSE_CREATED)
         created = _text(created_element) if created_element is not None else None
         if digest and (nonce is None or not created):
             raise AuthenticationFailed("PasswordDigest without Nonce and Created")

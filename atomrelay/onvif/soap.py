@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lxml import etree
@@ -25,6 +25,7 @@ from lxml.etree import _Element
 
 from atomrelay.onvif import ns
 from atomrelay.onvif.base import SoapFault, sender_fault
+from atomrelay.onvif.xmlsafe import first_children
 
 ENVELOPE_PREFIX = "SOAP-ENV"
 XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -98,11 +99,12 @@ class Envelope:
     operation: _Element
     """The first element child of the Body, e.g. ``{tds-namespace}GetDeviceInformation``."""
 
+    header_blocks: dict[str, _Element] = field(default_factory=dict, compare=False, repr=False)
+    """The header's blocks by Clark name, the first of each (``header_block`` reads it)."""
+
     def header_block(self, namespace: str, local: str) -> _Element | None:
         """The first header block with this namespace and local name (prefixes are irrelevant)."""
-        if self.header is None:
-            return None
-        return self.header.find(ns.q(namespace, local))
+        return self.header_blocks.get(ns.q(namespace, local))
 
     def _wsa_text(self, local: str) -> str | None:
         block = self.header_block(ns.WSA, local)
@@ -153,7 +155,7 @@ def read_envelope(root: _Element) -> Envelope:
     operation = next(iter(body), None)
     if operation is None:
         raise sender_fault("Tag", reason="No Tag: the Body has no operation element")
-    return Envelope(version, header, operation)
+    return Envelope(version, header, operation, first_children(header) if header is not None else {})
 
 
 def response_action(request_action: str | None, payload: _Element) -> str:

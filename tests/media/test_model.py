@@ -289,11 +289,13 @@ def test_ptz_camera_lookup_for_the_ptz_service(tmp_path: Path) -> None:
 
 
 def test_late_ptz_detection_reaches_cached_profiles(tmp_path: Path) -> None:
-    """When the PTZ hook starts answering for a camera (model detected late), cached GetProfiles shows it at once."""
+    """When the PTZ hook starts answering for a camera (model detected late) and the model is invalidated, as the
+    composition root does on a model change, cached GetProfile answers show it at once."""
     detected: set[str] = set()
     harness = MediaHarness(tmp_path, ptz=lambda c: swing_only_ptz(c) if c.id in detected else None)
     before = harness.call("GetProfile", TRT.ProfileToken("swing.main"))
     assert before[0].find(f"{{{ns.TT}}}PTZConfiguration") is None
     detected.add("swing")
+    harness.model.invalidate()
     after = harness.call("GetProfile", TRT.ProfileToken("swing.main"))
     assert after[0].find(f"{{{ns.TT}}}PTZConfiguration") is not None

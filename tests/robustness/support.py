@@ -522,8 +522,12 @@ def start_rig(cameras: tuple[tuple[str, str], ...] = (("swing", SWING_MODEL), ("
 
 
 def relay_config(rig: Rig, onvif_port: int, state_dir: Path, *, wait_timeout: str = "5s",
-                 poll_interval: str = "200ms", health_interval: str = "1s", http_basic: bool = False) -> str:
-    """The relay's YAML config for ``rig``: user admin, webhook tokens, two streams per camera."""
+                 poll_interval: str = "200ms", health_interval: str = "1s", http_basic: bool = False,
+                 auto_models: bool = False) -> str:
+    """The relay's YAML config for ``rig``: user admin, webhook tokens, two streams per camera.
+
+    With ``auto_models`` every camera is ``model: auto`` (read from the camera), else its rig model.
+    """
     lines = [
         "onvif:",
         "  bind: 127.0.0.1",
@@ -545,7 +549,7 @@ def relay_config(rig: Rig, onvif_port: int, state_dir: Path, *, wait_timeout: st
             "    host: 127.0.0.1",
             f"    http_port: {camera.http.port}",
             f"    rtsp_port: {camera.rtsp.port}",
-            f"    model: {camera.model}",
+            f"    model: {'auto' if auto_models else camera.model}",
             f"    webhook_token: {WEBHOOK_TOKEN}",
             "    streams:",
             "      - {name: main, rtsp_path: video0_unicast, codec: h264, audio: transcode}",

@@ -1,0 +1,104 @@
+"""GuardedSite's access log: off unless asked for (it costs CPU on every request), complete when on."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.web.resource import Resource
+
+from atomrelay.events.webhook import access_log_formatter
+from atomrelay.httpguard import GuardedSite
+from atomrelay.onvif.server import BoundedRequest
+
+
+class Hello(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: object) -> bytes:
+        return b"hello"
+
+
+def serve(site: GuardedSite, requests: int) -> bytes:
+    """Send ``requests`` keep-alive GETs through one channel; everything the site wrote back."""
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    for number in range(requests):
+        channel.dataReceived(f"GET /n{number} HTTP/1.1\r\nHost: relay\r\n\r\n".encode("ascii"))
+    channel.connectionLost(None)
+    return transport.value()
+
+
+@pytest.mark.parametrize("access_log", [False, True])
+def test_access_log_only_when_asked_for(access_log: bool) -> None:
+    """Off: no line is formatted or written. On: one line per request, through the relay's formatter."""
+    site = GuardedSite(Hello(), requestFactory=BoundedRequest, logFormatter=access_log_formatter,
+                       access_log=access_log, reactor=Clock())
+    log = io.StringIO()
+    site._logFile = log  # where HTTPFactory.log writes (startFactory points it at twisted's log)
+
+    answered = serve(site, 3)
+
+    assert answered.count(b"HTTP/1.1 200 OK") == 3
+    lines = log.getvalue().splitlines()
+    if access_log:
+        assert [line.split('"')[3] for line in lines] == ["GET /n0 HTTP/1.1", "GET /n1 HTTP/1.1", "GET /n2 HTTP/1.1"]
+    else:
+        assert lines == []
+
+
+def connect(site: GuardedSite) -> tuple[object, StringTransport]:
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def test_request_deadline_restarts_with_each_request_on_a_kept_connection() -> None:
+    """Each request gets the whole deadline from its own first byte; time idle between requests never counts."""
+    clock = Clock()
+    site = GuardedSite(Hello(), requestFactory=BoundedRequest, request_timeout=10.0, idle_timeout=60.0, reactor=clock)
+    channel, transport = connect(site)
+    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: relay\r\n\r\n")
+    assert transport.value().count(b" 200 OK") == 1
+
+    clock.advance(15)  # idle past the request deadline: nothing happens
+    assert not transport.disconnecting
+    channel.dataReceived(b"GET /b HTTP/1.1\r\nHost: re")  # the second request starts at t=15 and stalls
+    clock.advance(9.9)
+    assert not transport.disconnecting and b"408" not in transport.value()
+    clock.advance(0.2)  # t=25.1: 10 s after its first byte
+    assert b"HTTP/1.1 408 Request Timeout" in transport.value()
+    assert transport.disconnecting
+
+
+def test_a_request_finished_in_time_is_not_cut_off_later() -> None:
+    """A deadline set for a request that arrived whole is never applied to the connection afterwards."""
+    clock = Clock()
+    site = GuardedSite(Hello(), requestFactory=BoundedRequest, request_timeout=10.0, idle_timeout=60.0, reactor=clock)
+    channel, transport = connect(site)
+    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: relay\r\n\r\n")
+    clock.advance(5)
+    channel.dataReceived(b"GET /b HTTP/1.1\r\nHost: relay\r\n\r\n")  # at t=5: deadline moved to t=15
+    for _ in range(30):
+        clock.advance(1)
+    assert transport.value().count(b" 200 OK") == 2
+    assert b"408" not in transport.value() and not transport.disconnecting
+
+
+def test_a_request_started_soon_after_another_gets_its_own_whole_deadline() -> None:
+    """Request b starts at t=5 while a's deadline call (t=10) is still pending: b is cut off at t=15, not t=10."""
+    clock = Clock()
+    site = GuardedSite(Hello(), requestFactory=BoundedRequest, request_timeout=10.0, idle_timeout=60.0, reactor=clock)
+    channel, transport = connect(site)
+    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: relay\r\n\r\n")
+    clock.advance(5)
+    channel.dataReceived(b"GET /b HTTP/1.1\r\n")
+    clock.advance(5.1)
+    assert b"408" not in transport.value() and not transport.disconnecting
+    clock.advance(5)
+    assert b"HTTP/1.1 408 Request Timeout" in transport.value()

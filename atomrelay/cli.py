@@ -230,11 +230,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 async def run_checks(reactor: Any, config: Config, show_webhooks: bool = False) -> list[CheckResult]:
     """Every check of ``atomrelay check``, in display order."""
     import treq
-    from twisted.web.client import Agent
 
+    from atomrelay import tls
     from atomrelay.mediamtx.client import MediamtxClient
 
-    http = treq.client.HTTPClient(cast(Any, Agent)(reactor))
+    http = treq.client.HTTPClient(tls.agent(reactor))
     rows = [CheckResult("OK", "config", f"{config.source}: {len(config.cameras)} cameras, "
                                        f"{sum(len(c.streams) for c in config.cameras)} streams")]
     rows += config_file_rows(config.source)
@@ -651,6 +651,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script entry point."""
+    from atomrelay.tls import import_twisted_without_tls
+
+    import_twisted_without_tls()  # before any command imports Twisted's networking (see atomrelay.tls)
     args = build_parser().parse_args(argv)
     result: int = args.func(args)
     return result

@@ -6,6 +6,12 @@ every class gets its reactor, clock and HTTP client from here.
 
 from __future__ import annotations
 
+from atomrelay import tls
+from atomrelay.tls import import_twisted_without_tls
+
+# Before the imports below load Twisted's networking: without pyOpenSSL (see atomrelay.tls).
+import_twisted_without_tls()
+
 import os
 import shutil
 import signal
@@ -455,12 +461,12 @@ def build_relay(
     out only once every SOAP port listens and Bye before any socket closes.
     """
     import treq
-    from twisted.web.client import Agent, HTTPConnectionPool
+    from twisted.web.client import HTTPConnectionPool
 
     if http_client is None:
         pool = cast(Any, HTTPConnectionPool)(reactor, persistent=True)
         pool.maxPersistentPerHost = 4
-        http_client = treq.client.HTTPClient(cast(Any, Agent)(reactor, pool=pool))
+        http_client = treq.client.HTTPClient(tls.agent(reactor, pool=pool))
     store = StateStore(config.state_dir)
     try:
         identity = load_identity(store)

@@ -12,8 +12,8 @@ Servers, each loaded with the same request file:
   no access log and no form parsing: the ceiling for any twisted.web server here;
 * ``stock``: the same with twisted.web's defaults (form parsing, an access log line);
 * ``relay``: ``atomrelay run`` as shipped;
-* ``relay_no_access_log``: the same relay with twisted.web's access log switched off
-  (``relay_without_access_log.py``), to show what that log costs.
+* ``relay_access_log``: the same relay run with ``-v``, which turns on the access log (a
+  line per request, written to its log file), to show what that costs.
 
 Each figure is the fastest of ``REPEATS`` runs. Every authenticated request carries its
 own nonce: before each relay run this script writes ``1.2 x`` (the minimal server's
@@ -78,9 +78,8 @@ def run(duration: float, warmup: float, workdir: Path) -> dict[str, Any]:
             port = common.free_port()
             config = common.write_config(workdir / f"relay-{cameras}.yaml", sims, cameras, port,
                                          workdir / f"state-{cameras}")
-            for label, argv in (("relay", None),
-                                ("relay_no_access_log", [common.PYTHON, str(common.HERE / "relay_without_access_log.py")])):
-                with common.relay(config, port, workdir / f"{label}-{cameras}.log", argv=argv) as relay:
+            for label, options in (("relay", ()), ("relay_access_log", ("-v",))):
+                with common.relay(config, port, workdir / f"{label}-{cameras}.log", options=options) as relay:
                     relay.wait_answering()
                     common.wait_for(lambda: sims.command("paths")["paths"] >= 2 * cameras, 10, "paths")
                     for scenario in batch:

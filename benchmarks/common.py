@@ -239,10 +239,10 @@ class Server:
 
 
 def relay(config: Path, port: int, log: Path, argv: Sequence[str] | None = None,
-          env: dict[str, str] | None = None) -> Server:
-    """Start ``atomrelay run -c config`` (or ``argv`` + ``run -c config``)."""
+          env: dict[str, str] | None = None, options: Sequence[str] = ()) -> Server:
+    """Start ``atomrelay run [options] -c config`` (or ``argv`` + ``run [options] -c config``)."""
     command = list(argv) if argv is not None else [str(ATOMRELAY)]
-    return Server([*command, "run", "-c", str(config)], port, log, env)
+    return Server([*command, "run", *options, "-c", str(config)], port, log, env)
 
 
 def bare_server(body_file: Path, port: int, log: Path, stock: bool = False) -> Server:

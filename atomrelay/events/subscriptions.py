@@ -35,7 +35,6 @@ from urllib.parse import urlsplit
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IHostnameResolver,
     IReactorPluggableNameResolver,
@@ -46,10 +45,11 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
-from twisted.web.iweb import IAgent, IAgentEndpointFactory
+from twisted.web.client import Agent
+from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
+from atomrelay import tls
 from atomrelay.config import CameraConfig
 from atomrelay.events.messages import NOTIFY_CONTENT_TYPE, notify_document
 from atomrelay.events.state import Clock, DelayedCall, Event, EventHub
@@ -631,24 +631,8 @@ class _GuardedReactor:
         return getattr(self._reactor, name)
 
 
-@implementer(IAgentEndpointFactory)
-class _GuardedEndpoints:
-    """Endpoints for Notify requests: resolved through the policy, TLS for https."""
-
-    def __init__(self, reactor: Any, policy: ConsumerPolicy, connect_timeout: float) -> None:
-        self._guarded = _GuardedReactor(reactor, policy)
-        self._tls: Any = cast(Any, BrowserLikePolicyForHTTPS)()
-        self._timeout = connect_timeout
-
-    def endpointForURI(self, uri: Any) -> Any:
-        """A HostnameEndpoint on the guarded reactor (wrapped in TLS for https)."""
-        endpoint = HostnameEndpoint(self._guarded, uri.host, uri.port, timeout=self._timeout)
-        if uri.scheme == b"https":
-            return wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), cast(Any, endpoint))
-        return endpoint
-
-
 def guarded_agent(reactor: Any, policy: ConsumerPolicy, pool: Any = None, connect_timeout: float = 5.0) -> IAgent:
     """A twisted.web Agent for Notify requests that connects only to addresses ``policy`` allows."""
+    endpoints = tls.Endpoints(_GuardedReactor(reactor, policy), connect_timeout)
     factory: Callable[..., Agent] = cast(Any, Agent).usingEndpointFactory
-    return cast(IAgent, factory(reactor, _GuardedEndpoints(reactor, policy, connect_timeout), pool=pool))
+    return cast(IAgent, factory(reactor, endpoints, pool=pool))

@@ -158,6 +158,13 @@ def test_replayed_nonce_is_refused(soap_relay: SoapRelay) -> None:
     assert soap_relay.post(_signed(soap_relay)).status == 200
 
 
+def test_same_nonce_from_another_user_is_no_replay(soap_relay: SoapRelay) -> None:
+    """Replays are per (user, nonce): another user's token with the same nonce is accepted, each only once."""
+    assert soap_relay.post(_signed(soap_relay, user="admin", nonce=b"shared-nonce-123")).status == 200
+    assert soap_relay.post(_signed(soap_relay, user="viewer", nonce=b"shared-nonce-123")).status == 200
+    _assert_not_authorized(soap_relay.post(_signed(soap_relay, user="viewer", nonce=b"shared-nonce-123")))
+
+
 def test_replay_memory_expires_and_is_capped(soap_relay: SoapRelay) -> None:
     """Remembered nonces are forgotten after the window and never exceed the cap."""
     authenticator = Authenticator(soap_relay.clock, SOAP_USERS.get, SOAP_SKEW, False, replay_cap=3)

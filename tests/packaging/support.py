@@ -69,6 +69,12 @@ class Simulators:
     camera_port: int
     rtsp_port: int
     ports: list[Any] = field(default_factory=list)
+    api_scheme: str = "http"
+
+    @property
+    def api_url(self) -> str:
+        """Where the fake mediamtx's API answers."""
+        return f"{self.api_scheme}://127.0.0.1:{self.api_port}"
 
     async def stop(self) -> None:
         """Close every listening port."""
@@ -77,19 +83,27 @@ class Simulators:
 
 
 def start_simulators(reactor: Any, model: str = "ATOM_CamV3C", settings: dict[str, Any] | None = None,
-                     version: str = "v1.20.1") -> Simulators:
-    """Listen on 127.0.0.1 with a fake mediamtx (``settings`` overriding its global config) and a camera."""
+                     version: str = "v1.20.1", tls: Any = None) -> Simulators:
+    """Listen on 127.0.0.1 with a fake mediamtx (``settings`` overriding its global config) and a camera.
+
+    ``tls`` (a ``twisted.internet.ssl.PrivateCertificate``) serves the mediamtx API over https.
+    """
     from twisted.web.server import Site
 
     fake = FakeMediamtx(reactor, version=version)
-    if settings is None:
+    if settings is None and tls is None:
         api = listen_mediamtx(reactor, fake)
     else:
-        site = Site(TunedMediamtx(fake, settings))  # type: ignore[no-untyped-call]
-        api = reactor.listenTCP(0, site, interface="127.0.0.1")
+        resource = TunedMediamtx(fake, settings or {})
+        site = Site(resource)  # type: ignore[no-untyped-call]
+        if tls is not None:
+            api = reactor.listenSSL(0, site, tls.options(), interface="127.0.0.1")
+        else:
+            api = reactor.listenTCP(0, site, interface="127.0.0.1")
     camera = listen_camera(reactor, SimulatedCamera(reactor, model))
     rtsp = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
-    return Simulators(fake, api.getHost().port, camera.getHost().port, rtsp.getHost().port, [api, camera, rtsp])
+    return Simulators(fake, api.getHost().port, camera.getHost().port, rtsp.getHost().port, [api, camera, rtsp],
+                      "https" if tls is not None else "http")
 
 
 def write_config(path: Path, sims: Simulators, onvif_port: int, state_dir: Path, *, model: str = "auto",
@@ -107,7 +121,7 @@ def write_config(path: Path, sims: Simulators, onvif_port: int, state_dir: Path,
         '  users: [{username: admin, password: "s3cret!", role: Administrator}]\n'
         "discovery: {enabled: false}\n"
         "mediamtx:\n"
-        f"  api_url: http://127.0.0.1:{sims.api_port}\n"
+        f"  api_url: {sims.api_url}\n"
         "  poll_interval: 200ms\n"
         "  wait_timeout: 5s\n"
         f"{extra_mediamtx}"

@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor
+from twisted.internet import reactor, ssl
 from twisted.internet.utils import getProcessOutputAndValue
 
 from atomrelay import __version__
-from tests.helpers import free_port, poll, soap
+from tests.helpers import certificate, free_port, poll, soap
 from tests.test_cli import Collect, answers
 
 from .conftest import METRICS
@@ -120,6 +120,35 @@ async def test_check_on_a_sample_config(bundle: Path, tmp_path: Path) -> None:
     if shutil.which("ffmpeg") is not None:
         assert any(line.startswith("OK") and "ffmpeg" in line and "pcm_mulaw" in line for line in lines)
     assert "s3cret!" not in text and "cam-pa55" not in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_check_speaks_https_to_mediamtx(bundle: Path, tmp_path: Path) -> None:
+    """An https mediamtx API: the bundle loads TLS when it is first used and checks the certificate
+    against the system's trust store (here SSL_CERT_FILE): trusted, it talks; untrusted, it says why."""
+    cert_pem, key_pem = certificate(["127.0.0.1"])
+    (tmp_path / "ca.pem").write_bytes(cert_pem)
+    onvif_port = free_port()
+    sims = start_simulators(reactor, model="ATOM_CamV3C", settings=relay_settings(onvif_port),
+                            tls=ssl.PrivateCertificate.loadPEM(cert_pem + key_pem))
+    try:
+        config = write_config(tmp_path / "config.yaml", sims, onvif_port, tmp_path / "state")
+        results = {}
+        for trust in ("trusted", "untrusted"):
+            env = frozen_env(tmp_path)
+            if trust == "trusted":
+                env["SSL_CERT_FILE"] = str(tmp_path / "ca.pem")
+            out, err, code = await getProcessOutputAndValue(str(bundle), ["check", "-c", str(config)], env=env,
+                                                            path=str(tmp_path), reactor=reactor)
+            results[trust] = (out.decode(), err.decode(), code)
+    finally:
+        await sims.stop()
+    mediamtx = {trust: [line for line in out.splitlines() if "mediamtx" in line and sims.api_url in line]
+                for trust, (out, _, _) in results.items()}
+    assert any(line.startswith("OK") and "v1.20.1" in line for line in mediamtx["trusted"]), results["trusted"]
+    assert results["trusted"][2] == 0, results["trusted"]
+    assert any(line.startswith("FAIL") and "certificate verify failed" in line for line in mediamtx["untrusted"]), \
+        results["untrusted"]
 
 
 @pytest_twisted.ensureDeferred

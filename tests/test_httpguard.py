@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
@@ -51,20 +52,22 @@ def test_access_log_only_when_asked_for(access_log: bool) -> None:
         assert lines == []
 
 
-def connect(site: GuardedSite) -> tuple[object, StringTransport]:
+def guarded_connection() -> tuple[Clock, Any, StringTransport]:
+    """A GuardedSite (10 s request deadline, 60 s idle timeout) on a Clock, a connection to it, and its first
+    request answered at t=0."""
+    clock = Clock()
+    site = GuardedSite(Hello(), requestFactory=BoundedRequest, request_timeout=10.0, idle_timeout=60.0, reactor=clock)
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
     transport = StringTransport()
     channel.makeConnection(transport)
-    return channel, transport
+    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: relay\r\n\r\n")
+    assert transport.value().count(b" 200 OK") == 1
+    return clock, channel, transport
 
 
 def test_request_deadline_restarts_with_each_request_on_a_kept_connection() -> None:
     """Each request gets the whole deadline from its own first byte; time idle between requests never counts."""
-    clock = Clock()
-    site = GuardedSite(Hello(), requestFactory=BoundedRequest, request_timeout=10.0, idle_timeout=60.0, reactor=clock)
-    channel, transport = connect(site)
-    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: relay\r\n\r\n")
-    assert transport.value().count(b" 200 OK") == 1
+    clock, channel, transport = guarded_connection()
 
     clock.advance(15)  # idle past the request deadline: nothing happens
     assert not transport.disconnecting
@@ -78,10 +81,7 @@ def test_request_deadline_restarts_with_each_request_on_a_kept_connection() -> N
 
 def test_a_request_finished_in_time_is_not_cut_off_later() -> None:
     """A deadline set for a request that arrived whole is never applied to the connection afterwards."""
-    clock = Clock()
-    site = GuardedSite(Hello(), requestFactory=BoundedRequest, request_timeout=10.0, idle_timeout=60.0, reactor=clock)
-    channel, transport = connect(site)
-    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: relay\r\n\r\n")
+    clock, channel, transport = guarded_connection()
     clock.advance(5)
     channel.dataReceived(b"GET /b HTTP/1.1\r\nHost: relay\r\n\r\n")  # at t=5: deadline moved to t=15
     for _ in range(30):
@@ -92,10 +92,7 @@ def test_a_request_finished_in_time_is_not_cut_off_later() -> None:
 
 def test_a_request_started_soon_after_another_gets_its_own_whole_deadline() -> None:
     """Request b starts at t=5 while a's deadline call (t=10) is still pending: b is cut off at t=15, not t=10."""
-    clock = Clock()
-    site = GuardedSite(Hello(), requestFactory=BoundedRequest, request_timeout=10.0, idle_timeout=60.0, reactor=clock)
-    channel, transport = connect(site)
-    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: relay\r\n\r\n")
+    clock, channel, transport = guarded_connection()
     clock.advance(5)
     channel.dataReceived(b"GET /b HTTP/1.1\r\n")
     clock.advance(5.1)

@@ -29,18 +29,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence, TypeVar, cast
 
-from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol as TwistedProtocol, connectionDone
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from atomrelay.camera.client import CameraError
 from atomrelay.config import CameraConfig
+from atomrelay.periodic import PeriodicService
 
 T = TypeVar("T")
 
@@ -181,7 +180,7 @@ class RtspOptionsProbe:
             raise
 
 
-class HealthMonitor(Service):
+class HealthMonitor(PeriodicService):
     """Checks every camera each ``interval`` seconds and keeps its HealthState.
 
     ``clients`` maps camera ids to their ``CameraClient``; ``mediamtx`` is the
@@ -194,6 +193,7 @@ class HealthMonitor(Service):
     """
 
     log = Logger()
+    what = "health loop"
 
     def __init__(
         self,
@@ -205,8 +205,8 @@ class HealthMonitor(Service):
         interval: float = 30.0,
         timeout: float | None = None,
     ) -> None:
+        super().__init__(clock, interval)
         self._clock = cast(_Clock, clock)
-        self._reactor_clock = clock
         self._cameras = tuple(cameras)
         self._clients = clients
         self._mediamtx = mediamtx
@@ -216,8 +216,6 @@ class HealthMonitor(Service):
         self.on_change: list[Callable[[str, HealthState, HealthState], None]] = []
         start = self._clock.seconds()
         self._states = {camera.id: HealthState(UNKNOWN, "not checked yet", start) for camera in self._cameras}
-        self._loop: LoopingCall | None = None
-        self._round: Deferred[None] | None = None
         self.rounds = 0
         """How many rounds have completed."""
 
@@ -234,42 +232,11 @@ class HealthMonitor(Service):
         """Every watched camera's HealthState, in configuration order."""
         return dict(self._states)
 
-    # --- service -----------------------------------------------------------------------------
-
-    def startService(self) -> None:
-        """Check now, then every interval."""
-        cast(Any, Service).startService(self)
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = self._reactor_clock
-        self._loop.start(self.interval, now=True).addErrback(
-            lambda failure: self.log.failure("health loop stopped", failure)
-        )
-
-    def stopService(self) -> Deferred[None]:
-        """Stop checking; the Deferred fires once a round in progress has been abandoned."""
-        cast(Any, Service).stopService(self)
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
-        running = self._round
-        if running is None:
-            return succeed(None)
-        running.cancel()
-        return running.addErrback(lambda failure: None)
-
-    def _tick(self) -> Deferred[None]:
-        running = self._round = Deferred.fromCoroutine(self.check())
-
-        def forget(result: object) -> object:
-            if self._round is running:
-                self._round = None
-            if isinstance(result, Failure) and isinstance(result.value, CancelledError):
-                return None  # stopService abandoned the round: not a failure of the loop
-            return result
-
-        return running.addBoth(forget)
-
     # --- one round ---------------------------------------------------------------------------
+
+    async def round(self) -> None:
+        """A round of the loop (PeriodicService): ``check()``."""
+        await self.check()
 
     async def check(self) -> None:
         """One round over every camera, all checks at once; never raises (except when cancelled)."""

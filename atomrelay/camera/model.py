@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence, cast
+from typing import Awaitable, Callable, Mapping, Protocol, Sequence
 
-from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from atomrelay.camera.client import CameraError
 from atomrelay.config import CameraConfig
+from atomrelay.periodic import PeriodicService
 from atomrelay.state import StateError, StateStore
 
 STATE_NAME = "camera-hardware"
@@ -104,7 +102,7 @@ class HardwareSource(Protocol):
     def hardware(self, timeout: float | None = None) -> Awaitable[dict[str, str]]: ...
 
 
-class ModelRegistry(Service):
+class ModelRegistry(PeriodicService):
     """Knows every configured camera's model: from the config, the saved state or the camera itself.
 
     ``on_change`` callbacks get ``(camera_id, facts)`` whenever a camera's model
@@ -113,6 +111,7 @@ class ModelRegistry(Service):
     """
 
     log = Logger()
+    what = "camera model loop"
 
     def __init__(
         self,
@@ -123,18 +122,15 @@ class ModelRegistry(Service):
         retry_interval: float = 30.0,
         timeout: float = 5.0,
     ) -> None:
-        self._clock = clock
+        super().__init__(clock, retry_interval)
         self._cameras = {camera.id: camera for camera in cameras}
         self._clients = clients
         self._store = store
-        self._retry_interval = retry_interval
         self._timeout = timeout
         self.on_change: list[Callable[[str, ModelFacts | None], None]] = []
         self._hardware: dict[str, CameraHardware] = {}
         self._verified: set[str] = set()
         self._reported: set[str] = set()
-        self._loop: LoopingCall | None = None
-        self._round: Deferred[None] | None = None
         saved = store.load(STATE_NAME, {})
         saved = saved if isinstance(saved, dict) else {}
         for camera_id, entry in saved.items():
@@ -183,44 +179,13 @@ class ModelRegistry(Service):
 
     # --- reading the cameras ---------------------------------------------------------------
 
-    def startService(self) -> None:
-        """Read every ``auto`` camera now, then retry the ones that did not answer."""
-        cast(Any, Service).startService(self)
-        if not self.pending:
-            return
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = self._clock
-        self._loop.start(self._retry_interval, now=True).addErrback(
-            lambda failure: self.log.failure("camera model loop stopped", failure)
-        )
+    def wanted(self) -> bool:
+        """Rounds run while an ``auto`` camera has not been read in this run (PeriodicService)."""
+        return bool(self.pending)
 
-    def stopService(self) -> Deferred[None]:
-        """Stop retrying; the Deferred fires when a read in progress has ended."""
-        cast(Any, Service).stopService(self)
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
-        running = self._round
-        if running is None:
-            return succeed(None)
-        running.cancel()
-        return Deferred.fromCoroutine(_settled(running))
-
-    def _tick(self) -> Deferred[None] | None:
-        if not self.pending:
-            if self._loop is not None and self._loop.running:
-                self._loop.stop()
-            return None
-        running = self._round = Deferred.fromCoroutine(self.refresh())
-
-        def forget(result: object) -> object:
-            if self._round is running:
-                self._round = None
-            if isinstance(result, Failure) and isinstance(result.value, CancelledError):
-                return None  # stopService abandoned the round: not a failure of the loop
-            return result
-
-        return running.addBoth(forget)
+    async def round(self) -> None:
+        """A round of the loop (PeriodicService): ``refresh()``."""
+        await self.refresh()
 
     async def refresh(self) -> None:
         """Read the pending ``auto`` cameras once; never raises."""
@@ -284,10 +249,3 @@ class ModelRegistry(Service):
                 callback(camera_id, facts)
             except Exception:  # noqa: BLE001 - one broken listener must not stop the others
                 self.log.failure("a camera model listener failed")
-
-
-async def _settled(deferred: Deferred[None]) -> None:
-    try:
-        await deferred
-    except Exception:  # noqa: BLE001 - only waiting for it to end
-        pass

@@ -1,0 +1,157 @@
+"""Where an authenticated GetProfiles spends its time, measured in this process without sockets.
+
+Each server's Site gets the same HTTP/1.1 requests (a fresh WS-Security nonce each) on
+one kept-alive channel over a ``StringTransport``: no syscalls and no event loop, so the
+figures are the Python cost per request of
+
+* ``bare``: the minimal ceiling of ``bench_soap.py`` (twisted.web, fixed answer);
+* ``relay_http``: the relay's own Site (GuardedSite, BoundedRequest, its resource tree)
+  with the SOAP layer replaced by the fixed answer: twisted.web plus the relay's guards
+  and routing;
+* ``relay``: the relay as built by ``build_relay`` (never started: no camera or mediamtx
+  traffic), answering for real.
+
+``stages`` are the relay's SOAP steps timed alone over the same requests: parsing
+(``xmlsafe.parse_untrusted``), splitting the envelope (``soap.read_envelope``) and
+verifying the UsernameToken (``Authenticator.verify_security_header``, replay check
+included). Each figure is the fastest of ``ROUNDS`` rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import bare_server
+import common
+from atomrelay.onvif import ns
+
+ROUNDS = 5
+PER_ROUND = 10_000
+
+
+def _http(path: str, body: bytes) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Type: {common.SOAP_TYPE}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("ascii") + body
+
+
+class _NoSimulators:
+    """Camera and mediamtx addresses for a relay that is built but never started."""
+
+    api_port = 9
+    cameras = [common.CameraPorts(9, 9)] * 16
+
+
+def _per_request(site: Any, requests: list[bytes]) -> float:
+    """Microseconds per request through one channel of ``site``; every answer must be a 200."""
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    ok = 0
+    started = time.perf_counter()
+    for data in requests:
+        channel.dataReceived(data)
+        ok += transport.value().startswith(b"HTTP/1.1 200 OK")
+        transport.clear()
+    elapsed = time.perf_counter() - started
+    if ok != len(requests):
+        raise RuntimeError(f"{len(requests) - ok} of {len(requests)} answers were not a 200")
+    return elapsed / len(requests) * 1e6
+
+
+def _stage(step: Callable[[Any], object], inputs: list[Any]) -> float:
+    started = time.perf_counter()
+    for item in inputs:
+        step(item)
+    return (time.perf_counter() - started) / len(inputs) * 1e6
+
+
+def measure(cameras: int, workdir: Path) -> dict[str, Any]:
+    """The figures for a relay with ``cameras`` cameras x 2 streams."""
+    from twisted.internet import reactor
+    from twisted.web.server import Site
+
+    from atomrelay.config import load_config
+    from atomrelay.httpguard import GuardedSite
+    from atomrelay.onvif import server
+    from atomrelay.onvif.soap import read_envelope
+    from atomrelay.onvif.xmlsafe import parse_untrusted
+    from atomrelay.tap import build_relay
+
+    config = load_config(str(common.write_config(workdir / f"relay-{cameras}.yaml", _NoSimulators(), cameras, 8080,
+                                                 workdir / f"state-{cameras}")))
+    relay = build_relay(config, reactor)
+    root = next(iter(relay.listeners.values()))[1]
+    signed = common.SignedRequests(common.operation(ns.TRT, "GetProfiles"))
+    bodies = [signed.make() for _ in range(ROUNDS * PER_ROUND * 3)]
+    batches = iter([bodies[i:i + PER_ROUND] for i in range(0, len(bodies), PER_ROUND)])
+
+    def site_for_relay() -> Any:
+        site: Any = GuardedSite(root, requestFactory=server.BoundedRequest)
+        site.displayTracebacks = False
+        return site
+
+    first = site_for_relay()
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    channel = first.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(_http("/onvif/media_service", signed.make()))
+    answer = transport.value().split(b"\r\n\r\n", 1)[1]
+
+    bare: Any = Site(bare_server.FixedBody(answer))  # type: ignore[no-untyped-call]
+    bare.requestFactory = bare_server.BareRequest
+    bare.log = lambda request: None
+
+    def fixed_answer(self: Any, request: Any) -> bytes:
+        request.setHeader(b"content-type", bare_server.CONTENT_TYPE)
+        return answer
+
+    figures: dict[str, float] = {"bare": 1e9, "relay_http": 1e9, "relay": 1e9}
+    for _ in range(ROUNDS):
+        figures["bare"] = min(figures["bare"], _per_request(bare, [_http("/onvif/media_service", b)
+                                                                   for b in next(batches)]))
+        real = server._Endpoint.render_POST
+        server._Endpoint.render_POST = fixed_answer  # type: ignore[method-assign]
+        try:
+            figures["relay_http"] = min(figures["relay_http"], _per_request(
+                site_for_relay(), [_http("/onvif/media_service", b) for b in next(batches)]))
+        finally:
+            server._Endpoint.render_POST = real  # type: ignore[method-assign]
+        figures["relay"] = min(figures["relay"], _per_request(
+            site_for_relay(), [_http("/onvif/media_service", b) for b in next(batches)]))
+
+    stage_inputs = bodies[:PER_ROUND]
+    roots = [parse_untrusted(b) for b in stage_inputs]
+    fresh = common.SignedRequests(common.operation(ns.TRT, "GetProfiles"))
+    headers = [read_envelope(parse_untrusted(fresh.make())).header_block(ns.WSSE, "Security") for _ in roots]
+    authenticator = relay.parts.authenticator
+    stages = {
+        "parse": min(_stage(parse_untrusted, stage_inputs) for _ in range(ROUNDS)),
+        "envelope": min(_stage(read_envelope, roots) for _ in range(ROUNDS)),
+        "ws_security": _stage(lambda h: authenticator.verify_security_header(h, "127.0.0.1"), headers),
+    }
+    return {"cameras": cameras, "us_per_request": figures, "stages_us": stages, "answer_bytes": len(answer)}
+
+
+def main() -> None:
+    """Measure with 1 and 16 cameras; print (and save) the figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="atomrelay-bench-") as tmp:
+        result = {"rounds": ROUNDS, "per_round": PER_ROUND,
+                  "breakdowns": [measure(cameras, Path(tmp)) for cameras in (1, 16)]}
+    common.save(result, args.json)
+
+
+if __name__ == "__main__":
+    main()

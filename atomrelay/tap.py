@@ -203,6 +203,8 @@ class RelayService(MultiService):
             listener, _ = self.listeners.pop(key)
             await _maybe_deferred(listener.disownServiceParent())
         self.parts.events.update_cameras(config.cameras, config.events.motion_timeout)
+        self.parts.authenticator.max_clock_skew = config.onvif.max_clock_skew
+        self.parts.authenticator.http_basic = config.onvif.http_basic
         for device_id in [d for d in self.parts.subscriptions if d not in {p.device_id for p in new.plans}]:
             await _maybe_deferred(cast(Any, self.parts.subscriptions.pop(device_id)).disownServiceParent())
         self.install(new)

@@ -23,12 +23,14 @@ from tests.test_cli import answers, spawn
 pytestmark = pytest.mark.integration
 
 
-def write_config(path: Path, api_port: int, onvif_port: int, cameras: list[tuple[str, int]], extra: str = "") -> None:
+def write_config(path: Path, api_port: int, onvif_port: int, cameras: list[tuple[str, int]], extra: str = "",
+                 onvif_extra: tuple[str, ...] = ()) -> None:
     lines = [
         "onvif:",
         "  bind: 127.0.0.1",
         f"  port: {onvif_port}",
         "  users: [{username: admin, password: 'pw-123', role: Administrator}]",
+        *(f"  {line}" for line in onvif_extra),
         "discovery: {enabled: false}",
         "mediamtx:",
         f"  api_url: http://127.0.0.1:{api_port}",
@@ -147,3 +149,25 @@ async def test_sighup_removes_a_camera_and_its_path(tmp_path: Path) -> None:
             process.signalProcess("KILL")
         await api.stopListening()
         await cam.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_applies_clock_skew_and_http_basic(tmp_path: Path) -> None:
+    """onvif.max_clock_skew and onvif.http_basic take effect on a reload, as every key but state_dir does."""
+    from atomrelay.config import load_config
+    from atomrelay.tap import build_relay
+
+    path = tmp_path / "config.yaml"
+    ports = (free_port(), free_port(), [("cam1", free_port())])
+    write_config(path, *ports)
+    relay = build_relay(load_config(str(path)), reactor, config_path=str(path))
+    authenticator = relay.parts.authenticator
+    assert (authenticator.max_clock_skew, authenticator.http_basic) == (300.0, False)
+    assert not any(value.startswith(b"Basic") for value in authenticator.challenge_headers())
+
+    write_config(path, *ports, onvif_extra=("max_clock_skew: 30s", "http_basic: true"))
+    await relay.reload()
+
+    assert relay.parts.authenticator is authenticator  # its replay memory is kept
+    assert (authenticator.max_clock_skew, authenticator.http_basic) == (30.0, True)
+    assert any(value.startswith(b"Basic") for value in authenticator.challenge_headers())

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Coroutine, Protocol, TypeVar, cast
+from typing import Any, Coroutine, TypeVar, cast
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
@@ -44,6 +44,7 @@ from twisted.web._newclient import RequestTransmissionFailed, ResponseNeverRecei
 from twisted.web.client import ResponseFailed
 
 from atomrelay.camera.digest import DigestError, authorization, pick_challenge
+from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import CameraConfig
 
 T = TypeVar("T")
@@ -123,16 +124,6 @@ class MotorPosition:
     idle: bool | None = None
 
 
-class _DelayedCall(Protocol):
-    def active(self) -> bool: ...
-
-    def cancel(self) -> None: ...
-
-
-class _Clock(Protocol):
-    def callLater(self, delay: float, callable: Callable[[], None]) -> _DelayedCall: ...
-
-
 def clean_reply(body: bytes) -> str:
     """Decode a firmware reply and strip trailing NULs, newlines and spaces."""
     return body.decode("utf-8", "replace").rstrip("\x00\r\n\t ").lstrip("\x00")
@@ -179,7 +170,7 @@ class CameraClient:
         self.camera = camera
         self.timeout = timeout
         self.base = f"http://{_url_host(camera.host)}:{camera.http_port}"
-        self._clock = cast(_Clock, clock) if clock is not None else None
+        self._clock = cast(Clock, clock) if clock is not None else None
         self._nc = 0
 
     async def request(self, method: str, path: str, body: bytes | None = None, timeout: float | None = None) -> bytes:

@@ -38,6 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from atomrelay.camera.client import CameraError
+from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import CameraConfig
 from atomrelay.periodic import PeriodicService
 
@@ -79,18 +80,6 @@ class PathLister(Protocol):
 
 RtspProbe = Callable[[CameraConfig, float], Awaitable[None]]
 """Checks a camera's RTSP port within the given seconds; raises ProbeFailed (or anything) when it does not answer."""
-
-
-class _DelayedCall(Protocol):
-    def active(self) -> bool: ...
-
-    def cancel(self) -> None: ...
-
-
-class _Clock(Protocol):
-    def seconds(self) -> float: ...
-
-    def callLater(self, delay: float, callable: Callable[[], None]) -> _DelayedCall: ...
 
 
 class _RtspOptions(TwistedProtocol):
@@ -137,7 +126,7 @@ class RtspOptionsProbe:
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
-        self._clock = cast(_Clock, reactor)
+        self._clock = cast(Clock, reactor)
 
     async def __call__(self, camera: CameraConfig, timeout: float) -> None:
         """Return when the port answers in RTSP within ``timeout`` seconds; raise ProbeFailed otherwise."""
@@ -206,7 +195,7 @@ class HealthMonitor(PeriodicService):
         timeout: float | None = None,
     ) -> None:
         super().__init__(clock, interval)
-        self._clock = cast(_Clock, clock)
+        self._clock = cast(Clock, clock)
         self._cameras = tuple(cameras)
         self._clients = clients
         self._mediamtx = mediamtx

@@ -38,6 +38,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from atomrelay.camera.client import CameraAuthError, CameraClient, CameraHTTPError, CameraUnavailable
+from atomrelay.clock import Clock
 from atomrelay.onvif.base import AccessClass, allowed
 from atomrelay.onvif.security import Authenticator, HttpRequest
 
@@ -59,10 +60,6 @@ class _Request(HttpRequest, Protocol):
     def finish(self) -> None: ...
 
     def notifyFinish(self) -> Deferred[None]: ...
-
-
-class _Clock(Protocol):
-    def seconds(self) -> float: ...
 
 
 class SnapshotTimeout(Exception):
@@ -104,7 +101,7 @@ class SnapshotResource(Resource):
         if not 0 < timeout <= MAX_TIMEOUT:
             raise ValueError(f"timeout must be in (0, {MAX_TIMEOUT}] seconds")
         self._clock = clock
-        self._time = cast(_Clock, clock)
+        self._time = cast(Clock, clock)
         self._clients = dict(clients)
         self._authenticator = authenticator
         self.max_age = max_age

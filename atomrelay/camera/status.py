@@ -24,12 +24,9 @@ from twisted.web.resource import Resource
 
 from atomrelay.camera.health import HealthState
 from atomrelay.camera.model import ModelFacts
+from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig
 from atomrelay.onvif.security import Authenticator
-
-
-class _Clock(Protocol):
-    def seconds(self) -> float: ...
 
 
 class _Request(Protocol):
@@ -66,7 +63,7 @@ class StatusResource(Resource):
         models: FactsLookup | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self._clock = cast(_Clock, clock)
+        self._clock = cast(Clock, clock)
         self._authenticator = authenticator
         self._cameras = tuple(cameras)
         self._health = health

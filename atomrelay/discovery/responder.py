@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 from urllib.parse import urlsplit
 
-from twisted.internet.base import DelayedCall
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from atomrelay.clock import Clock, DelayedCall
 from atomrelay.discovery import messages
 from atomrelay.discovery.messages import Match, MalformedMessage, Probe, Resolve, Sequencing
 from atomrelay.onvif.device import PATH
@@ -35,14 +35,6 @@ DUPLICATE_WINDOW = 10.0
 MAX_REMEMBERED = 1024
 
 _UNSPECIFIED = frozenset({"", "0.0.0.0", "::"})
-
-
-class Clock(Protocol):
-    """The part of ``IReactorTime`` the responder uses."""
-
-    def seconds(self) -> float: ...
-
-    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> DelayedCall: ...
 
 
 class AnnouncedDevice(Protocol):

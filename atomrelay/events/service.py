@@ -34,9 +34,10 @@ from lxml.etree import _Element
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig
 from atomrelay.events.messages import notification_message, parse_duration, parse_time, xs_datetime
-from atomrelay.events.state import Clock, Event, EventHub
+from atomrelay.events.state import Event, EventHub
 from atomrelay.events.subscriptions import (
     DEFAULT_TERMINATION,
     MAX_TERMINATION,

@@ -10,33 +10,16 @@ stores), which filter and deliver it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Collection, Protocol, Sequence
+from typing import Callable, Collection, Sequence
 
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import CameraConfig
 from atomrelay.events.topics import CELL_MOTION, MOTION_ALARM, OBJECT, SIGNAL_LOSS, TOPICS, Topic
 
 HEALTH_STATES = ("unknown", "online", "degraded", "offline")
-
-
-class DelayedCall(Protocol):
-    """The part of ``IDelayedCall`` the events package uses."""
-
-    def active(self) -> bool: ...
-
-    def cancel(self) -> None: ...
-
-    def reset(self, secondsLater: float) -> None: ...
-
-
-class Clock(Protocol):
-    """The part of ``IReactorTime`` the events package uses (typed for mypy)."""
-
-    def seconds(self) -> float: ...
-
-    def callLater(self, delay: float, callable: Callable[..., object], *args: object) -> DelayedCall: ...
 
 
 @dataclass(frozen=True)

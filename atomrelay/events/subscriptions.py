@@ -50,9 +50,10 @@ from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
 from atomrelay import tls
+from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import CameraConfig
 from atomrelay.events.messages import NOTIFY_CONTENT_TYPE, notify_document
-from atomrelay.events.state import Clock, DelayedCall, Event, EventHub
+from atomrelay.events.state import Event, EventHub
 from atomrelay.events.topics import TOPICS, TopicFilter
 
 MAX_SUBSCRIPTIONS = 64

@@ -44,7 +44,8 @@ from twisted.logger import Logger
 from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import Resource
 
-from atomrelay.events.state import Clock, EventHub
+from atomrelay.clock import Clock
+from atomrelay.events.state import EventHub
 from atomrelay.onvif.security import HttpRequest, remote_address
 
 MAX_BODY = 64 * 1024

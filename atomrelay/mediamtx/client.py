@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from treq.client import HTTPClient
@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import MediamtxConfig
 
 T = TypeVar("T")
@@ -32,22 +33,6 @@ T = TypeVar("T")
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 ITEMS_PER_PAGE = 100
 MAX_PAGES = 1000
-
-
-class DelayedCall(Protocol):
-    """The part of ``IDelayedCall`` the relay uses."""
-
-    def active(self) -> bool: ...
-
-    def cancel(self) -> None: ...
-
-
-class Clock(Protocol):
-    """The part of ``IReactorTime`` the relay uses (typed for mypy without mypy-zope)."""
-
-    def seconds(self) -> float: ...
-
-    def callLater(self, delay: float, callable: Callable[..., object], *args: object) -> DelayedCall: ...
 
 
 class MediamtxError(Exception):

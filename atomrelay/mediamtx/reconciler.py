@@ -31,10 +31,9 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import Config
 from atomrelay.mediamtx.client import (
-    Clock,
-    DelayedCall,
     MediamtxAuthFailed,
     MediamtxBadReply,
     MediamtxClient,

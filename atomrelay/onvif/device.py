@@ -23,13 +23,14 @@ import time
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
 from lxml import etree
 from lxml.etree import _Element
 from twisted.logger import Logger
 
+from atomrelay.clock import Clock
 from atomrelay.config import Config, User
 from atomrelay.identity import Identity
 from atomrelay.onvif import ns
@@ -74,12 +75,6 @@ _TZ_OFFSET = r"[+-]?\d{1,2}(?::\d{1,2}){0,2}"
 _TZ_DATE = r"(?:J\d{1,3}|\d{1,3}|M\d{1,2}\.\d\.\d)(?:/[+-]?\d{1,3}(?::\d{1,2}){0,2})?"
 POSIX_TZ = re.compile(rf"^{_TZ_NAME}{_TZ_OFFSET}(?P<dst>{_TZ_NAME}(?:{_TZ_OFFSET})?(?:,{_TZ_DATE},{_TZ_DATE})?)?$")
 """A POSIX 1003.1 section 8.3 TZ string, as ONVIF's TimeZone/TZ requires."""
-
-
-class Clock(Protocol):
-    """The part of ``IReactorTime`` this service uses (typed for mypy without mypy-zope)."""
-
-    def seconds(self) -> float: ...
 
 
 class _Maker(Maker):

@@ -54,6 +54,7 @@ from atomrelay.camera.ptz import (
     TooManyPresets,
     degrees_to_generic,
 )
+from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig
 from atomrelay.onvif import ns, tokens
 from atomrelay.onvif.base import (
@@ -92,10 +93,6 @@ _DURATION = re.compile(
 
 HealthLookup = Callable[[str], HealthState]
 """``HealthMonitor.state``."""
-
-
-class _Clock(Protocol):
-    def seconds(self) -> float: ...
 
 
 ProfileLookup = Callable[[str], "str | None"]
@@ -204,7 +201,7 @@ class PtzService:
         health: HealthLookup | None = None,
         profile_camera: ProfileLookup | None = None,
     ) -> None:
-        self._clock = cast(_Clock, clock)
+        self._clock = cast(Clock, clock)
         self._cameras = {camera.id: camera for camera in cameras}
         self._controllers = controllers
         self._health = health

@@ -47,6 +47,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
+from atomrelay.clock import Clock
 from atomrelay.config import User
 from atomrelay.onvif import ns
 from atomrelay.onvif.base import Caller
@@ -67,10 +68,6 @@ _NONCE = ns.q(ns.WSSE, "Nonce")
 _MAX_NONCE_BYTES = 256
 _MAX_LOGGED_NAME = 64
 _DUMMY_PASSWORD = "\x00atomrelay-no-such-user\x00"
-
-
-class _Clock(Protocol):
-    def seconds(self) -> float: ...
 
 
 class HttpRequest(Protocol):
@@ -194,7 +191,7 @@ class Authenticator:
         nonce_lifetime: float = 300.0,
         replay_cap: int = 50_000,
     ) -> None:
-        self.clock = cast(_Clock, clock)
+        self.clock = cast(Clock, clock)
         self.lookup = lookup
         self.max_clock_skew = max_clock_skew
         self.http_basic = http_basic

@@ -32,21 +32,11 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from atomrelay.clock import Clock, DelayedCall
+
 
 # Typed views of the Twisted objects used here: zope interfaces and twisted.web's
 # Request are not typed for mypy without the mypy-zope plugin.
-class _DelayedCall(Protocol):
-    def active(self) -> bool: ...
-
-    def cancel(self) -> None: ...
-
-
-class _Clock(Protocol):
-    def seconds(self) -> float: ...
-
-    def callLater(self, delay: float, callable: Callable[[], None]) -> _DelayedCall: ...
-
-
 class _Request(Protocol):
     method: bytes
     uri: bytes
@@ -165,7 +155,7 @@ class _DigestGuard:
     realm = "atomcam"
     nonce_lifetime = 300.0
 
-    def __init__(self, clock: _Clock, username: str, password: str) -> None:
+    def __init__(self, clock: Clock, username: str, password: str) -> None:
         self._clock = clock
         self._username = username
         self._ha1 = _md5_hex(f"{username}:{self.realm}:{password}")
@@ -251,7 +241,7 @@ class _Move:
         started_at: float,
         duration: float,
         priority: int,
-        call: _DelayedCall,
+        call: DelayedCall,
     ) -> None:
         self.request = request
         self.start = start
@@ -272,7 +262,7 @@ class _Move:
 class _PendingSnapshot:
     """A ``get_jpeg.cgi`` request waiting for its simulated capture delay."""
 
-    def __init__(self, clock: _Clock, request: _Request, delay: float, on_done: Callable[[], None]) -> None:
+    def __init__(self, clock: Clock, request: _Request, delay: float, on_done: Callable[[], None]) -> None:
         self._request = request
         self._on_done = on_done
         self._call = clock.callLater(delay, self._deliver)
@@ -324,7 +314,7 @@ class SimulatedCamera(Resource):
         if move_speed_deg_per_s <= 0:
             raise ValueError("move_speed_deg_per_s must be positive")
         self.clock = clock
-        self._clock = cast(_Clock, clock)
+        self._clock = cast(Clock, clock)
         self.model = MODELS[model]
         self.hostname = hostname
         self.hwaddr = hwaddr

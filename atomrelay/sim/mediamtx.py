@@ -57,15 +57,11 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from atomrelay.clock import Clock
+
 
 # Typed views of the Twisted objects used here: zope interfaces and twisted.web's
 # Request are not typed for mypy without the mypy-zope plugin.
-class _Clock(Protocol):
-    def seconds(self) -> float: ...
-
-    def callLater(self, delay: float, callable: Callable[[], None]) -> object: ...
-
-
 class _Request(Protocol):
     method: bytes
     uri: bytes
@@ -871,7 +867,7 @@ class FakeMediamtx(Resource):
         if (username is None) != (password is None):
             raise ValueError("username and password must be given together")
         self.clock = clock
-        self._clock = cast(_Clock, clock)
+        self._clock = cast(Clock, clock)
         self.version = version
         self.has_replace = has_replace
         self.replace_creates_missing = replace_creates_missing

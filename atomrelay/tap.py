@@ -85,12 +85,15 @@ class Options(usage.Options):
 class RelayService(MultiService):
     """The running relay: HTTP/SOAP listeners that live as long as the process, and a
     *generation* of everything built from the config (camera clients, health, PTZ,
-    ONVIF devices, the mediamtx reconciler, WS-Discovery).
+    ONVIF devices, the mediamtx reconciler), and WS-Discovery, always the last child.
 
     A config reload (SIGHUP) builds a new generation and swaps it in: listeners whose
     address stays keep their sockets (their site root just points at the new
     generation's resources), the event hub and every live event subscription are kept,
     and saved state (presets, profiles, users, identity) lives in ``state_dir``.
+    WS-Discovery is kept too while its settings stay: devices that go say Bye before
+    their ports close, new or changed ones say Hello once they listen, and unchanged ones
+    say nothing (a changed ``discovery`` section restarts it: Bye, then Hello for all).
     """
 
     log = Logger()
@@ -146,6 +149,18 @@ class RelayService(MultiService):
             self.listeners[key] = (listener, switch)
         self.generation = generation
         cast(Any, generation.workers).setServiceParent(self)
+        discovery = self.parts.discovery
+        if discovery is None and generation.config.discovery.enabled:
+            discovery = self.parts.discovery = DiscoveryService(
+                self.reactor, generation.config.discovery, generation.targets, self.parts.store
+            )
+            cast(Any, discovery).setName("discovery")
+            cast(Any, discovery).setServiceParent(self)
+        elif discovery is not None:
+            # Last child: it starts after every listener and stops (Bye) before any of them closes.
+            services: list[Any] = cast(Any, self).services
+            services.remove(discovery)
+            services.append(discovery)
 
     def startService(self) -> None:
         """Start everything and, when the config came from a file, reload it on SIGHUP."""
@@ -198,6 +213,13 @@ class RelayService(MultiService):
         old = self.generation
         new = build_generation(self.parts, config, self)
         await _maybe_deferred(cast(Any, old.workers).disownServiceParent())
+        discovery = self.parts.discovery
+        kept = discovery is not None and config.discovery.enabled and discovery.config == config.discovery
+        if discovery is not None and not kept:
+            self.parts.discovery = None
+            await _maybe_deferred(cast(Any, discovery).disownServiceParent())  # Bye for every device
+        elif discovery is not None:
+            await discovery.retire({target.endpoint_reference for target in new.targets})  # before their ports close
         keys = set(new.roots)
         for key in [k for k in self.listeners if k not in keys]:
             listener, _ = self.listeners.pop(key)
@@ -208,6 +230,8 @@ class RelayService(MultiService):
         for device_id in [d for d in self.parts.subscriptions if d not in {p.device_id for p in new.plans}]:
             await _maybe_deferred(cast(Any, self.parts.subscriptions.pop(device_id)).disownServiceParent())
         self.install(new)
+        if kept and discovery is not None:
+            await discovery.update(new.targets)
         self.log.info(
             "config reloaded: {cameras} cameras, {streams} streams, {devices} ONVIF devices",
             cameras=len(config.cameras), streams=sum(len(c.streams) for c in config.cameras),
@@ -325,6 +349,8 @@ class Persistent:
     """The current generation's user store (the Authenticator looks users up here)."""
     subscriptions: dict[str, Subscriptions] = field(default_factory=dict)
     """Each device's event subscriptions by device id; kept across reloads."""
+    discovery: DiscoveryService | None = None
+    """WS-Discovery; kept across reloads that leave the discovery settings alone (see ``RelayService``)."""
     authenticator: Authenticator = field(init=False)
     """WS-Security / HTTP Digest checks (its replay caches survive reloads)."""
 
@@ -445,6 +471,8 @@ class Generation:
     devices: list[OnvifDevice]
     roots: dict[tuple[str, int], tuple[str, Resource]]
     """(bind, port) → (listener name, site root)."""
+    targets: list[Target]
+    """What WS-Discovery announces: one target per device."""
 
 
 def build_relay(
@@ -458,9 +486,9 @@ def build_relay(
     ``access_log``: log every HTTP request).
 
     Children start in this order: the HTTP listeners (``onvif.port`` with the relay's own
-    endpoints, then one per per-camera device), the event hub, then the generation: its
-    camera workers, the mediamtx reconciler, and WS-Discovery last, so that Hello goes
-    out only once every SOAP port listens and Bye before any socket closes.
+    endpoints, then one per per-camera device), the event hub, the generation (its camera
+    workers, the mediamtx reconciler), and WS-Discovery last, so that Hello goes out only
+    once every SOAP port listens and Bye before any socket closes.
     """
     import treq
     from twisted.web.client import HTTPConnectionPool
@@ -550,18 +578,10 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
     for device in devices if not aggregate else []:
         roots[(device.plan.bind, device.plan.port)] = (f"onvif-{device.plan.device_id}", device.root)
     cast(Any, reconciler).setServiceParent(workers)
-    if config.discovery.enabled:
-        discovery = DiscoveryService(
-            reactor,
-            config.discovery,
-            [
-                Target(d.device, d.plan.identity.endpoint_reference, d.plan.port, d.plan.bind, d.plan.advertise_host)
-                for d in devices
-            ],
-            store,
-        )
-        cast(Any, discovery).setName("discovery")
-        cast(Any, discovery).setServiceParent(workers)
+    targets = [
+        Target(d.device, d.plan.identity.endpoint_reference, d.plan.port, d.plan.bind, d.plan.advertise_host)
+        for d in devices
+    ]
     log.info(
         "atomrelay {version}: {cameras} cameras, {streams} streams, {mode} mode with {devices} ONVIF devices, "
         "HTTP on {bind}:{port}, WS-Discovery {discovery}, mediamtx at {api}",
@@ -575,7 +595,7 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
         discovery="on" if config.discovery.enabled else "off",
         api=config.mediamtx.api_url,
     )
-    return Generation(config, workers, reconciler, plans, devices, roots)
+    return Generation(config, workers, reconciler, plans, devices, roots, targets)
 
 
 def makeService(options: usage.Options) -> IService:

@@ -15,6 +15,12 @@ and when it becomes Discoverable; it says Bye when it becomes NonDiscoverable an
 ``stopService``, which fires only after every Bye is written and the socket closed.
 MetadataVersion survives restarts in state_dir and is incremented when the scopes
 differ from the saved ones (e.g. after a config edit).
+
+A config reload keeps the service (and its socket) when the discovery settings stay:
+``retire`` says Bye for the devices that are going before their listeners close, and
+``update`` takes the new generation's devices, with Hello only for new devices and for
+devices whose XAddrs or scopes changed (MetadataVersion + 1). Unchanged devices say
+nothing, so NVRs do not see them leave and come back.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import random
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Collection, Protocol, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.base import DelayedCall
@@ -143,6 +149,69 @@ class DiscoveryService(Service):
             )
 
         return Deferred.fromCoroutine(stop())
+
+    @property
+    def config(self) -> DiscoveryConfig:
+        """The discovery settings this service runs with."""
+        return self._config
+
+    async def retire(self, keep: Collection[str]) -> None:
+        """Say Bye for (and forget) every device whose endpoint reference is not in ``keep``."""
+        leaving = [target for target in self.targets if target.endpoint_reference not in keep]
+        if not leaving:
+            return
+        self.targets[:] = [target for target in self.targets if target.endpoint_reference in keep]
+        self.responder.targets = list(self.targets)
+        port = self._port
+        if port is not None and self.running:
+            for link in list(self._links.values()):
+                for target in leaving:
+                    if target.device.discoverable:
+                        await self._multicast(port, self.responder.bye(target), link)
+        self.log.info("WS-Discovery: Bye for {count} devices that are gone", count=len(leaving))
+
+    async def update(self, targets: Sequence[Target]) -> None:
+        """Announce the devices of a new config generation: Hello for new ones and for changed ones only.
+
+        A device is changed when its XAddrs (port, bind, advertise_host) or its scopes differ;
+        it then gets MetadataVersion + 1. Devices that are gone get Bye (see ``retire``).
+        """
+        await self.retire({target.endpoint_reference for target in targets})
+        before = {target.endpoint_reference: target for target in self.targets}
+        announce = []
+        for target in targets:
+            old = before.get(target.endpoint_reference)
+            if old is None:
+                target.metadata_version = self._saved_version(target)
+                announce.append(target)
+            else:
+                target.metadata_version = old.metadata_version
+                if _announced(old) != _announced(target):
+                    target.metadata_version += 1
+                    announce.append(target)
+                elif old.device.discoverable != target.device.discoverable:
+                    announce.append(target)
+            if target is not old:
+                self._watch(target)
+        self.targets[:] = list(targets)
+        self.responder.targets = list(self.targets)
+        self._save_state()
+        if not self.running:
+            return
+        port = self._port
+        for target in announce:
+            if port is None:
+                break
+            was = before.get(target.endpoint_reference)
+            for link in list(self._links.values()):
+                if target.device.discoverable:
+                    await self._hello(port, target, link)
+                elif was is not None and was.device.discoverable:
+                    await self._multicast(port, self.responder.bye(target), link)
+        self.log.info(
+            "WS-Discovery: {devices} devices, Hello for {announced} new or changed ones",
+            devices=len(self.targets), announced=len(announce),
+        )
 
     @property
     def joined(self) -> dict[str, list[ipaddress.IPv4Interface]]:
@@ -315,19 +384,17 @@ class DiscoveryService(Service):
         devices = saved.get("devices", {})
         devices = devices if isinstance(devices, dict) else {}
         for target in self.targets:
-            entry = devices.get(target.endpoint_reference)
-            entry = entry if isinstance(entry, dict) else {}
-            version = entry.get("metadata_version")
-            version = version if isinstance(version, int) and version > 0 else 0
-            if entry.get("scopes") == target.device.scopes() and version:
-                target.metadata_version = max(target.metadata_version, version)
-            else:
-                target.metadata_version = max(target.metadata_version, version + 1)
+            target.metadata_version = max(target.metadata_version, _saved_version(devices, target))
         last = saved.get("instance_id")
         last = last if isinstance(last, int) else 0
         instance = max(last + 1, self._last_instance + 1, int(self._reactor.seconds()))
         self.responder.instance_id = self._last_instance = instance
         self._save_state()
+
+    def _saved_version(self, target: Target) -> int:
+        saved = self._store.load(STATE_NAME, {})
+        devices = saved.get("devices", {}) if isinstance(saved, dict) else {}
+        return max(target.metadata_version, _saved_version(devices if isinstance(devices, dict) else {}, target))
 
     def _save_state(self) -> None:
         document = {
@@ -344,3 +411,20 @@ class DiscoveryService(Service):
             self._store.save(STATE_NAME, document)
         except StateError as exc:
             self.log.error("cannot save WS-Discovery state: {error}", error=str(exc))
+
+
+def _saved_version(devices: dict[str, Any], target: Target) -> int:
+    """The MetadataVersion to announce ``target`` with, from the saved state: the saved one while the
+    scopes are the saved ones, else one more."""
+    entry = devices.get(target.endpoint_reference)
+    entry = entry if isinstance(entry, dict) else {}
+    version = entry.get("metadata_version")
+    version = version if isinstance(version, int) and version > 0 else 0
+    if entry.get("scopes") == target.device.scopes() and version:
+        return version
+    return version + 1
+
+
+def _announced(target: Target) -> tuple[object, ...]:
+    """What a Hello says about ``target`` besides its endpoint reference."""
+    return (target.port, target.bind, target.advertise_host, tuple(target.device.scopes()))

@@ -99,10 +99,9 @@ def test_discovery_is_wired_last_with_one_target_per_device(tmp_path: Path) -> N
     relay = build_relay(config, reactor)
     children: list[Any] = list(relay)
     names = [child.name for child in children]
-    assert names[-1] == "generation"
-    assert names.index("http") < names.index("onvif-porch") < names.index("onvif-garage") < len(names) - 1
-    assert [child.name for child in relay.getServiceNamed("generation")][-1] == "discovery"
-    discovery = relay.getServiceNamed("generation").getServiceNamed("discovery")
+    assert names[-2:] == ["generation", "discovery"]
+    assert names.index("http") < names.index("onvif-porch") < names.index("onvif-garage") < len(names) - 2
+    discovery = relay.getServiceNamed("discovery")
     assert isinstance(discovery, DiscoveryService)
     assert [(t.endpoint_reference, t.port) for t in discovery.targets] == [
         (d.plan.identity.endpoint_reference, d.plan.port) for d in relay.devices]
@@ -112,7 +111,7 @@ def test_discovery_is_wired_last_with_one_target_per_device(tmp_path: Path) -> N
 def test_discovery_disabled_means_no_discovery_service(tmp_path: Path) -> None:
     """discovery.enabled: false builds no responder at all."""
     relay = build_relay(relay_config(tmp_path, "aggregate", 1, 8080, [8101, 8102, 8103]), reactor)
-    assert "discovery" not in [child.name for child in relay.getServiceNamed("generation")]
+    assert "discovery" not in [child.name for child in relay]
 
 
 @pytest_twisted.async_yield_fixture

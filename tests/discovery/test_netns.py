@@ -30,7 +30,7 @@ from twisted.internet.threads import deferToThread
 from wsdiscovery.discovery import ThreadedWSDiscovery
 from wsdiscovery.scope import Scope
 
-from atomrelay.config import parse_config
+from atomrelay.config import load_config
 from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
 from atomrelay.tap import RelayService, build_relay
 from tests.discovery.support import NVT, STREAMING, TDS_DEVICE, parse, probe_bytes, raw_probe, resolve_bytes
@@ -114,7 +114,8 @@ def aio(coroutine: Awaitable[T]) -> Deferred[T]:
 
 
 def config_text(state_dir: Path, api_port: int, http_port: int, mode: str = "aggregate",
-                camera_ports: list[int] | None = None, interface: str | None = None) -> str:
+                camera_ports: list[int] | None = None, interface: str | None = None,
+                cameras: tuple[tuple[str, str], ...] = CAMERAS) -> str:
     """A relay config listening on every address, with discovery on (optionally on one interface)."""
     lines = [
         "onvif:",
@@ -131,8 +132,8 @@ def config_text(state_dir: Path, api_port: int, http_port: int, mode: str = "agg
         f"state_dir: {state_dir}",
         "cameras:",
     ]
-    ports = camera_ports or [None] * len(CAMERAS)
-    for (cam_id, name), port in zip(CAMERAS, ports):
+    ports = camera_ports or [None] * len(cameras)
+    for (cam_id, name), port in zip(cameras, ports):
         lines += [f"  - id: {cam_id}", f"    name: {name}", "    host: 192.0.2.10",
                   *([f"    onvif_port: {port}"] if port else []),
                   "    streams: [{name: main, rtsp_path: video0_unicast}]"]
@@ -150,10 +151,17 @@ class RunningRelay:
 
     def start(self, **kw: Any) -> RelayService:
         self.api = listen_mediamtx(reactor, FakeMediamtx(reactor))
-        config = parse_config(config_text(self.tmp_path, self.api.getHost().port, self.http_port, **kw))
-        self.relay = build_relay(config, reactor)
+        path = self.write_config(**kw)
+        self.relay = build_relay(load_config(str(path)), reactor, config_path=str(path))
         self.relay.startService()
         return self.relay
+
+    def write_config(self, **kw: Any) -> Path:
+        """Write the config file the relay reads (and reloads)."""
+        path = self.tmp_path / "config.yaml"
+        path.write_text(config_text(self.tmp_path, self.api.getHost().port, self.http_port, **kw), encoding="utf-8")
+        path.chmod(0o600)
+        return path
 
     async def stop(self) -> None:
         relay, self.relay = self.relay, None
@@ -213,7 +221,7 @@ def exchange(datagrams: list[bytes], source: str, timeout: float = 1.5) -> Defer
 async def joined(running: RunningRelay, names: set[str]) -> None:
     """Wait until the relay's discovery has joined the group on exactly ``names``."""
     assert running.relay is not None
-    discovery: Any = running.relay.getServiceNamed("generation").getServiceNamed("discovery")
+    discovery: Any = running.relay.getServiceNamed("discovery")
     await poll(lambda: set(discovery.joined) == names, timeout=10, what=f"the group joined on {sorted(names)}")
 
 
@@ -366,3 +374,41 @@ async def test_discovery_interface_limits_where_the_relay_answers(running: Runni
     [reply] = await exchange([probe_bytes([NVT])[0]], ETH0)
     assert parse(reply).getProbeResolveMatches()[0].getXAddrs() == [
         f"http://{ETH0}:{running.http_port}/onvif/device_service"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_says_bye_only_for_a_removed_device(
+    running: RunningRelay, client: ThreadedWSDiscovery,
+) -> None:
+    """per_camera, garage removed from the config and reloaded: Bye for garage only; porch and garden, unchanged,
+    neither leave nor come back, and a search finds just those two."""
+    ports = [free_port() for _ in CAMERAS]
+    relay = running.start(mode="per_camera", camera_ports=ports)
+    eprs = {d.plan.device_id: d.plan.identity.endpoint_reference for d in relay.devices}
+    hellos: list[Any] = []
+    byes: list[str] = []
+    client.setRemoteServiceHelloCallback(hellos.append)
+    client.setRemoteServiceByeCallback(byes.append)
+    await joined(running, {"lo", "eth0", "wlan0"})
+
+    def every_first_hello_in() -> bool:
+        """Each device's Hello has come out of every joined interface (each carries that interface's address)."""
+        return all(
+            {f"{host}:{port}" for host in ("127.0.0.1", ETH0, WLAN0)}
+            <= xaddr_hosts([h for h in hellos if h.getEPR() == eprs[camera_id]])
+            for (camera_id, _), port in zip(CAMERAS, ports)
+        )
+
+    await poll(every_first_hello_in, timeout=10, what="the first Hellos on lo, eth0 and wlan0")
+    hellos.clear()
+
+    running.write_config(mode="per_camera", camera_ports=ports[:2], cameras=CAMERAS[:2])
+    await relay.reload()
+
+    garage = eprs["garage"]
+    await poll(lambda: garage in byes, timeout=10, what="Bye for garage")
+    client.clearRemoteServices()
+    found = await search(client, types=[NVT])
+    assert {s.getEPR() for s in found} == {eprs["porch"], eprs["garden"]}
+    assert set(byes) == {garage}
+    assert [h.getEPR() for h in hellos] == []

@@ -297,3 +297,56 @@ def test_no_multicast_interface_at_all_is_retried(tmp_path: Path) -> None:
     harness.reactor.advance(1.0)
     assert harness.joins() == ["10.1.0.5"]
     harness.stop()
+
+
+def _settled(deferred: Deferred[None]) -> None:
+    done: list[Any] = []
+    deferred.addBoth(done.append)
+    assert done == [None], done
+
+
+def test_reload_update_announces_only_what_changed(tmp_path: Path) -> None:
+    """A new generation's devices: unchanged ones say nothing, a gone one says Bye, a new one and a moved one
+    (other port) say Hello, the moved one with MetadataVersion + 1; Probe answers list the new set."""
+    devices = [FakeDevice("porch", "02:00:00:00:00:01"), FakeDevice("garden", "02:00:00:00:00:02"),
+               FakeDevice("garage", "02:00:00:00:00:03")]
+    harness = Harness(tmp_path, devices=devices)
+    harness.service.startService()
+    start = len(harness.multicasts())
+    # The reload rebuilds every device object: same identities, porch unchanged, garden on a new port,
+    # garage gone, shed new.
+    rebuilt = [FakeDevice("porch", "02:00:00:00:00:01"), FakeDevice("garden", "02:00:00:00:00:02"),
+               FakeDevice("shed", "02:00:00:00:00:04")]
+    new_targets = [target(rebuilt[0], 1, 8101), target(rebuilt[1], 2, 8202), target(rebuilt[2], 4, 8104)]
+
+    _settled(Deferred.fromCoroutine(harness.service.update(new_targets)))
+
+    sent = [(action, outgoing, env.getEPR(), env.getMetadataVersion() if action == "Hello" else None)
+            for action, outgoing, env in harness.multicasts()[start:]]
+    garage, garden, shed = (harness.targets[2].endpoint_reference, new_targets[1].endpoint_reference,
+                            new_targets[2].endpoint_reference)
+    assert sent == [
+        ("Bye", "10.1.0.5", garage, None), ("Bye", "10.2.0.5", garage, None),
+        ("Hello", "10.1.0.5", garden, "2"), ("Hello", "10.2.0.5", garden, "2"),
+        ("Hello", "10.1.0.5", shed, "1"), ("Hello", "10.2.0.5", shed, "1"),
+    ]
+    assert [t.endpoint_reference for t in harness.service.responder.targets] == [
+        t.endpoint_reference for t in new_targets]
+
+    # The new device objects are the ones watched now: a scope change of the rebuilt porch is announced.
+    before = len(harness.multicasts())
+    rebuilt[0].change_scopes(["onvif://www.onvif.org/location/porch-2"])
+    assert [(a, env.getEPR(), env.getMetadataVersion()) for a, _, env in harness.multicasts()[before:]] == [
+        ("Hello", new_targets[0].endpoint_reference, "2")] * 2
+    harness.stop()
+
+
+def test_reload_update_keeps_versions_across_a_restart(tmp_path: Path) -> None:
+    """The bumped MetadataVersion of a moved device is saved: after a restart with the same devices it stays."""
+    harness = Harness(tmp_path)
+    harness.service.startService()
+    moved = [target(FakeDevice("porch", "02:00:00:00:00:01"), 1, 9101)]
+    _settled(Deferred.fromCoroutine(harness.service.update(moved)))
+    harness.stop()
+    saved = harness.store.load("discovery", {})
+    assert saved["devices"][moved[0].endpoint_reference]["metadata_version"] == 2

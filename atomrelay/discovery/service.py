@@ -137,9 +137,7 @@ class DiscoveryService(Service):
             if port is None:
                 return
             leaving = [target for target in self.targets if target.device.discoverable]
-            for link in links:
-                for target in leaving:
-                    await self._multicast(port, self.responder.bye(target), link)
+            await self._bye(port, leaving, links)
             stopped = port.stopListening()
             if isinstance(stopped, Deferred):
                 await stopped
@@ -162,12 +160,9 @@ class DiscoveryService(Service):
             return
         self.targets[:] = [target for target in self.targets if target.endpoint_reference in keep]
         self.responder.targets = list(self.targets)
-        port = self._port
-        if port is not None and self.running:
-            for link in list(self._links.values()):
-                for target in leaving:
-                    if target.device.discoverable:
-                        await self._multicast(port, self.responder.bye(target), link)
+        if self._port is not None and self.running:
+            discoverable = [target for target in leaving if target.device.discoverable]
+            await self._bye(self._port, discoverable, list(self._links.values()))
         self.log.info("WS-Discovery: Bye for {count} devices that are gone", count=len(leaving))
 
     async def update(self, targets: Sequence[Target]) -> None:
@@ -178,11 +173,12 @@ class DiscoveryService(Service):
         """
         await self.retire({target.endpoint_reference for target in targets})
         before = {target.endpoint_reference: target for target in self.targets}
+        saved, _ = self._saved()
         announce = []
         for target in targets:
             old = before.get(target.endpoint_reference)
             if old is None:
-                target.metadata_version = self._saved_version(target)
+                target.metadata_version = max(target.metadata_version, _saved_version(saved, target))
                 announce.append(target)
             else:
                 target.metadata_version = old.metadata_version
@@ -196,12 +192,10 @@ class DiscoveryService(Service):
         self.targets[:] = list(targets)
         self.responder.targets = list(self.targets)
         self._save_state()
-        if not self.running:
-            return
         port = self._port
+        if port is None or not self.running:
+            return
         for target in announce:
-            if port is None:
-                break
             was = before.get(target.endpoint_reference)
             for link in list(self._links.values()):
                 if target.device.discoverable:
@@ -327,6 +321,12 @@ class DiscoveryService(Service):
         if data is not None:
             await self._multicast(port, data, link)
 
+    async def _bye(self, port: Any, targets: Sequence[Target], links: Sequence[_Link]) -> None:
+        """Bye for each of ``targets`` out of each of ``links``."""
+        for link in links:
+            for target in targets:
+                await self._multicast(port, self.responder.bye(target), link)
+
     async def _multicast(self, port: Any, data: bytes, link: _Link) -> None:
         """Send ``data`` to the group out of ``link`` (the outgoing interface is per socket: one at a time)."""
         await self._send_lock.acquire()
@@ -379,22 +379,20 @@ class DiscoveryService(Service):
             self._announce(target, hello=discoverable)
 
     def _load_state(self) -> None:
-        saved = self._store.load(STATE_NAME, {})
-        saved = saved if isinstance(saved, dict) else {}
-        devices = saved.get("devices", {})
-        devices = devices if isinstance(devices, dict) else {}
+        devices, last = self._saved()
         for target in self.targets:
             target.metadata_version = max(target.metadata_version, _saved_version(devices, target))
-        last = saved.get("instance_id")
-        last = last if isinstance(last, int) else 0
         instance = max(last + 1, self._last_instance + 1, int(self._reactor.seconds()))
         self.responder.instance_id = self._last_instance = instance
         self._save_state()
 
-    def _saved_version(self, target: Target) -> int:
+    def _saved(self) -> tuple[dict[str, Any], int]:
+        """The saved state: each device's entry by endpoint reference, and the last instance id."""
         saved = self._store.load(STATE_NAME, {})
-        devices = saved.get("devices", {}) if isinstance(saved, dict) else {}
-        return max(target.metadata_version, _saved_version(devices if isinstance(devices, dict) else {}, target))
+        saved = saved if isinstance(saved, dict) else {}
+        devices = saved.get("devices", {})
+        last = saved.get("instance_id")
+        return (devices if isinstance(devices, dict) else {}), (last if isinstance(last, int) else 0)
 
     def _save_state(self) -> None:
         document = {

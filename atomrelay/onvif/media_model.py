@@ -64,6 +64,8 @@ KINDS: tuple[str, ...] = (VIDEO_SOURCE, AUDIO_SOURCE, VIDEO_ENCODER, AUDIO_ENCOD
 """Configuration kinds a profile holds, named as in ``tr2:ConfigurationEnumeration``."""
 
 PtzHook = Callable[[CameraConfig], Union[_Element, None]]
+"""A camera's ``tt:PTZConfiguration``, a new element on every call (the model renames and
+moves it), or None for a camera without motors (``PtzService.ptz_configuration_element``)."""
 
 
 class ElementMaker(Maker):
@@ -405,7 +407,6 @@ class MediaModel:
         element = self._ptz_hook(ref.camera)
         if element is None:
             return None
-        element = copy.deepcopy(element)
         element.tag = tag
         return element
 
@@ -612,8 +613,9 @@ class ResponseCache:
     """Response fragments that only change with the model's generation and the key.
 
     The PTZ hook's answers are part of the model: whoever changes them (a camera's model
-    detected late) calls ``MediaModel.invalidate()``, as the composition root does. The SOAP layer moves the returned element into its envelope, so callers get a deep
-    copy; the cache is emptied when the generation changes or it grows past ``size``.
+    detected late) calls ``MediaModel.invalidate()``, as the composition root does. The
+    SOAP layer moves the returned element into its envelope, so callers get a deep copy;
+    the cache is emptied when the generation changes or it grows past ``size``.
     """
 
     def __init__(self, model: MediaModel, size: int = 64) -> None:

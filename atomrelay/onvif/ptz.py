@@ -231,7 +231,9 @@ class PtzService:
         controller = self._controllers.get(camera.id)
         if controller is None or not controller.ptz:
             return None
-        return self._cached(("configuration", camera, tag, controller.max_presets), lambda: self._configuration(camera, tag))
+        return self._cached(
+            ("configuration", camera.id, tag, controller.max_presets), lambda: self._configuration(camera, tag)
+        )
 
     # --- plumbing --------------------------------------------------------------------------
 

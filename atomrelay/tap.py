@@ -7,10 +7,9 @@ every class gets its reactor, clock and HTTP client from here.
 from __future__ import annotations
 
 from atomrelay import tls
-from atomrelay.tls import import_twisted_without_tls
 
 # Before the imports below load Twisted's networking: without pyOpenSSL (see atomrelay.tls).
-import_twisted_without_tls()
+tls.import_twisted_without_tls()
 
 import os
 import shutil

@@ -45,14 +45,20 @@ class _NoSimulators:
     cameras = [common.CameraPorts(9, 9)] * 16
 
 
-def _per_request(site: Any, requests: list[bytes]) -> float:
-    """Microseconds per request through one channel of ``site``; every answer must be a 200."""
+def _connect(site: Any) -> tuple[Any, Any]:
+    """A channel of ``site`` on a ``StringTransport``, connected."""
     from twisted.internet.address import IPv4Address
     from twisted.internet.testing import StringTransport
 
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     transport = StringTransport()
     channel.makeConnection(transport)
+    return channel, transport
+
+
+def _per_request(site: Any, requests: list[bytes]) -> float:
+    """Microseconds per request through one channel of ``site``; every answer must be a 200."""
+    channel, transport = _connect(site)
     ok = 0
     started = time.perf_counter()
     for data in requests:
@@ -90,20 +96,15 @@ def measure(cameras: int, workdir: Path) -> dict[str, Any]:
     root = next(iter(relay.listeners.values()))[1]
     signed = common.SignedRequests(common.operation(ns.TRT, "GetProfiles"))
     bodies = [signed.make() for _ in range(ROUNDS * PER_ROUND * 3)]
-    batches = iter([bodies[i:i + PER_ROUND] for i in range(0, len(bodies), PER_ROUND)])
+    posts = [_http("/onvif/media_service", body) for body in bodies]
+    batches = iter([posts[i:i + PER_ROUND] for i in range(0, len(posts), PER_ROUND)])
 
     def site_for_relay() -> Any:
         site: Any = GuardedSite(root, requestFactory=server.BoundedRequest)
         site.displayTracebacks = False
         return site
 
-    first = site_for_relay()
-    from twisted.internet.address import IPv4Address
-    from twisted.internet.testing import StringTransport
-
-    channel = first.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
-    transport = StringTransport()
-    channel.makeConnection(transport)
+    channel, transport = _connect(site_for_relay())
     channel.dataReceived(_http("/onvif/media_service", signed.make()))
     answer = transport.value().split(b"\r\n\r\n", 1)[1]
 
@@ -117,17 +118,14 @@ def measure(cameras: int, workdir: Path) -> dict[str, Any]:
 
     figures: dict[str, float] = {"bare": 1e9, "relay_http": 1e9, "relay": 1e9}
     for _ in range(ROUNDS):
-        figures["bare"] = min(figures["bare"], _per_request(bare, [_http("/onvif/media_service", b)
-                                                                   for b in next(batches)]))
+        figures["bare"] = min(figures["bare"], _per_request(bare, next(batches)))
         real = server._Endpoint.render_POST
         server._Endpoint.render_POST = fixed_answer  # type: ignore[method-assign]
         try:
-            figures["relay_http"] = min(figures["relay_http"], _per_request(
-                site_for_relay(), [_http("/onvif/media_service", b) for b in next(batches)]))
+            figures["relay_http"] = min(figures["relay_http"], _per_request(site_for_relay(), next(batches)))
         finally:
             server._Endpoint.render_POST = real  # type: ignore[method-assign]
-        figures["relay"] = min(figures["relay"], _per_request(
-            site_for_relay(), [_http("/onvif/media_service", b) for b in next(batches)]))
+        figures["relay"] = min(figures["relay"], _per_request(site_for_relay(), next(batches)))
 
     stage_inputs = bodies[:PER_ROUND]
     roots = [parse_untrusted(b) for b in stage_inputs]

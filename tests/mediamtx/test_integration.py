@@ -10,7 +10,6 @@ import pytest
 import pytest_twisted
 from treq.client import HTTPClient
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from atomrelay.config import MediamtxConfig
@@ -20,7 +19,7 @@ from atomrelay.mediamtx.reconciler import Reconciler
 from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
 from atomrelay.state import StateStore
 
-from ..helpers import free_port
+from ..helpers import free_port, poll
 from .support import ALL_PATHS, capture, make_config
 
 pytestmark = pytest.mark.integration
@@ -30,15 +29,6 @@ def http_client() -> tuple[HTTPClient, HTTPConnectionPool]:
     """A real treq client without persistent connections."""
     pool = HTTPConnectionPool(reactor, persistent=False)
     return HTTPClient(Agent(reactor, pool=pool)), pool
-
-
-async def wait_for(condition: Any, what: str, timeout: float = 10.0) -> None:
-    """Poll ``condition()`` until true, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await deferLater(reactor, 0.02, lambda: None)
 
 
 @pytest_twisted.ensureDeferred
@@ -73,10 +63,10 @@ async def test_reconciler_over_real_http(tmp_path: Path) -> None:
             return original_info()
 
         client.info = counting_info  # type: ignore[method-assign]
-        await wait_for(lambda: len(passes) >= 5, "five steady-state passes")
+        await poll(lambda: len(passes) >= 5, timeout=10, interval=0.02, what="five steady-state passes")
         assert len(fake.writes) == writes
         fake.restart()
-        await wait_for(lambda: sorted(fake.paths) == ALL_PATHS, "re-registration after restart")
+        await poll(lambda: sorted(fake.paths) == ALL_PATHS, timeout=10, interval=0.02, what="re-registration after restart")
         assert any("mediamtx restarted" in text for text in events.texts())
     finally:
         await reconciler.stopService()

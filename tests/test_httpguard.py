@@ -99,3 +99,38 @@ def test_a_request_started_soon_after_another_gets_its_own_whole_deadline() -> N
     assert b"408" not in transport.value() and not transport.disconnecting
     clock.advance(5)
     assert b"HTTP/1.1 408 Request Timeout" in transport.value()
+
+
+def test_an_idle_connection_is_closed_by_the_sweep_within_a_tick_of_the_idle_timeout() -> None:
+    """The idle timeout counts from the last byte; the site's one sweep closes the connection, never early."""
+    clock, channel, transport = guarded_connection()
+    site = channel.site
+    assert site.tick == 1.0
+    clock.advance(30)
+    channel.dataReceived(b"GET /b HTTP/1.1\r\nHost: relay\r\n\r\n")  # t=30: idle again from here
+    clock.advance(59.5)
+    assert not transport.disconnecting
+    clock.advance(1.0)  # t=90.5: 60 s idle since t=30, found by the sweep at t=90
+    assert transport.disconnecting and b"408" not in transport.value()
+
+
+def test_the_sweep_runs_only_while_connections_are_open() -> None:
+    """No timer per connection, and none at all once the last connection has gone."""
+    clock, channel, _ = guarded_connection()
+    second = channel.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40002))
+    second.makeConnection(StringTransport())
+    assert len(clock.getDelayedCalls()) == 1
+    channel.connectionLost(None)
+    assert len(clock.getDelayedCalls()) == 1
+    second.connectionLost(None)
+    assert clock.getDelayedCalls() == []
+
+
+def test_answers_carry_the_date_of_the_site_clock_and_no_server_header() -> None:
+    """BoundedRequest formats Date once per clock second (twisted.web's format) and does not name the server."""
+    clock = Clock()
+    clock.advance(86400 * 365 + 1.5)
+    site = GuardedSite(Hello(), requestFactory=BoundedRequest, reactor=clock)
+    answered = serve(site, 2)
+    assert answered.count(b"Date: Fri, 01 Jan 1971 00:00:01 GMT\r\n") == 2
+    assert b"Server:" not in answered

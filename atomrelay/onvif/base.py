@@ -47,6 +47,11 @@ def allowed(level: str, access: AccessClass) -> bool:
     return level in _POLICY[access]
 
 
+def levels_allowed(access: AccessClass) -> frozenset[str]:
+    """The user levels (and "Anonymous") that may call an operation of this class."""
+    return _POLICY[access]
+
+
 @dataclass(frozen=True)
 class SoapFault(Exception):
     """An ONVIF fault: SOAP code (Sender/Receiver), ter: subcodes, a reason text.
@@ -91,9 +96,13 @@ class Caller:
 ANONYMOUS = Caller(None, "Anonymous")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RequestContext:
-    """Everything a handler may know about the request it answers."""
+    """Everything a handler may know about the request it answers (read it, never change it).
+
+    Not frozen: a frozen dataclass sets each field through ``object.__setattr__``, which
+    made building one per request cost three times as much.
+    """
 
     body: _Element
     """The operation element: the first child of the SOAP Body."""

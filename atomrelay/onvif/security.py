@@ -66,6 +66,7 @@ _USERNAME = ns.q(ns.WSSE, "Username")
 _PASSWORD = ns.q(ns.WSSE, "Password")
 _NONCE = ns.q(ns.WSSE, "Nonce")
 _MAX_NONCE_BYTES = 256
+_CALLERS_KEPT = 256
 _MAX_LOGGED_NAME = 64
 _DUMMY_PASSWORD = "\x00atomrelay-no-such-user\x00"
 
@@ -82,6 +83,60 @@ class HttpRequest(Protocol):
     def setResponseCode(self, code: int) -> None: ...
 
     def getClientAddress(self) -> object: ...
+
+
+@dataclass(frozen=True)
+class TokenForm:
+    """What a UsernameToken's markup says, apart from its Password, Nonce and Created texts."""
+
+    username: str
+    """The Username text, stripped."""
+    digest: bool
+    """True for a PasswordDigest, False for a PasswordText."""
+    nonce_hex: bool
+    """True when the Nonce says EncodingType ...#HexBinary (else it is Base64)."""
+
+
+@dataclass(frozen=True)
+class UsernameToken:
+    """The parts of a wsse:UsernameToken (None: absent)."""
+
+    username: str
+    """The Username text, stripped ("" when absent)."""
+    password: _Element | None
+    nonce: _Element | None
+    created: _Element | None
+    """wsu:Created, else wsse:Created."""
+
+    def form(self) -> TokenForm | None:
+        """The token's form; None without a Username or a Password."""
+        if not self.username or self.password is None:
+            return None
+        hexadecimal = self.nonce is not None and (self.nonce.get("EncodingType") or "").endswith("#HexBinary")
+        return TokenForm(self.username, _is_digest(self.password.get("Type")), hexadecimal)
+
+    def texts(self) -> tuple[str, str | None, str | None]:
+        """The Password, Nonce and Created texts, as ``Authenticator.verify_token`` takes them."""
+        return (
+            "" if self.password is None else self.password.text or "",
+            None if self.nonce is None else self.nonce.text or "",
+            None if self.created is None else self.created.text or "",
+        )
+
+
+def username_token(security: _Element) -> UsernameToken | None:
+    """The first UsernameToken of a wsse:Security header, or None."""
+    token = first_children(security).get(_USERNAME_TOKEN)
+    if token is None:
+        return None
+    parts = first_children(token)
+    created = parts.get(_WSU_CREATED)
+    return UsernameToken(
+        _text(parts.get(_USERNAME)),
+        parts.get(_PASSWORD),
+        parts.get(_NONCE),
+        created if created is not None else parts.get(_WSSE_CREATED),
+    )
 
 
 class AuthenticationFailed(Exception):
@@ -142,8 +197,8 @@ class _ExpiringMap:
 class _SeenTokens:
     """Fingerprints of (user, nonce) pairs remembered until an expiry time; insertion order is expiry order.
 
-    A fingerprint is the pair's 64-bit hash (SipHash with this process's random key): the
-    same size whatever the nonce's, about 230 bytes of RSS per pair as measured
+    A fingerprint is the pair's 64-bit ``hash((username, nonce))`` (SipHash with this
+    process's random key): the same size whatever the nonce's, about 230 bytes of RSS per pair as measured
     (``make bench``), 11 MiB for a full memory of 50,000 instead of the 25 MiB of keeping
     the pairs. Two pairs share a fingerprint with a probability of
     about 1e-10 at 50,000 pairs; the cost of that is one token refused as a replay.
@@ -154,24 +209,20 @@ class _SeenTokens:
         self._seen: set[int] = set()
         self._cap = cap
 
-    @staticmethod
-    def fingerprint(username: str, nonce: bytes) -> int:
-        """The remembered form of a (user, nonce) pair."""
-        return hash((username, nonce))
+    def admit(self, fingerprint: int, now: float, expiry: float) -> bool:
+        """Remember ``fingerprint`` until ``expiry`` unless it is remembered already (a replay: False).
 
-    def purge(self, now: float) -> None:
-        """Forget expired pairs, and the oldest ones beyond the cap."""
+        Expired pairs, and the oldest ones beyond the cap, are forgotten first. ``expiry``
+        must not be earlier than that of any pair admitted before.
+        """
         order, seen = self._order, self._seen
         while order and (order[0][0] <= now or len(order) >= self._cap):
             seen.discard(order.popleft()[1])
-
-    def __contains__(self, fingerprint: int) -> bool:
-        return fingerprint in self._seen
-
-    def add(self, fingerprint: int, expiry: float) -> None:
-        """Remember ``fingerprint`` until ``expiry`` (not later than any pair added before it)."""
-        self._order.append((expiry, fingerprint))
-        self._seen.add(fingerprint)
+        if fingerprint in seen:
+            return False
+        order.append((expiry, fingerprint))
+        seen.add(fingerprint)
+        return True
 
     def __len__(self) -> int:
         return len(self._order)
@@ -201,6 +252,7 @@ class Authenticator:
         self._secret = os.urandom(32)
         self._opaque = hmac.new(self._secret, b"opaque", "sha256").hexdigest()[:32]
         self._ws_nonces = _SeenTokens(replay_cap)
+        self._callers: dict[tuple[str, str], Caller] = {}
         self._digest_counts = _ExpiringMap(replay_cap)
         self._stale_requests: weakref.WeakSet[HttpRequest] = weakref.WeakSet()
 
@@ -212,49 +264,54 @@ class Authenticator:
         Returns None when the header carries no UsernameToken; raises
         ``AuthenticationFailed`` (already logged) when the token is rejected.
         """
-        token = first_children(security).get(_USERNAME_TOKEN)
+        token = username_token(security)
         if token is None:
             return None
-        parts = first_children(token)
-        username = _text(parts.get(_USERNAME))
         try:
-            return self._verify_token(parts, username)
+            form = token.form()
+            if form is None:
+                raise AuthenticationFailed("UsernameToken without Username or Password")
+            return self.verify_token(form, *token.texts())
         except AuthenticationFailed as failure:
-            self._log_failure("WS-Security", username, remote, failure.reason)
+            self._log_failure("WS-Security", token.username, remote, failure.reason)
             raise
 
-    def _verify_token(self, parts: dict[str, _Element], username: str) -> Caller:
-        password = parts.get(_PASSWORD)
-        if not username or password is None:
-            raise AuthenticationFailed("UsernameToken without Username or Password")
-        digest = _is_digest(password.get("Type"))
-        nonce = _decode_nonce(parts.get(_NONCE))
-        created_element = parts.get(_WSU_CREATED)
-        if created_element is None:
-            created_element = parts.get(_WSSE_CREATED)
-        created = _text(created_element) if created_element is not None else None
-        if digest and (nonce is None or not created):
+    def verify_token(self, form: TokenForm, password: str, nonce_text: str | None, created_text: str | None) -> Caller:
+        """The caller a UsernameToken of ``form`` with these element texts proves (None: element absent).
+
+        Raises ``AuthenticationFailed`` without logging it (``verify_security_header`` logs).
+        """
+        nonce = _decode_nonce(nonce_text, form.nonce_hex) if nonce_text is not None else None
+        created = created_text.strip() if created_text is not None else None
+        if form.digest and (nonce is None or not created):
             raise AuthenticationFailed("PasswordDigest without Nonce and Created")
         now = self.clock.seconds()
         if created:
             self._check_created(created, now)
+        username = form.username
         user = self.lookup(username)
         secret = (user.password if user is not None else _DUMMY_PASSWORD).encode("utf-8")
-        presented = (password.text or "").strip().encode("utf-8")
-        if digest and nonce is not None and created:
+        presented = password.strip().encode("utf-8")
+        if form.digest and nonce is not None and created:
             expected = base64.b64encode(hashlib.sha1(nonce + created.encode("utf-8") + secret).digest())
         else:
             expected = secret
         if not hmac.compare_digest(expected, presented) or user is None:
             raise AuthenticationFailed("unknown user or wrong password")
-        if nonce is not None:
-            key = _SeenTokens.fingerprint(username, nonce)
-            self._ws_nonces.purge(now)
-            if key in self._ws_nonces:
-                raise AuthenticationFailed("replayed UsernameToken nonce")
-            # Created is within the skew of now, so the token is stale by now + 2 * skew.
-            self._ws_nonces.add(key, now + 2 * self.max_clock_skew + 1)
-        return Caller(username, user.role)
+        # Created is within the skew of now, so the token is stale by now + 2 * skew.
+        stale = now + 2 * self.max_clock_skew + 1
+        if nonce is not None and not self._ws_nonces.admit(hash((username, nonce)), now, stale):
+            raise AuthenticationFailed("replayed UsernameToken nonce")
+        return self._caller(username, user.role)
+
+    def _caller(self, username: str, level: str) -> Caller:
+        """The (immutable, shared) Caller for a verified user at ``level``."""
+        caller = self._callers.get((username, level))
+        if caller is None:
+            if len(self._callers) >= _CALLERS_KEPT:
+                self._callers.clear()
+            caller = self._callers[username, level] = Caller(username, level)
+        return caller
 
     def _check_created(self, created: str, now: float) -> None:
         try:
@@ -408,7 +465,7 @@ class Authenticator:
             raise _StaleNonce()
         if not self._advance_count(nonce, int(params["nc"], 16), now):
             raise AuthenticationFailed("Digest nonce count replayed")
-        return Caller(username, user.role)
+        return self._caller(username, user.role)
 
     def _advance_count(self, nonce: str, count: int, now: float) -> bool:
         """Record ``count`` for ``nonce``; False when it does not exceed the last one (a replay)."""
@@ -438,7 +495,7 @@ class Authenticator:
         except AuthenticationFailed as failure:
             self._log_failure("HTTP Basic", username, remote, failure.reason)
             return HttpAuthResult(None, presented=True)
-        return HttpAuthResult(Caller(username, user.role), presented=True)
+        return HttpAuthResult(self._caller(username, user.role), presented=True)
 
     def _log_failure(self, scheme: str, username: str, remote: str, reason: str) -> None:
         self.log.warn(
@@ -472,12 +529,10 @@ def _is_digest(password_type: str | None) -> bool:
     return password_type is not None and password_type.strip().endswith(("#PasswordDigest", ":PasswordDigest"))
 
 
-def _decode_nonce(element: _Element | None) -> bytes | None:
-    if element is None:
-        return None
-    text = "".join((element.text or "").split())
+def _decode_nonce(text: str, hexadecimal: bool) -> bytes:
+    text = "".join(text.split())
     try:
-        if (element.get("EncodingType") or "").endswith("#HexBinary"):
+        if hexadecimal:
             nonce = bytes.fromhex(text)
         else:
             nonce = binascii.a2b_base64(text, strict_mode=True)

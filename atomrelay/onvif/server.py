@@ -265,8 +265,15 @@ class _Endpoint(Resource):
         super().__init__()  # type: ignore[no-untyped-call]
         self._owner = owner
 
+    def render(self, request: Any) -> bytes | int:
+        """A POST is a SOAP request; any other method gets twisted.web's answer (405 with Allow: POST)."""
+        if request.method == b"POST":
+            return self._owner.render_soap(request)
+        result: bytes | int = super().render(request)  # type: ignore[no-untyped-call]
+        return result
+
     def render_POST(self, request: Request) -> bytes | int:
-        """Answer a SOAP request."""
+        """Answer a SOAP request (``render`` calls ``render_soap`` itself; this names POST as allowed)."""
         return self._owner.render_soap(request)
 
 
@@ -324,6 +331,9 @@ class OnvifResource(Resource):
     def getChild(self, path: bytes, request: Request) -> Resource:
         """The endpoint for ``/onvif/<path>`` if a service lives there, else a 404 page."""
         return self._endpoints.get(path) or self._missing
+
+    # The resource has no static children: straight to getChild, once per request.
+    getChildWithDefault = getChild
 
     def render(self, request: Request) -> bytes:
         """``/onvif`` itself is no service: 404."""

@@ -124,12 +124,12 @@ def measure(cameras: int, workdir: Path) -> dict[str, Any]:
     figures: dict[str, float] = {"bare": 1e9, "relay_http": 1e9, "relay": 1e9}
     for _ in range(ROUNDS):
         figures["bare"] = min(figures["bare"], _per_request(bare, next(batches)))
-        real = server._Endpoint.render_POST
-        server._Endpoint.render_POST = fixed_answer  # type: ignore[method-assign]
+        real = server.OnvifResource.render_soap
+        server.OnvifResource.render_soap = fixed_answer  # type: ignore[method-assign]
         try:
             figures["relay_http"] = min(figures["relay_http"], _per_request(site_for_relay(), next(batches)))
         finally:
-            server._Endpoint.render_POST = real  # type: ignore[method-assign]
+            server.OnvifResource.render_soap = real  # type: ignore[method-assign]
         figures["relay"] = min(figures["relay"], _per_request(site_for_relay(), next(batches)))
 
     stage_inputs = bodies[:PER_ROUND]

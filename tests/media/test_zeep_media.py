@@ -35,7 +35,7 @@ from atomrelay.camera.client import CameraClient
 from atomrelay.camera.snapshot import SnapshotResource
 from atomrelay.config import Config, parse_config
 from atomrelay.identity import Identity
-from atomrelay.onvif import ns
+from atomrelay.onvif import ns, server
 from atomrelay.onvif.base import Operation, RequestContext, Service
 from atomrelay.onvif.device import DeviceService, TimeZone
 from atomrelay.onvif.media import MediaService
@@ -84,7 +84,8 @@ cameras:
 
 
 def validating(service: Service) -> Service:
-    """The same service, but every element a handler returns is XSD-validated first."""
+    """The same service, but every element a handler returns is XSD-validated first (answers the reply cache
+    serves again were validated when built)."""
 
     def wrap(operation: Operation) -> Operation:
         def handler(ctx: RequestContext) -> Any:
@@ -93,7 +94,7 @@ def validating(service: Service) -> Service:
             schema.validate(result)
             return result
 
-        return Operation(handler, operation.access)
+        return Operation(handler, operation.access, operation.reply_key)
 
     return replace(service, operations={name: wrap(op) for name, op in service.operations.items()})
 
@@ -149,7 +150,9 @@ async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
 
 @pytest_twisted.ensureDeferred
 async def test_home_assistant_media_flow(relay: Relay) -> None:
-    """update_xaddrs, GetProfiles, GetStreamUri per H.264 profile and the snapshot, exactly as Home Assistant does it."""
+async def test_home_assistant_repeats_are_answered_by_their_shape(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
     camera = ONVIFCamera("127.0.0.1", relay.number, "admin", "secret", HA_WSDL_DIR, no_cache=True)
     try:
         await aio(camera.update_xaddrs())
@@ -186,6 +189,28 @@ async def test_home_assistant_media_flow(relay: Relay) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_home_assistant_repeats_are_answered_by_their_shape(relay: Relay, monkeypatch: pytest.MonkeyPatch) -> None:
+    """onvif-zeep-async signs every GetProfiles afresh; after the first, the relay answers them without an lxml parse."""
+    parsed: list[bytes] = []
+    real = server.parse_untrusted
+
+    def counting(data: bytes) -> _Element:
+        parsed.append(data)
+        return real(data)
+
+    monkeypatch.setattr(server, "parse_untrusted", counting)
+    camera = ONVIFCamera("127.0.0.1", relay.number, "admin", "secret", HA_WSDL_DIR, no_cache=True)
+    try:
+        await aio(camera.update_xaddrs())
+        media = await aio(camera.create_media_service())
+        tokens = [p.token for p in await aio(media.GetProfiles())]
+        for _ in range(3):
+            assert [p.token for p in await aio(media.GetProfiles())] == tokens
+    finally:
+        await aio(camera.close())
+    assert sum(b"GetProfiles" in body for body in parsed) == 1
+
+
 async def test_home_assistant_snapshot_needs_the_right_password(relay: Relay) -> None:
     """With a wrong password the snapshot GET is a 401, which the library raises as an auth error."""
     camera = ONVIFCamera("127.0.0.1", relay.number, "admin", "wrong", HA_WSDL_DIR, no_cache=True)

@@ -150,9 +150,7 @@ async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
 
 @pytest_twisted.ensureDeferred
 async def test_home_assistant_media_flow(relay: Relay) -> None:
-async def test_home_assistant_repeats_are_answered_by_their_shape(
-    relay: Relay, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    """update_xaddrs, GetProfiles, GetStreamUri per H.264 profile and the snapshot, exactly as Home Assistant does it."""
     camera = ONVIFCamera("127.0.0.1", relay.number, "admin", "secret", HA_WSDL_DIR, no_cache=True)
     try:
         await aio(camera.update_xaddrs())
@@ -189,7 +187,9 @@ async def test_home_assistant_repeats_are_answered_by_their_shape(
 
 
 @pytest_twisted.ensureDeferred
-async def test_home_assistant_repeats_are_answered_by_their_shape(relay: Relay, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_home_assistant_repeats_are_answered_by_their_shape(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """onvif-zeep-async signs every GetProfiles afresh; after the first, the relay answers them without an lxml parse."""
     parsed: list[bytes] = []
     real = server.parse_untrusted
@@ -211,6 +211,7 @@ async def test_home_assistant_repeats_are_answered_by_their_shape(relay: Relay, 
     assert sum(b"GetProfiles" in body for body in parsed) == 1
 
 
+@pytest_twisted.ensureDeferred
 async def test_home_assistant_snapshot_needs_the_right_password(relay: Relay) -> None:
     """With a wrong password the snapshot GET is a 401, which the library raises as an auth error."""
     camera = ONVIFCamera("127.0.0.1", relay.number, "admin", "wrong", HA_WSDL_DIR, no_cache=True)

@@ -9,7 +9,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.task import deferLater
@@ -90,3 +90,18 @@ def soap(body: str, version: str = "1.2") -> bytes:
 
 GET_DATE = soap('<GetSystemDateAndTime xmlns="http://www.onvif.org/ver10/device/wsdl"/>')
 
+
+
+def count_parses(monkeypatch: Any) -> list[bytes]:
+    """Every request body the SOAP server parses with lxml from now on (``monkeypatch``: pytest's fixture)."""
+    from atomrelay.onvif import server
+
+    seen: list[bytes] = []
+    real = server.parse_untrusted
+
+    def counting(data: bytes) -> Any:
+        seen.append(data)
+        return real(data)
+
+    monkeypatch.setattr(server, "parse_untrusted", counting)
+    return seen

@@ -35,7 +35,7 @@ from atomrelay.camera.client import CameraClient
 from atomrelay.camera.snapshot import SnapshotResource
 from atomrelay.config import Config, parse_config
 from atomrelay.identity import Identity
-from atomrelay.onvif import ns, server
+from atomrelay.onvif import ns
 from atomrelay.onvif.base import Operation, RequestContext, Service
 from atomrelay.onvif.device import DeviceService, TimeZone
 from atomrelay.onvif.media import MediaService
@@ -47,6 +47,7 @@ from atomrelay.onvif.users import UserStore
 from atomrelay.sim.camera import SNAPSHOT_JPEG, SimulatedCamera, listen_camera
 from atomrelay.state import StateStore
 from tests.onvif import schema
+from tests.helpers import count_parses
 from tests.onvif.test_zeep_device import aio
 
 pytestmark = pytest.mark.integration
@@ -191,14 +192,7 @@ async def test_home_assistant_repeats_are_answered_by_their_shape(
     relay: Relay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """onvif-zeep-async signs every GetProfiles afresh; after the first, the relay answers them without an lxml parse."""
-    parsed: list[bytes] = []
-    real = server.parse_untrusted
-
-    def counting(data: bytes) -> _Element:
-        parsed.append(data)
-        return real(data)
-
-    monkeypatch.setattr(server, "parse_untrusted", counting)
+    parsed = count_parses(monkeypatch)
     camera = ONVIFCamera("127.0.0.1", relay.number, "admin", "secret", HA_WSDL_DIR, no_cache=True)
     try:
         await aio(camera.update_xaddrs())

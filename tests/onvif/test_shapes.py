@@ -12,13 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml.etree import _Element
 
-from atomrelay.onvif import ns, server
+from atomrelay.onvif import ns
 from atomrelay.onvif.base import AccessClass, Operation, RequestContext, Service
 from atomrelay.onvif.security import username_token
 from atomrelay.onvif.server import OnvifResource
 from atomrelay.onvif.shapes import Shapes, split
 from atomrelay.onvif.soap import Maker, read_envelope
 from atomrelay.onvif.xmlsafe import parse_untrusted
+from tests.helpers import count_parses
 from tests.onvif.conftest import SOAP_NOW, SoapRelay, soap_envelope, soap_iso, soap_op, soap_security
 from tests.onvif.test_reply_cache import counted_relay, signed
 
@@ -149,15 +150,7 @@ def test_a_changed_byte_outside_the_texts_is_another_shape(position: int, value:
 @pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """Every body the SOAP server parses with lxml."""
-    seen: list[bytes] = []
-    real = server.parse_untrusted
-
-    def counting(data: bytes) -> _Element:
-        seen.append(data)
-        return real(data)
-
-    monkeypatch.setattr(server, "parse_untrusted", counting)
-    return seen
+    return count_parses(monkeypatch)
 
 
 def test_a_known_shape_is_answered_from_the_cache_without_parsing(parses: list[bytes]) -> None:

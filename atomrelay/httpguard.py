@@ -232,6 +232,23 @@ class GuardedSite(Site):
         for channel in list(self._channels):
             channel.check(now)
 
+    def getResourceFor(self, request: Any) -> Any:
+        """The resource for ``request``; a path the root lists in its ``routes`` goes straight to that leaf.
+
+        A root may offer ``routes``: exact request paths (as received, before unquoting)
+        mapped to the leaf resource the tree would give for them, every segment consumed.
+        Such a request gets the same ``prepath``, ``postpath`` and ``sitepath`` as after
+        ``Site.getResourceFor``'s walk, without the walk (a call per path segment).
+        """
+        routes = getattr(self.resource, "routes", None)
+        leaf = routes.get(request.path) if routes else None
+        if leaf is None:
+            return super().getResourceFor(request)  # type: ignore[no-untyped-call]
+        request.site = self
+        request.sitepath = []
+        request.prepath, request.postpath = request.postpath, []
+        return leaf
+
     def log(self, request: Any) -> None:
         """The access log line for ``request``, when the access log is on."""
         if self.access_log:

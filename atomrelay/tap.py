@@ -134,7 +134,7 @@ class RelayService(MultiService):
         """Make ``generation`` the served one: listeners first, then its workers (not started here)."""
         for key, (name, root) in generation.roots.items():
             if key in self.listeners:
-                self.listeners[key][1].current = root
+                self.listeners[key][1].switch(root)
                 continue
             switch = SwitchRoot(root)
             site: Any = GuardedSite(
@@ -253,11 +253,21 @@ class RelayService(MultiService):
 
 
 class SwitchRoot(Resource):
-    """A site root that serves whatever the current generation's root serves."""
+    """A site root that serves whatever the current generation's root serves.
+
+    ``routes`` lists the current root's SOAP endpoints by exact path, for ``GuardedSite``
+    to serve without walking the resource tree.
+    """
 
     def __init__(self, current: Resource) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        self.switch(current)
+
+    def switch(self, current: Resource) -> None:
+        """Serve ``current`` from now on."""
         self.current = current
+        onvif = cast(Any, current).children.get(b"onvif")
+        self.routes: dict[bytes, Resource] = onvif.routes(b"/onvif/") if isinstance(onvif, OnvifResource) else {}
 
     def getChildWithDefault(self, path: bytes, request: Any) -> Any:
         """Delegate child lookup to the current root."""

@@ -134,3 +134,47 @@ def test_answers_carry_the_date_of_the_site_clock_and_no_server_header() -> None
     answered = serve(site, 2)
     assert answered.count(b"Date: Fri, 01 Jan 1971 00:00:01 GMT\r\n") == 2
     assert b"Server:" not in answered
+
+
+class Where(Resource):
+    """A leaf that answers with where the walk left the request."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        return repr((request.prepath, request.postpath, request.sitepath)).encode("ascii")
+
+
+class RoutedWhere(Where):
+    """The same, marked: reached through ``routes``."""
+
+    def render_GET(self, request: Any) -> bytes:
+        return b"routed " + super().render_GET(request)
+
+
+def where(root: Resource, path: str) -> bytes:
+    site = GuardedSite(root, requestFactory=BoundedRequest, reactor=Clock())
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40003))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(f"GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n".encode("ascii"))
+    channel.connectionLost(None)
+    return transport.value().split(b"\r\n\r\n", 1)[1]
+
+
+@pytest.mark.parametrize("path", ["/a/b", "/a/b/c", "/a/%62", "/a/b?x=1"])
+def test_routes_reach_the_leaf_the_walk_would_reach_in_the_same_state(path: str) -> None:
+    """A root's ``routes`` skip the walk for exact paths only; the request ends up exactly as after the walk."""
+
+    class Routed(Resource):
+        routes: dict[bytes, Resource] = {}
+
+    walked, routed = Resource(), Routed()
+    for root in (walked, routed):
+        middle = Resource()
+        root.putChild(b"a", middle)
+        middle.putChild(b"b", Where())
+    routed.routes = {b"/a/b": RoutedWhere()}
+    answer = where(routed, path)
+    assert answer.removeprefix(b"routed ") == where(walked, path)
+    assert answer.startswith(b"routed ") == (path in ("/a/b", "/a/b?x=1"))

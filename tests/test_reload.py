@@ -57,6 +57,13 @@ async def call(url: str, operation: etree._Element) -> tuple[int, etree._Element
     return response.code, etree.fromstring(await response.content())
 
 
+async def profile_tokens(url: str) -> list[str]:
+    """The tokens of the Media profiles GetProfiles lists."""
+    code, answer = await call(url, op(ns.TRT, "GetProfiles"))
+    assert code == 200, etree.tostring(answer)
+    return [profile.get("token") or "" for profile in answer.iter(ns.q(ns.TRT, "Profiles"))]
+
+
 def op(namespace: str, name: str, *children: etree._Element) -> etree._Element:
     element = etree.Element(ns.q(namespace, name), nsmap={"op": namespace})
     element.extend(children)
@@ -135,6 +142,8 @@ async def test_sighup_removes_a_camera_and_its_path(tmp_path: Path) -> None:
     proto, process = spawn([str(VENV_BIN / "atomrelay"), "run", "-c", str(cfg)], tmp_path)
     try:
         await poll(lambda: {"a/main", "b/main"} <= set(fake.paths), timeout=30, what="both paths")
+        media = f"http://127.0.0.1:{onvif_port}/onvif/media_service"
+        assert await profile_tokens(media) == ["a.main", "b.main"]
         writes_before = len(fake.writes)
         write_config(cfg, api.getHost().port, onvif_port, [("a", cam.getHost().port)])
         process.signalProcess("HUP")
@@ -142,6 +151,8 @@ async def test_sighup_removes_a_camera_and_its_path(tmp_path: Path) -> None:
         assert "a/main" in fake.paths
         assert [w.path for w in fake.writes[writes_before:]] == ["/v3/config/paths/delete/b/main"]
         assert await answers(onvif_port)
+        # The listener's routes to the SOAP endpoints follow the new generation's resources.
+        assert await profile_tokens(media) == ["a.main"]
         process.signalProcess("TERM")
         await proto.ended
     finally:

@@ -335,6 +335,10 @@ class OnvifResource(Resource):
     # The resource has no static children: straight to getChild, once per request.
     getChildWithDefault = getChild
 
+    def routes(self, prefix: bytes) -> dict[bytes, Resource]:
+        """The endpoints by their exact path, this resource being mounted at ``prefix`` (e.g. ``b"/onvif/"``)."""
+        return {prefix + name: endpoint for name, endpoint in self._endpoints.items()}
+
     def render(self, request: Request) -> bytes:
         """``/onvif`` itself is no service: 404."""
         return _plain(request, 404, b"No ONVIF service lives at this path.\n")

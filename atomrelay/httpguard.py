@@ -104,12 +104,28 @@ class GuardedChannel(HTTPChannel):
     _request_started: float | None = None
     """When the first byte of the request now arriving came; None between requests and once its body is in."""
 
+    _peer: Any = None
+    _local: Any = None
+
     def setTimeout(self, period: int | None) -> int | None:
         """Set the idle timeout (None: off, as while a request is answered); the previous one."""
         previous = self.timeOut
         self.timeOut = period
-        self._idle_since = self._now()
+        if period is not None:
+            self._idle_since = self._now()
         return previous
+
+    def getPeer(self) -> Any:
+        """The peer's address, asked of the transport once (twisted.web asks for every request)."""
+        if self._peer is None:
+            self._peer = super().getPeer()  # type: ignore[no-untyped-call]
+        return self._peer
+
+    def getHost(self) -> Any:
+        """The local address, asked of the transport once (a ``getsockname`` call per request otherwise)."""
+        if self._local is None:
+            self._local = super().getHost()  # type: ignore[no-untyped-call]
+        return self._local
 
     def resetTimeout(self) -> None:
         """Data arrived: the idle time starts again."""

@@ -178,3 +178,27 @@ def test_routes_reach_the_leaf_the_walk_would_reach_in_the_same_state(path: str)
     answer = where(routed, path)
     assert answer.removeprefix(b"routed ") == where(walked, path)
     assert answer.startswith(b"routed ") == (path in ("/a/b", "/a/b?x=1"))
+
+
+def test_a_connection_asks_its_transport_for_the_addresses_once() -> None:
+    """twisted.web asks the channel for both addresses on every request; the transport is asked once."""
+
+    class Counting(StringTransport):
+        asked = 0
+
+        def getHost(self) -> Any:
+            self.asked += 1
+            return super().getHost()
+
+        def getPeer(self) -> Any:
+            self.asked += 1
+            return super().getPeer()
+
+    site = GuardedSite(Hello(), requestFactory=BoundedRequest, reactor=Clock())
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40004))
+    transport = Counting()
+    channel.makeConnection(transport)
+    for _ in range(3):
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: relay\r\n\r\n")
+    assert transport.value().count(b" 200 OK") == 3
+    assert transport.asked == 2

@@ -463,8 +463,12 @@ class OnvifResource(Resource):
     def _read_body(self, request: Request) -> bytes | None:
         # BoundedRequest refuses a longer body before it is buffered; other requests have
         # buffered it already, and reading one byte past the limit tells.
-        request.content.seek(0)
-        data: bytes = request.content.read(self.max_body + 1)
+        content = request.content
+        if isinstance(content, io.BytesIO):
+            data = content.getvalue()
+        else:
+            content.seek(0)
+            data = content.read(self.max_body + 1)
         return data if len(data) <= self.max_body else None
 
     def _unsupported(self, operation: _Element, remote: str) -> SoapFault:

@@ -9,7 +9,12 @@ figures are the Python cost per request of
   with the SOAP layer replaced by the fixed answer: twisted.web plus the relay's guards
   and routing;
 * ``relay``: the relay as built by ``build_relay`` (never started: no camera or mediamtx
-  traffic), answering for real.
+  traffic), answering for real;
+* ``relay_token_free``: ``relay`` with ``Authenticator.verify_token`` answering the caller it
+  found for the first request (so the token check's cost in place is ``relay`` minus this);
+* ``relay_shape_free``: that, and ``Shapes.find`` answering what it found for the first
+  request (so finding the shape costs ``relay_token_free`` minus this in place, and the
+  rest of the SOAP layer this minus ``relay_http``).
 
 ``stages`` are the relay's SOAP steps timed alone over the same requests. A request of a
 shape the relay has answered before (every one here but the first, see
@@ -90,6 +95,7 @@ def measure(cameras: int, workdir: Path) -> dict[str, Any]:
     from atomrelay.config import load_config
     from atomrelay.httpguard import GuardedSite
     from atomrelay.onvif import server
+    from atomrelay.onvif.security import Authenticator
     from atomrelay.onvif.shapes import Shapes
     from atomrelay.onvif.soap import read_envelope
     from atomrelay.onvif.xmlsafe import parse_untrusted
@@ -100,9 +106,9 @@ def measure(cameras: int, workdir: Path) -> dict[str, Any]:
     relay = build_relay(config, reactor)
     root = next(iter(relay.listeners.values()))[1]
     signed = common.SignedRequests(common.operation(ns.TRT, "GetProfiles"))
-    bodies = [signed.make() for _ in range(ROUNDS * PER_ROUND * 3)]
-    posts = [_http("/onvif/media_service", body) for body in bodies]
-    batches = iter([posts[i:i + PER_ROUND] for i in range(0, len(posts), PER_ROUND)])
+
+    def batch() -> list[bytes]:
+        return [_http("/onvif/media_service", signed.make()) for _ in range(PER_ROUND)]
 
     def site_for_relay() -> Any:
         site: Any = GuardedSite(root, requestFactory=server.BoundedRequest)
@@ -121,18 +127,39 @@ def measure(cameras: int, workdir: Path) -> dict[str, Any]:
         request.setHeader(b"content-type", bare_server.CONTENT_TYPE)
         return answer
 
-    figures: dict[str, float] = {"bare": 1e9, "relay_http": 1e9, "relay": 1e9}
-    for _ in range(ROUNDS):
-        figures["bare"] = min(figures["bare"], _per_request(bare, next(batches)))
-        real = server.OnvifResource.render_soap
-        server.OnvifResource.render_soap = fixed_answer  # type: ignore[method-assign]
-        try:
-            figures["relay_http"] = min(figures["relay_http"], _per_request(site_for_relay(), next(batches)))
-        finally:
-            server.OnvifResource.render_soap = real  # type: ignore[method-assign]
-        figures["relay"] = min(figures["relay"], _per_request(site_for_relay(), next(batches)))
+    first: dict[str, Any] = {}
 
-    stage_inputs = bodies[:PER_ROUND]
+    def first_caller(self: Any, *token: Any) -> Any:
+        if "caller" not in first:
+            first["caller"] = real_token(self, *token)
+        return first["caller"]
+
+    def first_shape(self: Any, body: bytes) -> Any:
+        if "shape" not in first:
+            first["shape"] = real_find(self, body)
+        return first["shape"]
+
+    real_soap, real_token, real_find = server.OnvifResource.render_soap, Authenticator.verify_token, Shapes.find
+    variants: dict[str, list[tuple[Any, str, Any]]] = {
+        "relay_http": [(server.OnvifResource, "render_soap", fixed_answer)],
+        "relay_token_free": [(Authenticator, "verify_token", first_caller)],
+        "relay_shape_free": [(Authenticator, "verify_token", first_caller), (Shapes, "find", first_shape)],
+    }
+    figures: dict[str, float] = {"bare": 1e9, "relay": 1e9, **{name: 1e9 for name in variants}}
+    for _ in range(ROUNDS):
+        figures["bare"] = min(figures["bare"], _per_request(bare, batch()))
+        for name, patches in variants.items():
+            try:
+                for owner, attribute, stand_in in patches:
+                    setattr(owner, attribute, stand_in)
+                figures[name] = min(figures[name], _per_request(site_for_relay(), batch()))
+            finally:
+                server.OnvifResource.render_soap = real_soap  # type: ignore[method-assign]
+                Authenticator.verify_token = real_token  # type: ignore[method-assign]
+                Shapes.find = real_find  # type: ignore[method-assign]
+        figures["relay"] = min(figures["relay"], _per_request(site_for_relay(), batch()))
+
+    stage_inputs = [signed.make() for _ in range(PER_ROUND)]
     roots = [parse_untrusted(b) for b in stage_inputs]
     fresh = common.SignedRequests(common.operation(ns.TRT, "GetProfiles"))
     headers = [read_envelope(parse_untrusted(fresh.make())).header_block(ns.WSSE, "Security") for _ in roots]

@@ -243,6 +243,8 @@ class BoundedRequest(ServerRequest):
 @dataclass(frozen=True)
 class _Route:
     operation: Operation
+    tag: str
+    """The operation's Clark name."""
     name: str
     levels: frozenset[str]
     """The user levels allowed to call it (``base.allowed``)."""
@@ -326,7 +328,7 @@ class OnvifResource(Resource):
             if tag in self._routes:
                 raise ValueError(f"operation {tag} is served by two services")
             self._namespaces.add(tag[1 : tag.index("}")])
-            self._routes[tag] = _Route(operation, tag[tag.index("}") + 1 :], levels_allowed(operation.access))
+            self._routes[tag] = _Route(operation, tag, tag[tag.index("}") + 1 :], levels_allowed(operation.access))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         """The endpoint for ``/onvif/<path>`` if a service lives there, else a 404 page."""
@@ -429,8 +431,11 @@ class OnvifResource(Resource):
         self, route: _Route, envelope: Envelope, context: RequestContext
     ) -> tuple[Hashable | None, bytes | None]:
         """The request's reply cache key (None: not cached) and the answer the cache holds under it."""
-        reply_key = self._reply_key(route, envelope, context)
-        return reply_key, self._replies.get(reply_key) if reply_key is not None else None
+        key_of = route.operation.reply_key
+        if key_of is None or envelope.message_id is not None:
+            return None, None
+        reply_key = (route.tag, envelope.version.label, key_of(context))
+        return reply_key, self._replies.get(reply_key)
 
     def _shape_caller(self, request: Request, known: Known[_Route], texts: tuple[bytes, ...]) -> Caller | None:
         """The caller of a request of a known shape, as ``_authorize`` would find it; None to leave it to that.
@@ -451,14 +456,6 @@ class OnvifResource(Resource):
         """Keep the shape of a request answered from the reply cache with no HTTP credentials."""
         if request.getHeader(b"authorization") is None:
             self._shapes.remember(data, envelope, route)
-
-    @staticmethod
-    def _reply_key(route: _Route, envelope: Envelope, context: RequestContext) -> Hashable | None:
-        """Where the serialized answer is cached, or None when it must be built afresh."""
-        key_of = route.operation.reply_key
-        if key_of is None or envelope.message_id is not None:
-            return None
-        return (envelope.operation.tag, envelope.version.label, key_of(context))
 
     def _read_body(self, request: Request) -> bytes | None:
         # BoundedRequest refuses a longer body before it is buffered; other requests have

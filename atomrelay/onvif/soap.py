@@ -112,9 +112,9 @@ class Envelope:
             return None
         return block.text.strip() or None
 
-    @property
+    @functools.cached_property
     def message_id(self) -> str | None:
-        """The WS-Addressing MessageID of the request, if it had one."""
+        """The WS-Addressing MessageID of the request, if it had one (read once: every answered request asks)."""
         return self._wsa_text("MessageID")
 
     @property

@@ -36,7 +36,7 @@ import common
 from atomrelay.onvif import ns
 
 CONNECTIONS = (1, 16, 64)
-REPEATS = 2
+REPEATS = 3
 """Runs per server and connection count; the fastest is kept (other work on the machine only slows runs)."""
 MEDIA = "/onvif/media_service"
 DEVICE = "/onvif/device_service"

@@ -185,9 +185,9 @@ class Report:
                  "from the reply cache. *In place*, a step's cost is how much faster the relay answers when that "
                  "step gives its first result again instead of doing the work; *alone*, the step is timed in a loop "
                  "of its own. A step costs two to three times as much in place as alone, most likely because between "
-                 "two requests twisted.web's own code pushes the step's code and data out of the CPU's caches. The last three columns are what the first request of a shape costs "
-                 "instead of finding its shape, timed alone: the lxml parse, the envelope and the token check over "
-                 "the tree.", "",
+                 "two requests twisted.web's own code pushes the step's code and data out of the CPU's caches. "
+                 "The last three columns are what the first request of a shape costs instead of finding its shape, "
+                 "timed alone: the lxml parse, the envelope and the token check over the tree.", "",
                  "| cameras | ceiling | relay HTTP layer | relay | in place: token | shape | rest of the SOAP layer "
                  "| alone: token | shape | first of a shape: parse | envelope | token from the tree |",
                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]

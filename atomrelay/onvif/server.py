@@ -243,8 +243,6 @@ class BoundedRequest(ServerRequest):
 @dataclass(frozen=True)
 class _Route:
     operation: Operation
-    tag: str
-    """The operation's Clark name."""
     name: str
     levels: frozenset[str]
     """The user levels allowed to call it (``base.allowed``)."""
@@ -328,7 +326,7 @@ class OnvifResource(Resource):
             if tag in self._routes:
                 raise ValueError(f"operation {tag} is served by two services")
             self._namespaces.add(tag[1 : tag.index("}")])
-            self._routes[tag] = _Route(operation, tag, tag[tag.index("}") + 1 :], levels_allowed(operation.access))
+            self._routes[tag] = _Route(operation, tag[tag.index("}") + 1 :], levels_allowed(operation.access))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         """The endpoint for ``/onvif/<path>`` if a service lives there, else a 404 page."""
@@ -434,7 +432,7 @@ class OnvifResource(Resource):
         key_of = route.operation.reply_key
         if key_of is None or envelope.message_id is not None:
             return None, None
-        reply_key = (route.tag, envelope.version.label, key_of(context))
+        reply_key = (envelope.operation.tag, envelope.version.label, key_of(context))
         return reply_key, self._replies.get(reply_key)
 
     def _shape_caller(self, request: Request, known: Known[_Route], texts: tuple[bytes, ...]) -> Caller | None:

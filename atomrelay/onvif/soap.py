@@ -112,9 +112,9 @@ class Envelope:
             return None
         return block.text.strip() or None
 
-    @functools.cached_property
+    @property
     def message_id(self) -> str | None:
-        """The WS-Addressing MessageID of the request, if it had one (read once: every answered request asks)."""
+        """The WS-Addressing MessageID of the request, if it had one."""
         return self._wsa_text("MessageID")
 
     @property

@@ -247,6 +247,30 @@ def test_restart_reregisters_every_path_within_one_poll_interval(tmp_path: Path)
     assert h.events.count("mediamtx restarted") == 1
 
 
+def test_restart_between_info_and_path_list_is_healed_then_noticed(tmp_path: Path) -> None:
+    """A restart landing mid-pass is re-registered by that pass and logged once, by the next pass's /v3/info."""
+    h, front = interposed(tmp_path)
+    h.reconciler.startService()
+    assert_registered(h)
+    h.advance(3)
+    restarts: list[float] = []
+
+    def restart_once(method: str, path: str) -> None:
+        if path == "/v3/config/paths/list" and not restarts:
+            restarts.append(h.clock.seconds())
+            h.fake.restart()
+
+    front.rule = restart_once
+    h.advance(h.config.mediamtx.poll_interval)
+    assert restarts
+    assert_registered(h)
+    assert h.events.count("mediamtx restarted") == 0
+    h.advance(h.config.mediamtx.poll_interval)
+    assert h.events.count("mediamtx restarted") == 1
+    h.advance(10)
+    assert h.events.count("mediamtx restarted") == 1
+
+
 def test_foreign_paths_are_never_touched(tmp_path: Path) -> None:
     """Paths with other names (from the file or the API) are never written, even when the relay config changes."""
     h = Harness(tmp_path, start=False, file_paths={"all_others": {}})

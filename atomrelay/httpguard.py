@@ -22,7 +22,11 @@ one costs a file descriptor, 1024 by default). ``GuardedSite`` is a ``Site`` tha
 * connection caps: at most ``max_connections`` connections at once, and at most
   ``max_per_peer`` from one IP address, so that one client cannot take every slot. A
   connection over a cap gets ``503 Service Unavailable`` with ``Retry-After`` and is
-  closed before anything is read from it.
+  closed before anything is read from it;
+* a quicker way in for the common request: one that arrives whole in one read, on an
+  idle connection, with a plain head (see ``GuardedChannel._plain_request``). twisted.web's
+  line reader calls Python code for every line and checks the request target byte by
+  byte, about a tenth of a small SOAP request's CPU time.
 
 Requests cut off and connections refused are logged at most once per ``LOG_INTERVAL``
 seconds each, with how many there were, so that a flood of slow clients is not also a
@@ -33,14 +37,17 @@ Use it wherever a ``Site`` would be: ``GuardedSite(root, requestFactory=BoundedR
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any, cast
 
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
+from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.server import Site
 
 REQUEST_TIMEOUT = 10.0
@@ -56,6 +63,24 @@ LOG_INTERVAL = 10.0
 
 # Not a class-level ``log``: on a Site that name is the access-log method (HTTPFactory.log).
 _log = Logger(namespace="atomrelay.httpguard")
+
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_PLAIN_HEAD = re.compile(
+    rb"(" + _TOKEN + rb") (/[!-~]*) (HTTP/1\.[01])\r\n((?:" + _TOKEN + rb":[ \t!-~]*\r\n){0,100})\r\n"
+)
+"""A plain request head: method, origin-form target and version, then at most 100 header
+lines, each a name, a colon and visible ASCII or blanks, every line ended by CRLF."""
+_PLAIN_HEAD_MAX = 8192
+"""Bytes a plain head may take (twisted.web allows 16384 for the request line and headers)."""
+_LENGTH_FIELD = b"\ncontent-length:"
+_KNOWN_TWISTED = all(
+    hasattr(owner, name)
+    for owner, name in (
+        (HTTPChannel, "_HTTPChannel__first_line"), (LineReceiver, "_buffer"), (LineReceiver, "_busyReceiving"),
+        (HTTPChannel, "headerReceived"), (HTTPChannel, "allHeadersReceived"), (HTTPChannel, "allContentReceived"),
+    )
+)
+"""The twisted.web channel state the plain-request path sets is where it expects it."""
 
 _TIMEOUT_BODY = b"No complete request within the time allowed.\n"
 _BUSY_BODY = b"Too many connections; try again.\n"
@@ -106,6 +131,8 @@ class GuardedChannel(HTTPChannel):
 
     _peer: Any = None
     _local: Any = None
+    plain_requests = _KNOWN_TWISTED
+    """Take whole plain requests past twisted.web's line reader (``dataReceived``)."""
 
     def setTimeout(self, period: int | None) -> int | None:
         """Set the idle timeout (None: off, as while a request is answered); the previous one."""
@@ -137,7 +164,70 @@ class GuardedChannel(HTTPChannel):
         # byte of the next one (buffered pipelined bytes come back here once it is).
         if data and self._request_started is None and not self.requests:
             self._request_started = self._now()
+            if self.plain_requests and self._plain_request(data):
+                return
         super().dataReceived(data)  # type: ignore[no-untyped-call]
+
+    def _plain_request(self, data: bytes) -> bool:
+        """Handle ``data`` if it is one whole plain request on an idle channel; False to leave it to twisted.web.
+
+        Plain: ``_PLAIN_HEAD`` matches, there is no Transfer-Encoding, at most one
+        Content-Length, and the body is exactly that long (no more bytes, no fewer). Any
+        other request, a partial one or pipelined ones included, goes through twisted.web's
+        line reader as before. A plain request is then handled by twisted.web's own steps
+        (``headerReceived`` for each header line, ``allHeadersReceived``,
+        ``rawDataReceived`` or ``allContentReceived``), called in the order its line reader
+        calls them, so what it accepts, refuses and answers is the same; only the split
+        into lines and the request-line check are done here, by one regular expression.
+        """
+        # twisted.web's own channel state, untyped there: the line reader idle and empty,
+        # before the first line of a request (1: not even an extra empty line seen).
+        state: Any = self
+        if (not self.line_mode or state._buffer or state._busyReceiving or self.paused or not self.persistent
+                or state._HTTPChannel__first_line != 1):
+            return False
+        head = _PLAIN_HEAD.match(data, 0, _PLAIN_HEAD_MAX)
+        if head is None:
+            return False
+        fields = head[4]
+        lowered = b"\n" + fields.lower()
+        body = data[head.end():]
+        at = lowered.find(_LENGTH_FIELD)
+        if at < 0:
+            if body:
+                return False
+        elif lowered.find(_LENGTH_FIELD, at + 1) >= 0:
+            return False
+        else:
+            declared = lowered[at + len(_LENGTH_FIELD):lowered.index(b"\r", at)].strip(b" \t")
+            if not declared.isdigit() or int(declared) != len(body):
+                return False
+        if b"\ntransfer-encoding:" in lowered:
+            return False
+        self.resetTimeout()
+        factory = self.requestFactory
+        self.requests.append(factory(self) if INonQueuedRequestFactory.providedBy(factory) else factory(self, 0))
+        state._HTTPChannel__first_line = 0
+        state._command, state._path, state._version = head[1], head[2], head[3]
+        state._busyReceiving = True
+        try:
+            for line in fields.split(b"\r\n")[:-1]:
+                if not state.headerReceived(line):  # answered 400 and closing
+                    return True
+            state.allHeadersReceived()
+            if state.transport.disconnecting:  # the line reader stops here too, the body unread
+                state._buffer = body
+                return True
+            if self.length == 0:
+                self.allContentReceived()
+            else:
+                state.setRawMode()
+                self.rawDataReceived(body)
+        finally:
+            state._busyReceiving = False
+        if state._buffer:  # bytes handed back while the request was answered
+            super().dataReceived(b"")  # type: ignore[no-untyped-call]
+        return True
 
     def allContentReceived(self) -> None:
         """The whole request is in: its deadline no longer applies."""

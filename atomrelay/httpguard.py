@@ -171,8 +171,9 @@ class GuardedChannel(HTTPChannel):
     def _plain_request(self, data: bytes) -> bool:
         """Handle ``data`` if it is one whole plain request on an idle channel; False to leave it to twisted.web.
 
-        Plain: ``_PLAIN_HEAD`` matches, there is no Transfer-Encoding, at most one
-        Content-Length, and the body is exactly that long (no more bytes, no fewer). Any
+        Plain: ``_PLAIN_HEAD`` matches within the channel's limits on line, head and header
+        count, there is no Transfer-Encoding, at most one Content-Length, and the body is
+        exactly that long (no more bytes, no fewer). Any
         other request, a partial one or pipelined ones included, goes through twisted.web's
         line reader as before. A plain request is then handled by twisted.web's own steps
         (``headerReceived`` for each header line, ``allHeadersReceived``,
@@ -181,15 +182,20 @@ class GuardedChannel(HTTPChannel):
         into lines and the request-line check are done here, by one regular expression.
         """
         # twisted.web's own channel state, untyped there: the line reader idle and empty,
-        # before the first line of a request (1: not even an extra empty line seen).
+        # before the first line of a request (1: not even an extra empty line seen), on a
+        # connection not closing (a TLS connection still delivers data while it closes,
+        # and the line reader then takes one line per read).
         state: Any = self
+        transport = state.transport
         if (not self.line_mode or state._buffer or state._busyReceiving or self.paused or not self.persistent
-                or state._HTTPChannel__first_line != 1):
+                or state._HTTPChannel__first_line != 1 or transport is None or transport.disconnecting):
             return False
-        head = _PLAIN_HEAD.match(data, 0, _PLAIN_HEAD_MAX)
+        head = _PLAIN_HEAD.match(data, 0, min(_PLAIN_HEAD_MAX, self.totalHeadersSize, self.MAX_LENGTH))
         if head is None:
             return False
         fields = head[4]
+        if fields.count(b"\n") > self.maxHeaders:
+            return False
         lowered = b"\n" + fields.lower()
         body = data[head.end():]
         at = lowered.find(_LENGTH_FIELD)
@@ -212,16 +218,17 @@ class GuardedChannel(HTTPChannel):
         state._busyReceiving = True
         try:
             for line in fields.split(b"\r\n")[:-1]:
-                if not state.headerReceived(line):  # answered 400 and closing
+                if not state.headerReceived(line):  # answered 400 and closing (the checks above leave no cause)
                     return True
+            # What the line reader does on the empty line ending the head, and after it.
             state.allHeadersReceived()
-            if state.transport.disconnecting:  # the line reader stops here too, the body unread
-                state._buffer = body
-                return True
             if self.length == 0:
                 self.allContentReceived()
             else:
                 state.setRawMode()
+                if transport.disconnecting:  # e.g. closed by gotLength: the line reader keeps the body unread
+                    state._buffer = body
+                    return True
                 self.rawDataReceived(body)
         finally:
             state._busyReceiving = False

@@ -8,7 +8,7 @@ cases also say which requests take the plain way.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from hypothesis import given, settings
@@ -43,18 +43,37 @@ class SmallBody(BoundedRequest):
 
 
 class Transport(StringTransport):
-    """A StringTransport that can shut its write side, as a TCP transport can (a 413 does)."""
+    """A StringTransport that can shut its write side (a 413 does) and, like a TCP transport, lets a channel
+    resume reading after it asked to close (a no-op then)."""
 
     write_closed = False
 
     def loseWriteConnection(self) -> None:
         self.write_closed = True
 
+    def resumeProducing(self) -> None:
+        if not self.disconnecting:
+            super().resumeProducing()
 
-def exchange(chunks: list[bytes], plain: bool) -> tuple[Any, ...]:
-    """Feed ``chunks`` to a new channel; what it wrote, its state after, and what the resource saw."""
+
+class ClosingRequest(BoundedRequest):
+    """Closes the connection as soon as the head is in (as a refusal might)."""
+
+    def gotLength(self, length: int | None) -> None:
+        super().gotLength(length)
+        self.channel.transport.loseConnection()
+
+
+Before = Callable[[Any, Clock], None]
+
+
+def exchange(chunks: list[bytes], plain: bool, before: Before | None = None,
+             factory: type[BoundedRequest] = SmallBody) -> tuple[Any, ...]:
+    """Feed ``chunks`` to a new channel (after ``before``); what it wrote, its state after, and what the resource
+    saw."""
     echo = Echo()
-    site = GuardedSite(echo, requestFactory=SmallBody, reactor=Clock())
+    clock = Clock()
+    site = GuardedSite(echo, requestFactory=factory, reactor=clock)
     channel: Any = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     channel.plain_requests = plain
     taken: list[bool] = []
@@ -68,6 +87,8 @@ def exchange(chunks: list[bytes], plain: bool) -> tuple[Any, ...]:
         channel._plain_request = spy
     transport = Transport()
     channel.makeConnection(transport)
+    if before is not None:
+        before(channel, clock)
     raised = []
     for chunk in chunks:
         try:
@@ -75,14 +96,14 @@ def exchange(chunks: list[bytes], plain: bool) -> tuple[Any, ...]:
         except Exception as error:  # twisted.web's own slips (a reactor would drop the connection)
             raised.append(repr(error))
     state = (transport.value(), transport.disconnecting, transport.write_closed, echo.seen, raised,
-             channel.persistent, channel.line_mode, len(channel.requests), channel._request_started)
+             channel.persistent, channel.line_mode, channel._buffer, len(channel.requests), channel._request_started)
     return state, taken
 
 
-def same_either_way(chunks: list[bytes]) -> list[bool]:
+def same_either_way(chunks: list[bytes], **setup: Any) -> list[bool]:
     """Assert both channels behave alike; which calls of the plain way took the request."""
-    plain, taken = exchange(chunks, plain=True)
-    reference, _ = exchange(chunks, plain=False)
+    plain, taken = exchange(chunks, True, **setup)
+    reference, _ = exchange(chunks, False, **setup)
     assert plain == reference
     return taken
 
@@ -136,6 +157,39 @@ def test_kept_alive_requests_each_take_the_plain_way() -> None:
     """On a kept-alive connection every whole plain request after the first takes it as well."""
     taken = same_either_way([post(BODY, LENGTH)] * 3 + [b"GET /x HTTP/1.1\r\n\r\n"] * 2)
     assert taken == [True] * 5
+
+
+def idle_too_long(channel: Any, clock: Clock) -> None:
+    """The idle timeout closes the connection; over TLS, data may still come in while it closes."""
+    clock.advance(61)
+    assert channel.transport.disconnecting
+
+
+def small_limits(channel: Any, clock: Clock) -> None:
+    channel.maxHeaders = 5
+    channel.totalHeadersSize = 100
+
+
+HEADERS_AS_BODY = b"X-Injected: from-body\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("chunks", "setup", "taken"),
+    [
+        ([b"GET /a HTTP/1.1\r\nHost: relay\r\n\r\n", b"\r\n"], {"before": idle_too_long}, False),
+        ([post(HEADERS_AS_BODY, "Content-Length: 25"), b"x", b"x", b"B" * 25], {"before": idle_too_long}, False),
+        ([post(BODY, LENGTH, "Expect: 100-continue")], {"before": idle_too_long}, False),
+        ([b"GET /a HTTP/1.1\r\nHost: relay\r\n\r\n", b"GET /b HTTP/1.1\r\n\r\n"], {"factory": ClosingRequest},
+         True),
+        ([post(HEADERS_AS_BODY, "Content-Length: 25"), b"more"], {"factory": ClosingRequest}, True),
+        ([post(b"", *[f"X-{n}: v" for n in range(10)])], {"before": small_limits}, False),
+        ([post(b"", *[f"X-{n}: {'v' * 60}" for n in range(3)])], {"before": small_limits}, False),
+    ],
+)
+def test_closing_connections_and_smaller_limits(chunks: list[bytes], setup: dict[str, Any], taken: bool) -> None:
+    """A connection closing (idle timeout, or closed from gotLength) and a channel with smaller header limits are
+    read as twisted.web reads them: a body is never read as headers, a limit never passed."""
+    assert (True in same_either_way(chunks, **setup)) is taken
 
 
 _GOOD_NAMES = ["Host", "Content-Type", "Expect", "Connection", "X-A", "Cookie", "SOAPAction", "User-Agent"]

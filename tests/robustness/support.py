@@ -523,16 +523,18 @@ def start_rig(cameras: tuple[tuple[str, str], ...] = (("swing", SWING_MODEL), ("
 
 def relay_config(rig: Rig, onvif_port: int, state_dir: Path, *, wait_timeout: str = "5s",
                  poll_interval: str = "200ms", health_interval: str = "1s", http_basic: bool = False,
-                 auto_models: bool = False) -> str:
+                 auto_models: bool = False, max_clock_skew: str | None = None) -> str:
     """The relay's YAML config for ``rig``: user admin, webhook tokens, two streams per camera.
 
-    With ``auto_models`` every camera is ``model: auto`` (read from the camera), else its rig model.
+    With ``auto_models`` every camera is ``model: auto`` (read from the camera), else its rig model;
+    ``max_clock_skew`` sets ``onvif.max_clock_skew`` (else the default).
     """
     lines = [
         "onvif:",
         "  bind: 127.0.0.1",
         f"  port: {onvif_port}",
         f"  http_basic: {'true' if http_basic else 'false'}",
+        *([f"  max_clock_skew: {max_clock_skew}"] if max_clock_skew is not None else []),
         f'  users: [{{username: {USER}, password: "{PASSWORD}", role: Administrator}}]',
         "discovery: {enabled: false}",
         "mediamtx:",

@@ -8,6 +8,13 @@ network, makes them hang or answer HTML, and restarts, stops or breaks mediamtx,
 each fault before the next. At the end, with the chaos stopped, every mediamtx path and
 every preset must be there, every camera online, every answer must have kept to the
 contract, and the process must be up with no crash logged and bounded memory.
+
+Memory: the relay remembers each UsernameToken nonce for twice the allowed clock skew
+(plus a second) to refuse replays, so its RSS rises for that long under signed requests
+and then holds (with the default 300 s skew, over the whole of a 10-minute soak). The soak
+runs the relay with a 30 s skew, samples its RSS every few seconds, and requires no more
+than 5 % growth from the first sample after ``SETTLED`` seconds to the end (the figure
+issue 10 sets after warm-up); runs shorter than twice ``SETTLED`` only report it.
 """
 
 from __future__ import annotations
@@ -56,6 +63,11 @@ SEED = int(os.environ.get("ATOMRELAY_SOAK_SEED", "1"))
 CAMERAS = (("swing", SWING_MODEL), ("swing2", SWING_MODEL), ("cam2", CAM2_MODEL))
 SWINGS = ("swing", "swing2")
 PRESETS = ("door", "gate", "yard")
+CLOCK_SKEW = 30.0
+"""The relay's ``onvif.max_clock_skew`` for the soak: nonces are kept 61 s."""
+SETTLED = 2 * CLOCK_SKEW + 1 + 60.0
+"""Seconds into the run after which the replay memory is full and RSS should hold."""
+RSS_EVERY = 5.0
 
 pytestmark = [pytest.mark.soak, pytest.mark.integration, pytest.mark.timeout(DURATION + 240)]
 
@@ -215,6 +227,15 @@ async def rude(process: RelayProcess, tally: Tally, rng: random.Random, until: f
         await pause(rng.uniform(0.1, 0.5))
 
 
+async def rss_samples(process: RelayProcess, samples: list[tuple[float, int]], until: float) -> None:
+    """The relay's RSS every RSS_EVERY seconds: (seconds into the run, KiB)."""
+    started = time.monotonic()
+    while time.monotonic() < until:
+        samples.append((time.monotonic() - started, process.rss_kib()))
+        await pause(RSS_EVERY)
+    samples.append((time.monotonic() - started, process.rss_kib()))
+
+
 async def chaos(rig: Rig, tally: Tally, rng: random.Random, until: float) -> None:
     """Break one thing at a time for a few seconds, heal it, wait, repeat (every kind once per shuffled round)."""
     deck: list[str] = []
@@ -273,8 +294,9 @@ async def test_soak(tmp_path: Path) -> None:
     """Under mixed clients, camera flaps and mediamtx restarts the relay keeps its contract and ends with all paths and presets."""
     rng = random.Random(SEED)
     rig = start_rig(CAMERAS)
-    process = await start_relay_process(rig, tmp_path, http_basic=True)
+    process = await start_relay_process(rig, tmp_path, http_basic=True, max_clock_skew=f"{CLOCK_SKEW:g}s")
     tally = Tally()
+    samples: list[tuple[float, int]] = []
     try:
         await poll(rig.paths_registered, timeout=15, what="paths registered")
         for camera in SWINGS:
@@ -295,6 +317,7 @@ async def test_soak(tmp_path: Path) -> None:
             lambda: events(process, tally, random.Random(SEED * 100 + 12), until),
             lambda: rude(process, tally, random.Random(SEED * 100 + 13), until),
             lambda: chaos(rig, tally, rng, until),
+            lambda: rss_samples(process, samples, until),
         ]
         results = await DeferredList([Deferred.fromCoroutine(work()) for work in workers], consumeErrors=True)
         crashed = [str(result) for ok, result in results if not ok]
@@ -317,12 +340,18 @@ async def test_soak(tmp_path: Path) -> None:
     finally:
         await process.stop()
         await rig.stop()
+    settled = next((kib for at, kib in samples if at >= SETTLED), None)
+    held = (f"{settled} KiB at {SETTLED:g} s -> {samples[-1][1]} KiB at {samples[-1][0]:.0f} s "
+            f"({(samples[-1][1] / settled - 1) * 100:+.1f} %)" if settled else "run too short to settle")
     report = (f"soak {DURATION:g}s seed {SEED}: {sum(tally.requests.values())} exchanges "
-              f"{dict(tally.requests)}; chaos {dict(tally.chaos)}; RSS {rss_start} -> {rss_end} KiB; slowest "
+              f"{dict(tally.requests)}; chaos {dict(tally.chaos)}; RSS {rss_start} -> {rss_end} KiB, after the "
+              f"replay window {held}; slowest "
               + ", ".join(f"{k} {v:.2f}s" for k, v in sorted(tally.slowest.items())))
     print(report)
     assert not tally.problems, "\n".join(tally.problems)
     assert not log_errors(process.lines), "\n".join(log_errors(process.lines)[:10])
     assert rss_end - rss_start < 64 * 1024, report
+    if settled is not None and DURATION >= 2 * SETTLED:
+        assert samples[-1][1] <= settled * 1.05, report
     assert tally.requests["GetSystemDateAndTime"] > DURATION, report
     assert tally.slowest["GetSystemDateAndTime"] < 2.0, report

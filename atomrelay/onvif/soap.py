@@ -194,34 +194,49 @@ def response_envelope(version: SoapVersion, payload: _Element, request: Envelope
     return _serialize(version, _reply_headers(request, action), payload)
 
 
+MAX_REASON = 1000
+"""Characters of a fault's reason sent; a longer one (it may quote the request) is cut, with "…"."""
+_CACHED_REASON = 200
+"""Fault answers with reasons up to this long are serialized once and kept."""
+
+
 def fault_element(version: SoapVersion, fault: SoapFault) -> _Element:
     """The ``Fault`` element for ``fault`` in ``version``."""
+    return _fault_element(version, fault.code, fault.subcodes, fault.reason)
+
+
+def _fault_element(version: SoapVersion, code_name: str, subcodes: tuple[str, ...], reason: str) -> _Element:
+    if len(reason) > MAX_REASON:
+        reason = reason[: MAX_REASON - 1] + "…"
     maker = version.maker
     if version is SOAP_11:
         return maker(
             "Fault",
-            _PLAIN("faultcode", f"{ENVELOPE_PREFIX}:{_SOAP11_CODES.get(fault.code, 'Server')}"),
-            _PLAIN("faultstring", fault.reason, {_XML_LANG: "en"}),
+            _PLAIN("faultcode", f"{ENVELOPE_PREFIX}:{_SOAP11_CODES.get(code_name, 'Server')}"),
+            _PLAIN("faultstring", reason, {_XML_LANG: "en"}),
         )
-    code = maker("Code", maker("Value", f"{ENVELOPE_PREFIX}:{fault.code}"))
+    code = maker("Code", maker("Value", f"{ENVELOPE_PREFIX}:{code_name}"))
     parent = code
-    for subcode in fault.subcodes:
+    for subcode in subcodes:
         child = maker("Subcode", maker("Value", f"ter:{subcode}"))
         parent.append(child)
         parent = child
-    return maker("Fault", code, maker("Reason", maker("Text", fault.reason, {_XML_LANG: "en"})))
+    return maker("Fault", code, maker("Reason", maker("Text", reason, {_XML_LANG: "en"})))
 
 
 @functools.lru_cache(maxsize=128)
-def _fault_bytes(version: SoapVersion, fault: SoapFault) -> bytes:
-    return _serialize(version, [], fault_element(version, fault))
+def _fault_bytes(version: SoapVersion, code: str, subcodes: tuple[str, ...], reason: str) -> bytes:
+    # Keyed by the fault's fields, never by the SoapFault: a raised one keeps its traceback,
+    # and with it the request, its parsed tree and the handler's frames.
+    return _serialize(version, [], _fault_element(version, code, subcodes, reason))
 
 
 def fault_envelope(version: SoapVersion, fault: SoapFault, request: Envelope | None = None) -> bytes:
-    """Serialize ``fault`` in an envelope of ``version`` (cached when no reply headers are needed)."""
+    """Serialize ``fault`` in an envelope of ``version`` (cached when no reply headers are needed and the
+    reason is short)."""
     headers = _reply_headers(request, WSA_FAULT_ACTION)
-    if not headers:
-        return _fault_bytes(version, fault)
+    if not headers and len(fault.reason) <= _CACHED_REASON:
+        return _fault_bytes(version, fault.code, fault.subcodes, fault.reason)
     return _serialize(version, headers, fault_element(version, fault))
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import socket
+import weakref
 from typing import Any
 
 import pytest
@@ -16,9 +18,9 @@ from twisted.internet.threads import deferToThread
 from twisted.web.server import Site
 
 from atomrelay.onvif import ns
-from atomrelay.onvif.base import ANONYMOUS, sender_fault
+from atomrelay.onvif.base import ANONYMOUS, SoapFault, sender_fault
 from atomrelay.onvif.server import MAX_BODY, BoundedRequest, OnvifResource
-from atomrelay.onvif.soap import SOAP_11, SOAP_12, fault_envelope
+from atomrelay.onvif.soap import MAX_REASON, SOAP_11, SOAP_12, _fault_bytes, fault_envelope
 from atomrelay.onvif.xmlsafe import MalformedXML, UnsafeXML, parse_untrusted
 from tests.onvif.conftest import (
     EXAMPLE_NS,
@@ -624,6 +626,42 @@ def test_constant_faults_are_serialized_once() -> None:
     fault = sender_fault("NotAuthorized", reason="Sender not authorized")
     assert fault_envelope(SOAP_12, fault) is fault_envelope(SOAP_12, fault)
     assert fault_envelope(SOAP_11, fault) != fault_envelope(SOAP_12, fault)
+
+
+def test_a_cached_fault_keeps_nothing_of_the_request_that_raised_it() -> None:
+    """The cache keeps the fault's fields, not the raised SoapFault: its traceback (the handler's frames, the
+    request and its tree) is freed once the answer is sent."""
+
+    class Request:
+        pass
+
+    def handler() -> tuple[SoapFault, weakref.ref[Request]]:
+        request = Request()
+        try:
+            raise sender_fault("InvalidArgVal", reason="'Toaster' is not a capability category")
+        except SoapFault as fault:
+            return fault, weakref.ref(request)
+
+    fault, request = handler()
+    assert fault.__traceback__ is not None
+    fault_envelope(SOAP_12, fault)
+    fault_envelope(SOAP_11, fault)
+    del fault
+    gc.collect()
+    assert request() is None
+
+
+def test_a_long_reason_is_cut_and_not_cached() -> None:
+    """A reason quoting a huge request is cut to MAX_REASON characters, and such answers are not kept."""
+    quoted = "x" * (MAX_BODY // 2)
+    before = _fault_bytes.cache_info().currsize
+    for version in (SOAP_12, SOAP_11):
+        answer = etree.fromstring(fault_envelope(version, sender_fault("InvalidArgVal", reason=f"{quoted!r} is bad")))
+        reason = "".join(answer.itertext())
+        assert len(reason) <= MAX_REASON + 40 and reason.rstrip().endswith("…")
+    assert _fault_bytes.cache_info().currsize == before
+    short = fault_envelope(SOAP_12, sender_fault("InvalidArgVal", reason="'x' is bad"))
+    assert short is fault_envelope(SOAP_12, sender_fault("InvalidArgVal", reason="'x' is bad"))
 
 
 # --- real sockets -------------------------------------------------------------------------

@@ -484,6 +484,21 @@ class Generation:
     """What WS-Discovery announces: one target per device."""
 
 
+def no_cookies() -> Any:
+    """A cookie jar for treq that keeps no cookie.
+
+    The relay's HTTP clients (cameras, mediamtx, event consumers) never need cookies, and
+    treq's default jar keeps every cookie without an expiry date for the life of the
+    process: a camera behind a login portal or an event consumer setting new cookies on
+    every answer would grow it without end.
+    """
+    from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+    # treq annotates its own CookieJar subclass, but needs only the standard one (not every
+    # treq release the relay supports has that subclass).
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
 def build_relay(
     config: Config,
     reactor: Any,
@@ -505,7 +520,7 @@ def build_relay(
     if http_client is None:
         pool = cast(Any, HTTPConnectionPool)(reactor, persistent=True)
         pool.maxPersistentPerHost = 4
-        http_client = treq.client.HTTPClient(tls.agent(reactor, pool=pool))
+        http_client = treq.client.HTTPClient(tls.agent(reactor, pool=pool), cookiejar=no_cookies())
     store = StateStore(config.state_dir)
     try:
         identity = load_identity(store)
@@ -519,7 +534,8 @@ def build_relay(
         identity=identity,
         http_client=http_client,
         events=EventHub(reactor, config.cameras, config.events.motion_timeout),
-        notify_client=treq.client.HTTPClient(guarded_agent(reactor, ConsumerPolicy(), notify_pool)),
+        notify_client=treq.client.HTTPClient(guarded_agent(reactor, ConsumerPolicy(), notify_pool),
+                                             cookiejar=no_cookies()),
     )
     parts.authenticator = Authenticator(
         reactor, parts.lookup_user, config.onvif.max_clock_skew, config.onvif.http_basic

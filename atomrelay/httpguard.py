@@ -173,9 +173,8 @@ class GuardedChannel(HTTPChannel):
 
         Plain: ``_PLAIN_HEAD`` matches within the channel's limits on line, head and header
         count, there is no Transfer-Encoding, at most one Content-Length, and the body is
-        exactly that long (no more bytes, no fewer). Any
-        other request, a partial one or pipelined ones included, goes through twisted.web's
-        line reader as before. A plain request is then handled by twisted.web's own steps
+        exactly that long (no more bytes, no fewer). Any other request, a partial one or
+        pipelined ones included, goes through twisted.web's line reader as before. A plain request is then handled by twisted.web's own steps
         (``headerReceived`` for each header line, ``allHeadersReceived``,
         ``rawDataReceived`` or ``allContentReceived``), called in the order its line reader
         calls them, so what it accepts, refuses and answers is the same; only the split

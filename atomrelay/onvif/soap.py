@@ -202,22 +202,19 @@ _CACHED_REASON = 200
 
 def fault_element(version: SoapVersion, fault: SoapFault) -> _Element:
     """The ``Fault`` element for ``fault`` in ``version``."""
-    return _fault_element(version, fault.code, fault.subcodes, fault.reason)
-
-
-def _fault_element(version: SoapVersion, code_name: str, subcodes: tuple[str, ...], reason: str) -> _Element:
+    reason = fault.reason
     if len(reason) > MAX_REASON:
         reason = reason[: MAX_REASON - 1] + "…"
     maker = version.maker
     if version is SOAP_11:
         return maker(
             "Fault",
-            _PLAIN("faultcode", f"{ENVELOPE_PREFIX}:{_SOAP11_CODES.get(code_name, 'Server')}"),
+            _PLAIN("faultcode", f"{ENVELOPE_PREFIX}:{_SOAP11_CODES.get(fault.code, 'Server')}"),
             _PLAIN("faultstring", reason, {_XML_LANG: "en"}),
         )
-    code = maker("Code", maker("Value", f"{ENVELOPE_PREFIX}:{code_name}"))
+    code = maker("Code", maker("Value", f"{ENVELOPE_PREFIX}:{fault.code}"))
     parent = code
-    for subcode in subcodes:
+    for subcode in fault.subcodes:
         child = maker("Subcode", maker("Value", f"ter:{subcode}"))
         parent.append(child)
         parent = child
@@ -227,8 +224,9 @@ def _fault_element(version: SoapVersion, code_name: str, subcodes: tuple[str, ..
 @functools.lru_cache(maxsize=128)
 def _fault_bytes(version: SoapVersion, code: str, subcodes: tuple[str, ...], reason: str) -> bytes:
     # Keyed by the fault's fields, never by the SoapFault: a raised one keeps its traceback,
-    # and with it the request, its parsed tree and the handler's frames.
-    return _serialize(version, [], _fault_element(version, code, subcodes, reason))
+    # and with it the request, its parsed tree and the handler's frames. The fault built here
+    # is never raised and not kept.
+    return _serialize(version, [], fault_element(version, SoapFault(code, subcodes, reason)))
 
 
 def fault_envelope(version: SoapVersion, fault: SoapFault, request: Envelope | None = None) -> bytes:

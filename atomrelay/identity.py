@@ -48,11 +48,11 @@ class Identity:
 
 
 def load_identity(store: StateStore) -> Identity:
-    """The relay's identity, created and saved on first use."""
+    """The relay's identity, created and saved on first use (at start, before the reactor runs)."""
     saved = store.load("identity", {})
     try:
         return Identity(uuid.UUID(str(saved["uuid"])))
     except (KeyError, ValueError, TypeError):
         identity = Identity(uuid.uuid4())
-        store.save("identity", {"uuid": str(identity.uuid)})
+        store.write("identity", store.encode({"uuid": str(identity.uuid)}))
         return identity

@@ -1,7 +1,9 @@
 """Saved state in ``state_dir``: one JSON document per name, written atomically.
 
 Write-temp-then-rename with fsync so that a crash mid-write leaves the previous
-file intact; a full disk raises and keeps the old file.
+file intact; a full disk raises and keeps the old file. While the relay runs, writes
+happen on a worker thread (an fsync on a Pi's SD card can take hundreds of
+milliseconds), one at a time per document, the latest document winning.
 """
 
 from __future__ import annotations
@@ -9,43 +11,134 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+Runner = Callable[[Callable[[], None]], "Deferred[None]"]
+"""Runs a blocking function somewhere and fires with its result (``deferToThreadPool``)."""
 
 
 class StateError(Exception):
     """Saved state could not be written."""
 
 
+def run_inline(function: Callable[[], None]) -> Deferred[None]:
+    """A ``Runner`` that runs ``function`` at once on the calling thread (before the reactor runs)."""
+    return maybeDeferred(function)
+
+
+@dataclass
+class _Queue:
+    """One document's writes: whether one is on the disk now, and the next one waiting."""
+
+    busy: bool = False
+    data: bytes | None = None
+    waiting: list[Deferred[None]] = field(default_factory=list)
+
+
 class StateStore:
-    """Reads and atomically writes JSON documents under one directory."""
+    """Reads and atomically writes JSON documents under one directory.
+
+    ``run`` decides where the blocking write happens: the relay passes one that uses the
+    reactor's thread pool; the default writes on the calling thread.
+    """
 
     log = Logger()
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, run: Runner = run_inline) -> None:
         self.directory = directory
+        self._run = run
+        self._queues: dict[str, _Queue] = {}
 
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}.json"
 
     def load(self, name: str, default: Any) -> Any:
-        """The saved document ``name``, or ``default`` if absent or unreadable."""
+        """The saved document ``name``, or ``default`` if absent.
+
+        A file that cannot be parsed, or holds another JSON type than ``default``, is moved aside as ``<name>.json.corrupt-<time>`` (with
+        one error line), so that the next save does not overwrite what an operator may
+        want to recover.
+        """
         path = self._path(name)
         try:
             with path.open("r", encoding="utf-8") as handle:
-                return json.load(handle)
+                document = json.load(handle)
+            if not isinstance(document, type(default)):
+                raise ValueError(f"a JSON {type(document).__name__}, not a {type(default).__name__}")
+            return document
         except FileNotFoundError:
             return default
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:
+            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+            try:
+                os.replace(path, aside)
+            except OSError as move_error:
+                self.log.error("cannot read saved state {path}: {error}; cannot move it aside either ({move}); "
+                               "using defaults", path=str(path), error=str(exc), move=str(move_error))
+            else:
+                self.log.error("cannot read saved state {path}: {error}; moved it to {aside}, using defaults",
+                               path=str(path), error=str(exc), aside=str(aside))
+            return default
+        except OSError as exc:
             self.log.error("cannot read saved state {path}: {error}; using defaults", path=str(path), error=str(exc))
             return default
 
-    def save(self, name: str, document: Any) -> None:
-        """Atomically replace the document ``name``; raise StateError on failure."""
+    def save(self, name: str, document: Any) -> Deferred[None]:
+        """Replace the document ``name``; fires once it is on disk, or fails with StateError.
+
+        Saves of the same document are written one at a time; a save made while another
+        is being written waits for it, and of several waiting ones only the latest is
+        written (each waiting caller is told the outcome of that write).
+        """
+        try:
+            data = self.encode(document)
+        except (TypeError, ValueError) as exc:
+            return fail(StateError(f"cannot save {self._path(name)}: {exc}"))
+        queue = self._queues.setdefault(name, _Queue())
+        done: Deferred[None] = Deferred()
+        queue.data = data
+        queue.waiting.append(done)
+        if not queue.busy:
+            self._write_next(name, queue)
+        return done
+
+    def save_in_background(self, name: str, document: Any, what: str) -> None:
+        """Save ``document`` for a caller that does not wait: a failure is logged as "cannot save ``what``"."""
+
+        def failed(failure: Failure) -> None:
+            self.log.error("cannot save {what}: {error}", what=what, error=str(failure.value))
+
+        self.save(name, document).addErrback(failed)
+
+    def _write_next(self, name: str, queue: _Queue) -> None:
+        data, waiting = queue.data, queue.waiting
+        assert data is not None
+        queue.busy, queue.data, queue.waiting = True, None, []
+
+        def finished(result: object) -> None:
+            for caller in waiting:
+                if isinstance(result, Failure):
+                    caller.errback(result)
+                else:
+                    caller.callback(None)
+            if queue.waiting:
+                self._write_next(name, queue)
+            else:
+                queue.busy = False
+                del self._queues[name]
+
+        self._run(lambda: self.write(name, data)).addBoth(finished)
+
+    def write(self, name: str, data: bytes) -> None:
+        """Atomically replace the document ``name`` with ``data`` now (blocking); raise StateError on failure."""
         path = self._path(name)
-        data = json.dumps(document, indent=1, sort_keys=True).encode("utf-8")
         tmp_name = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -70,3 +163,8 @@ class StateStore:
                     os.unlink(tmp_name)
                 except OSError:
                     pass
+
+    @staticmethod
+    def encode(document: Any) -> bytes:
+        """The bytes ``save`` writes for ``document``."""
+        return json.dumps(document, indent=1, sort_keys=True).encode("utf-8")

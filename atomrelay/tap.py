@@ -515,13 +515,14 @@ def build_relay(
     once every SOAP port listens and Bye before any socket closes.
     """
     import treq
+    from twisted.internet.threads import deferToThreadPool
     from twisted.web.client import HTTPConnectionPool
 
     if http_client is None:
         pool = cast(Any, HTTPConnectionPool)(reactor, persistent=True)
         pool.maxPersistentPerHost = 4
         http_client = treq.client.HTTPClient(tls.agent(reactor, pool=pool), cookiejar=no_cookies())
-    store = StateStore(config.state_dir)
+    store = StateStore(config.state_dir, run=lambda write: deferToThreadPool(reactor, reactor.getThreadPool(), write))
     try:
         identity = load_identity(store)
     except StateError as exc:

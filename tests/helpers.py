@@ -40,6 +40,21 @@ async def poll(condition: Callable[[], Awaitable[bool] | bool], timeout: float =
         await deferLater(_reactor, interval, lambda: None)
 
 
+def settled(work: Any) -> Any:
+    """The result of a coroutine or Deferred that completes without the reactor running
+    (an inline StateStore, a Clock), or its exception raised here."""
+    from twisted.internet.defer import Deferred, ensureDeferred
+    from twisted.python.failure import Failure
+
+    outcome: list[Any] = []
+    deferred = work if isinstance(work, Deferred) else ensureDeferred(work)
+    deferred.addBoth(outcome.append)
+    assert outcome, "the work did not complete"
+    if isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    return outcome[0]
+
+
 def child_env() -> dict[str, str]:
     """Environment for child processes: this venv first on PATH."""
     env = dict(os.environ)

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from atomrelay.camera.client import CameraError
 from atomrelay.config import CameraConfig
 from atomrelay.periodic import PeriodicService
-from atomrelay.state import StateError, StateStore
+from atomrelay.state import StateStore
 
 STATE_NAME = "camera-hardware"
 
@@ -237,10 +237,7 @@ class ModelRegistry(PeriodicService):
         document = {
             cid: {"product_model": hw.product_model, "hwaddr": hw.hwaddr} for cid, hw in sorted(self._hardware.items())
         }
-        try:
-            self._store.save(STATE_NAME, document)
-        except StateError as exc:
-            self.log.error("cannot save camera models: {error}", error=str(exc))
+        self._store.save_in_background(STATE_NAME, document, "camera models")
 
     def _notify(self, camera_id: str) -> None:
         facts = self.facts(camera_id)

@@ -47,7 +47,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol, cast
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -400,6 +400,8 @@ class PtzController:
         self._client = client
         self._models = models
         self._store = store
+        self._saving = DeferredLock()
+        """One preset or home change at a time, each checked against what the previous one saved."""
         self.max_presets = max_presets
         self.step_period = step_period
         self.motor_rate = motor_rate
@@ -563,37 +565,40 @@ class PtzController:
 
     async def set_preset(self, token: str | None = None, name: str | None = None) -> str:
         """SetPreset: save where the camera is now as a new preset, or into the preset ``token``."""
-        self._motor()
-        existing = self.preset(token) if token is not None else None
-        if name is not None:
-            name = name.strip()
-            _check_name(name)
-        if existing is None and len(self._presets) >= self.max_presets:
-            raise TooManyPresets(f"camera {self.camera.id} already has {self.max_presets} presets")
-        if self.moving:
-            raise PtzMoving("the camera is moving")
-        position = await self.read_position()
-        if position.idle is False or self.moving:
-            raise PtzMoving("the camera is moving")
-        number = self._next_number
-        if existing is not None:
-            new = Preset(existing.token, name or existing.name, position.pan, position.tilt)
-        else:
-            new = Preset(preset_token(self.camera.id, number), name or f"Preset {number}", position.pan, position.tilt)
-            number += 1
-        if any(p.name == new.name and p.token != new.token for p in self._presets):
-            raise PresetNameTaken(f"a preset is already called {new.name!r}")
-        presets = [new if p.token == new.token else p for p in self._presets]
-        if existing is None:
-            presets.append(new)
-        self._save(presets, self._home, number)
-        return new.token
+        async with self._saving:
+            self._motor()
+            existing = self.preset(token) if token is not None else None
+            if name is not None:
+                name = name.strip()
+                _check_name(name)
+            if existing is None and len(self._presets) >= self.max_presets:
+                raise TooManyPresets(f"camera {self.camera.id} already has {self.max_presets} presets")
+            if self.moving:
+                raise PtzMoving("the camera is moving")
+            position = await self.read_position()
+            if position.idle is False or self.moving:
+                raise PtzMoving("the camera is moving")
+            number = self._next_number
+            if existing is not None:
+                new = Preset(existing.token, name or existing.name, position.pan, position.tilt)
+            else:
+                token = preset_token(self.camera.id, number)
+                new = Preset(token, name or f"Preset {number}", position.pan, position.tilt)
+                number += 1
+            if any(p.name == new.name and p.token != new.token for p in self._presets):
+                raise PresetNameTaken(f"a preset is already called {new.name!r}")
+            presets = [new if p.token == new.token else p for p in self._presets]
+            if existing is None:
+                presets.append(new)
+            await self._save(presets, self._home, number)
+            return new.token
 
-    def remove_preset(self, token: str) -> None:
+    async def remove_preset(self, token: str) -> None:
         """RemovePreset."""
-        self._motor()
-        self.preset(token)
-        self._save([p for p in self._presets if p.token != token], self._home, self._next_number)
+        async with self._saving:
+            self._motor()
+            self.preset(token)
+            await self._save([p for p in self._presets if p.token != token], self._home, self._next_number)
 
     def goto_preset(self, token: str, speed: float = 1.0) -> Deferred[MoveOutcome]:
         """GotoPreset."""
@@ -608,14 +613,15 @@ class PtzController:
 
     async def set_home(self) -> None:
         """SetHomePosition: remember where the camera is; also tell the camera (``posrec``), best effort."""
-        self._motor()
-        position = await self.read_position()
-        self._save(self._presets, (position.pan, position.tilt), self._next_number)
-        try:
-            await self._client.command("posrec", self._timeout)
-        except CameraError as exc:
-            self.log.info("camera {camera_id} did not take posrec ({error}); the relay keeps the home position",
-                          camera_id=self.camera.id, error=str(exc))
+        async with self._saving:
+            self._motor()
+            position = await self.read_position()
+            await self._save(self._presets, (position.pan, position.tilt), self._next_number)
+            try:
+                await self._client.command("posrec", self._timeout)
+            except CameraError as exc:
+                self.log.info("camera {camera_id} did not take posrec ({error}); the relay keeps the home position",
+                              camera_id=self.camera.id, error=str(exc))
 
     def goto_home(self, speed: float = 1.0) -> Deferred[MoveOutcome]:
         """GotoHomePosition."""
@@ -645,7 +651,7 @@ class PtzController:
         self._next_number = number if isinstance(number, int) and number > 0 else len(presets) + 1
         self._presets = presets
 
-    def _save(self, presets: list[Preset], home: tuple[float, float] | None, next_number: int) -> None:
+    async def _save(self, presets: list[Preset], home: tuple[float, float] | None, next_number: int) -> None:
         """Write first, then change what the relay serves: a failed write changes nothing."""
         document = {
             "presets": [{"token": p.token, "name": p.name, "pan": p.pan, "tilt": p.tilt} for p in presets],
@@ -653,7 +659,7 @@ class PtzController:
             "next": next_number,
         }
         try:
-            self._store.save(self._state_name, document)
+            await self._store.save(self._state_name, document)
         except StateError as exc:
             self.log.error("camera {camera_id}: cannot save presets: {error}", camera_id=self.camera.id, error=str(exc))
             raise SaveFailed(str(exc)) from exc

@@ -41,7 +41,7 @@ from twisted.logger import Logger
 from atomrelay.config import DiscoveryConfig
 from atomrelay.discovery.interfaces import Interface, ipv4_interfaces, select
 from atomrelay.discovery.responder import DiscoveryResponder, Limits, Target
-from atomrelay.state import StateError, StateStore
+from atomrelay.state import StateStore
 
 GROUP = "239.255.255.250"
 PORT = 3702
@@ -405,10 +405,7 @@ class DiscoveryService(Service):
                 for target in self.targets
             },
         }
-        try:
-            self._store.save(STATE_NAME, document)
-        except StateError as exc:
-            self.log.error("cannot save WS-Discovery state: {error}", error=str(exc))
+        self._store.save_in_background(STATE_NAME, document, "WS-Discovery state")
 
 
 def _saved_version(devices: dict[str, Any], target: Target) -> int:

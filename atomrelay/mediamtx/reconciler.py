@@ -45,7 +45,7 @@ from atomrelay.mediamtx.client import (
     RouteNotFound,
 )
 from atomrelay.mediamtx.paths import PathConfError, build_path_conf, path_conf_differences, path_name
-from atomrelay.state import StateError, StateStore
+from atomrelay.state import StateStore
 
 Info = dict[str, Any]
 
@@ -384,10 +384,7 @@ class Reconciler(Service):
             self._save_owned()
 
     def _save_owned(self) -> None:
-        try:
-            self._store.save(STATE_NAME, {"paths": sorted(self._owned)})
-        except StateError as error:
-            self.log.error("cannot record the relay's mediamtx paths: {error}", error=str(error))
+        self._store.save_in_background(STATE_NAME, {"paths": sorted(self._owned)}, "the relay's mediamtx paths")
 
     # -- timing -------------------------------------------------------------------
 

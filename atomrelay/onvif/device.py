@@ -28,6 +28,7 @@ from urllib.parse import quote, urlsplit
 
 from lxml import etree
 from lxml.etree import _Element
+from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from atomrelay.clock import Clock
@@ -36,6 +37,7 @@ from atomrelay.identity import Identity
 from atomrelay.onvif import ns
 from atomrelay.onvif.base import (
     AccessClass,
+    Handler,
     Operation,
     RequestContext,
     Service,
@@ -177,6 +179,8 @@ class DeviceService:
         self._discoverable = saved.get("discovery_mode", "Discoverable") != "NonDiscoverable"
         self._cache: dict[tuple[Any, ...], _Element] = {}
         self._service: Service | None = None
+        self._lock = DeferredLock()
+        """One scope or discovery-mode change at a time, each saved before it is served."""
 
     # --- public API for the composition root and WS-Discovery -------------------------------
 
@@ -205,7 +209,7 @@ class DeviceService:
 
     def _operations(self) -> dict[str, Operation]:
         pre, read, write = AccessClass.PRE_AUTH, AccessClass.READ_SYSTEM, AccessClass.WRITE_SYSTEM
-        table: dict[str, tuple[Callable[[RequestContext], _Element], AccessClass]] = {
+        table: dict[str, tuple[Handler, AccessClass]] = {
             "GetDeviceInformation": (self.get_device_information, read),
             "GetSystemDateAndTime": (self.get_system_date_and_time, pre),
             "SetSystemDateAndTime": (self.set_system_date_and_time, write),
@@ -271,10 +275,11 @@ class DeviceService:
             SCOPE_PREFIX + "location/" + DEFAULT_LOCATION,
         ]
 
-    def _save(self) -> None:
-        document = {"scopes": self._scopes, "discovery_mode": "Discoverable" if self._discoverable else "NonDiscoverable"}
+    async def _save(self, scopes: list[str], discoverable: bool) -> None:
+        """Write first, then change what the device serves: a failed write changes nothing."""
+        document = {"scopes": scopes, "discovery_mode": "Discoverable" if discoverable else "NonDiscoverable"}
         try:
-            self._store.save(self._state_name, document)
+            await self._store.save(self._state_name, document)
         except StateError as exc:
             self.log.error("cannot save the device settings: {error}", error=str(exc))
             raise receiver_fault("Action", reason="the setting could not be saved on the relay") from exc
@@ -515,40 +520,39 @@ class DeviceService:
             *(TDS.Scopes(TT.ScopeDef("Configurable"), TT.ScopeItem(s)) for s in self._scopes),
         )
 
-    def set_scopes(self, ctx: RequestContext) -> _Element:
+    async def set_scopes(self, ctx: RequestContext) -> _Element:
         """SetScopes: replace the configurable scopes (fixed ones in the request are ignored)."""
-        self._replace_scopes(_dedupe(s for s in _uris(ctx.body, "Scopes") if s not in self._fixed_scopes))
+        async with self._lock:
+            await self._replace_scopes(_dedupe(s for s in _uris(ctx.body, "Scopes") if s not in self._fixed_scopes))
         return TDS.SetScopesResponse()
 
-    def add_scopes(self, ctx: RequestContext) -> _Element:
+    async def add_scopes(self, ctx: RequestContext) -> _Element:
         """AddScopes: add configurable scopes that are not there yet."""
-        present = set(self.scopes())
-        added = _dedupe(s for s in _uris(ctx.body, "ScopeItem") if s not in present)
-        self._replace_scopes([*self._scopes, *added])
+        async with self._lock:
+            present = set(self.scopes())
+            added = _dedupe(s for s in _uris(ctx.body, "ScopeItem") if s not in present)
+            await self._replace_scopes([*self._scopes, *added])
         return TDS.AddScopesResponse()
 
-    def remove_scopes(self, ctx: RequestContext) -> _Element:
+    async def remove_scopes(self, ctx: RequestContext) -> _Element:
         """RemoveScopes: remove configurable scopes; a fixed or unknown one fails the whole call."""
         items = _uris(ctx.body, "ScopeItem")
-        for item in items:
-            if item in self._fixed_scopes:
-                raise sender_fault("OperationProhibited", "FixedScope", reason=f"{item} is a fixed scope")
-            if item not in self._scopes:
-                raise sender_fault("InvalidArgVal", "NoScope", reason=f"{item} is not a scope of the device")
-        self._replace_scopes([s for s in self._scopes if s not in items])
+        async with self._lock:
+            for item in items:
+                if item in self._fixed_scopes:
+                    raise sender_fault("OperationProhibited", "FixedScope", reason=f"{item} is a fixed scope")
+                if item not in self._scopes:
+                    raise sender_fault("InvalidArgVal", "NoScope", reason=f"{item} is not a scope of the device")
+            await self._replace_scopes([s for s in self._scopes if s not in items])
         return TDS.RemoveScopesResponse(*(TDS.ScopeItem(item) for item in items))
 
-    def _replace_scopes(self, scopes: list[str]) -> None:
+    async def _replace_scopes(self, scopes: list[str]) -> None:
         if len(scopes) > MAX_SCOPES:
             raise receiver_fault("Action", "TooManyScopes", reason=f"at most {MAX_SCOPES} configurable scopes")
         if scopes == self._scopes:
             return
-        previous, self._scopes = self._scopes, scopes
-        try:
-            self._save()
-        except Exception:
-            self._scopes = previous
-            raise
+        await self._save(scopes, self._discoverable)
+        self._scopes = scopes
         self.log.info("scopes changed: {scopes}", scopes=" ".join(self._scopes))
         self._notify(self.on_scopes_changed, self.scopes(), "scopes")
 
@@ -556,21 +560,18 @@ class DeviceService:
         """GetDiscoveryMode: Discoverable unless switched off over ONVIF or in the config."""
         return TDS.GetDiscoveryModeResponse(TDS.DiscoveryMode("Discoverable" if self.discoverable else "NonDiscoverable"))
 
-    def set_discovery_mode(self, ctx: RequestContext) -> _Element:
+    async def set_discovery_mode(self, ctx: RequestContext) -> _Element:
         """SetDiscoveryMode: save the mode and tell WS-Discovery."""
         mode = _required_text(ctx.body, ns.TDS, "DiscoveryMode")
         if mode not in ("Discoverable", "NonDiscoverable"):
             raise sender_fault("InvalidArgs", reason=f"DiscoveryMode {mode!r} is not Discoverable or NonDiscoverable")
         discoverable = mode == "Discoverable"
-        if discoverable != self._discoverable:
-            self._discoverable = discoverable
-            try:
-                self._save()
-            except Exception:
-                self._discoverable = not discoverable
-                raise
-            self.log.info("discovery mode set to {mode}", mode=mode)
-            self._notify(self.on_discovery_mode_changed, self.discoverable, "discovery mode")
+        async with self._lock:
+            if discoverable != self._discoverable:
+                await self._save(self._scopes, discoverable)
+                self._discoverable = discoverable
+                self.log.info("discovery mode set to {mode}", mode=mode)
+                self._notify(self.on_discovery_mode_changed, self.discoverable, "discovery mode")
         return TDS.SetDiscoveryModeResponse()
 
     # --- network -----------------------------------------------------------------------------
@@ -644,22 +645,22 @@ class DeviceService:
             *(TDS.User(TT.Username(u.username), TT.UserLevel(u.role)) for u in self._users.list())
         )
 
-    def create_users(self, ctx: RequestContext) -> _Element:
+    async def create_users(self, ctx: RequestContext) -> _Element:
         """CreateUsers: all or nothing, saved in state_dir."""
-        self._users.create(_users(ctx.body))
+        await self._users.create(_users(ctx.body))
         return TDS.CreateUsersResponse()
 
-    def delete_users(self, ctx: RequestContext) -> _Element:
+    async def delete_users(self, ctx: RequestContext) -> _Element:
         """DeleteUsers: all or nothing; config users are fixed."""
         names = [(el.text or "") for el in ctx.body.findall(ns.q(ns.TDS, "Username"))]
         if not names:
             raise sender_fault("InvalidArgs", reason="DeleteUsers needs at least one Username")
-        self._users.delete(names)
+        await self._users.delete(names)
         return TDS.DeleteUsersResponse()
 
-    def set_user(self, ctx: RequestContext) -> _Element:
+    async def set_user(self, ctx: RequestContext) -> _Element:
         """SetUser: change passwords and levels, all or nothing; config users are fixed."""
-        self._users.set(_users(ctx.body))
+        await self._users.set(_users(ctx.body))
         return TDS.SetUserResponse()
 
 

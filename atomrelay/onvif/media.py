@@ -18,7 +18,7 @@ Responses follow the element order of ``media.wsdl`` and ``onvif.xsd``.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 from lxml.etree import _Element
 from twisted.logger import Logger
@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from atomrelay.onvif import ns
 from atomrelay.onvif.base import (
     AccessClass,
+    Handler,
     Operation,
     RequestContext,
     SoapFault,
@@ -98,7 +99,7 @@ class MediaService(MediaServiceBase):
 
     def _operations(self) -> dict[str, Operation]:
         read, actuate = AccessClass.READ_MEDIA, AccessClass.ACTUATE
-        table: dict[str, tuple[Callable[[RequestContext], _Element], AccessClass]] = {
+        table: dict[str, tuple[Handler, AccessClass]] = {
             "GetServiceCapabilities": (self.get_service_capabilities, AccessClass.PRE_AUTH),
             "GetProfiles": (self.get_profiles, read),
             "GetProfile": (self.get_profile, read),
@@ -250,7 +251,7 @@ class MediaService(MediaServiceBase):
             lambda: TRT.GetProfileResponse(self._profile_element(_trt("Profile"), profile, self._model.use_counts())),
         )
 
-    def create_profile(self, ctx: RequestContext) -> _Element:
+    async def create_profile(self, ctx: RequestContext) -> _Element:
         """CreateProfile: an empty non-fixed profile (anonymous callers get ``ter:MaxNVTProfiles``)."""
         if ctx.caller.anonymous:
             self.log.info(
@@ -269,34 +270,34 @@ class MediaService(MediaServiceBase):
             )
         name = required_text(ctx.body, ns.TRT, "Name")
         token = optional_text(ctx.body, ns.TRT, "Token") or None
-        profile = self._model.create_profile(name, token)
+        profile = await self._model.create_profile(name, token)
         return TRT.CreateProfileResponse(self._profile_element(_trt("Profile"), profile, self._model.use_counts()))
 
-    def delete_profile(self, ctx: RequestContext) -> _Element:
+    async def delete_profile(self, ctx: RequestContext) -> _Element:
         """DeleteProfile: user-made profiles only (``ter:DeletionOfFixedProfile``)."""
         token = required_text(ctx.body, ns.TRT, "ProfileToken")
         self._profile(token)
-        self._model.delete_profile(token)
+        await self._model.delete_profile(token)
         return TRT.DeleteProfileResponse()
 
-    def _adder(self, kind: str) -> Callable[[RequestContext], _Element]:
+    def _adder(self, kind: str) -> Callable[[RequestContext], Awaitable[_Element]]:
         response = f"Add{dict(_ADD_REMOVE)[kind]}ConfigurationResponse"
 
-        def add(ctx: RequestContext) -> _Element:
+        async def add(ctx: RequestContext) -> _Element:
             profile = self._profile(required_text(ctx.body, ns.TRT, "ProfileToken"))
             config = self._config(kind, required_text(ctx.body, ns.TRT, "ConfigurationToken"))
-            self._model.change_profile(profile.token, add=[(kind, config.token)])
+            await self._model.change_profile(profile.token, add=[(kind, config.token)])
             return TRT(response)
 
         add.__doc__ = f"Add{dict(_ADD_REMOVE)[kind]}Configuration: put the configuration into a profile."
         return add
 
-    def _remover(self, kind: str) -> Callable[[RequestContext], _Element]:
+    def _remover(self, kind: str) -> Callable[[RequestContext], Awaitable[_Element]]:
         response = f"Remove{dict(_ADD_REMOVE)[kind]}ConfigurationResponse"
 
-        def remove(ctx: RequestContext) -> _Element:
+        async def remove(ctx: RequestContext) -> _Element:
             profile = self._profile(required_text(ctx.body, ns.TRT, "ProfileToken"))
-            self._model.change_profile(profile.token, remove=[kind])
+            await self._model.change_profile(profile.token, remove=[kind])
             return TRT(response)
 
         remove.__doc__ = f"Remove{dict(_ADD_REMOVE)[kind]}Configuration: take that kind out of a profile."

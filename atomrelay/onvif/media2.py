@@ -16,7 +16,7 @@ from lxml.etree import _Element
 from twisted.logger import Logger
 
 from atomrelay.onvif import ns
-from atomrelay.onvif.base import AccessClass, Operation, RequestContext, sender_fault
+from atomrelay.onvif.base import AccessClass, Handler, Operation, RequestContext, sender_fault
 from atomrelay.onvif.media_model import (
     AUDIO_ENCODER,
     AUDIO_SOURCE,
@@ -76,7 +76,7 @@ class Media2Service(MediaServiceBase):
 
     def _operations(self) -> dict[str, Operation]:
         read, actuate = AccessClass.READ_MEDIA, AccessClass.ACTUATE
-        table: dict[str, tuple[Callable[[RequestContext], _Element], AccessClass]] = {
+        table: dict[str, tuple[Handler, AccessClass]] = {
             "GetServiceCapabilities": (self.get_service_capabilities, AccessClass.PRE_AUTH),
             "GetProfiles": (self.get_profiles, read),
             "CreateProfile": (self.create_profile, actuate),
@@ -186,31 +186,31 @@ class Media2Service(MediaServiceBase):
         kinds = KINDS if ALL in requested else tuple(k for k in KINDS if k in requested)
         return ("GetProfiles", token, kinds)
 
-    def create_profile(self, ctx: RequestContext) -> _Element:
+    async def create_profile(self, ctx: RequestContext) -> _Element:
         """CreateProfile: a non-fixed profile, optionally with configurations; answers its token."""
         name = required_text(ctx.body, ns.TR2, "Name")
-        profile = self._model.create_profile(name, configurations=_references(ctx.body, need_token=True))
+        profile = await self._model.create_profile(name, configurations=_references(ctx.body, need_token=True))
         return TR2.CreateProfileResponse(TR2.Token(profile.token))
 
-    def delete_profile(self, ctx: RequestContext) -> _Element:
+    async def delete_profile(self, ctx: RequestContext) -> _Element:
         """DeleteProfile: user-made profiles only (``ter:DeletionOfFixedProfile``)."""
-        self._model.delete_profile(required_text(ctx.body, ns.TR2, "Token"))
+        await self._model.delete_profile(required_text(ctx.body, ns.TR2, "Token"))
         return TR2.DeleteProfileResponse()
 
-    def add_configuration(self, ctx: RequestContext) -> _Element:
+    async def add_configuration(self, ctx: RequestContext) -> _Element:
         """AddConfiguration: put configurations into a profile and optionally rename it, all or nothing."""
         token = required_text(ctx.body, ns.TR2, "ProfileToken")
         name = optional_text(ctx.body, ns.TR2, "Name")
-        self._model.change_profile(token, add=_references(ctx.body, need_token=True), name=name)
+        await self._model.change_profile(token, add=_references(ctx.body, need_token=True), name=name)
         return TR2.AddConfigurationResponse()
 
-    def remove_configuration(self, ctx: RequestContext) -> _Element:
+    async def remove_configuration(self, ctx: RequestContext) -> _Element:
         """RemoveConfiguration: take kinds out of a profile (tokens are ignored; All empties it)."""
         token = required_text(ctx.body, ns.TR2, "ProfileToken")
         kinds = [kind for kind, _ in _references(ctx.body, need_token=False)]
         if ALL in kinds:
             kinds = list(KINDS)
-        self._model.change_profile(token, remove=[kind for kind in kinds if kind in KINDS])
+        await self._model.change_profile(token, remove=[kind for kind in kinds if kind in KINDS])
         return TR2.RemoveConfigurationResponse()
 
     # --- configurations -------------------------------------------------------------------

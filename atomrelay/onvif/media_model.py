@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 from lxml import etree
 from lxml.etree import _Element
+from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from atomrelay.config import CameraConfig, StreamConfig
@@ -261,6 +262,8 @@ class MediaModel:
         ptz_configuration: PtzHook | None = None,
     ) -> None:
         self._store = store
+        self._lock = DeferredLock()
+        """One profile change at a time, each checked against what the previous one saved."""
         self.rtsp_port = rtsp_port
         self._max_profiles = max_profiles
         self._ptz_hook = ptz_configuration
@@ -450,46 +453,48 @@ class MediaModel:
 
     # --- changes --------------------------------------------------------------------------
 
-    def create_profile(
+    async def create_profile(
         self, name: str, token: str | None = None, configurations: Iterable[tuple[str, str]] = ()
     ) -> Profile:
         """CreateProfile: a new non-fixed profile, saved.
 
         Faults ProfileExists, MaxNVTProfiles, NoConfig and ConfigurationConflict.
         """
-        _check_name(name)
-        if token is not None:
-            if not token.strip() or len(token) > MAX_NAME_LENGTH or not token.isprintable():
-                raise sender_fault(
-                    "InvalidArgVal", reason=f"a profile token is 1 to {MAX_NAME_LENGTH} printable characters"
-                )
-            if token in self._fixed or token in self._user:
-                raise sender_fault("InvalidArgVal", "ProfileExists", reason=f"profile {token!r} already exists")
-        if len(self._fixed) + len(self._user) >= self.max_profiles:
-            raise max_profiles_fault(self.max_profiles)
-        next_number = self._next
-        if token is None:
-            while f"profile{next_number}" in self._user:
+        async with self._lock:
+            _check_name(name)
+            if token is not None:
+                if not token.strip() or len(token) > MAX_NAME_LENGTH or not token.isprintable():
+                    raise sender_fault(
+                        "InvalidArgVal", reason=f"a profile token is 1 to {MAX_NAME_LENGTH} printable characters"
+                    )
+                if token in self._fixed or token in self._user:
+                    raise sender_fault("InvalidArgVal", "ProfileExists", reason=f"profile {token!r} already exists")
+            if len(self._fixed) + len(self._user) >= self.max_profiles:
+                raise max_profiles_fault(self.max_profiles)
+            next_number = self._next
+            if token is None:
+                while f"profile{next_number}" in self._user:
+                    next_number += 1
+                token = f"profile{next_number}"
                 next_number += 1
-            token = f"profile{next_number}"
-            next_number += 1
-        profile = self._apply(Profile(token, name, False), configurations)
-        users = {**self._user, token: profile}
-        self._commit(users, next_number)
-        self.log.info("media profile {token} ({name}) created", token=token, name=name)
-        return profile
+            profile = self._apply(Profile(token, name, False), configurations)
+            users = {**self._user, token: profile}
+            await self._commit(users, next_number)
+            self.log.info("media profile {token} ({name}) created", token=token, name=name)
+            return profile
 
-    def delete_profile(self, token: str) -> None:
+    async def delete_profile(self, token: str) -> None:
         """DeleteProfile: faults NoProfile, DeletionOfFixedProfile."""
-        if token in self._fixed:
-            raise sender_fault("Action", "DeletionOfFixedProfile", reason=f"profile {token!r} is fixed")
-        if token not in self._user:
-            raise no_profile(token)
-        users = {key: value for key, value in self._user.items() if key != token}
-        self._commit(users, self._next)
-        self.log.info("media profile {token} deleted", token=token)
+        async with self._lock:
+            if token in self._fixed:
+                raise sender_fault("Action", "DeletionOfFixedProfile", reason=f"profile {token!r} is fixed")
+            if token not in self._user:
+                raise no_profile(token)
+            users = {key: value for key, value in self._user.items() if key != token}
+            await self._commit(users, self._next)
+            self.log.info("media profile {token} deleted", token=token)
 
-    def change_profile(
+    async def change_profile(
         self, token: str, add: Iterable[tuple[str, str]] = (), remove: Iterable[str] = (), name: str | None = None
     ) -> Profile:
         """Add (kind, token) configurations, remove kinds and rename, all or nothing.
@@ -497,25 +502,26 @@ class MediaModel:
         Faults NoProfile, NoConfig and ConfigurationConflict (fixed profiles only accept
         what they already hold).
         """
-        current = self.profile(token)
-        if name is not None:
-            _check_name(name)
-        changed = self._apply(current, add)
-        changed = changed.with_slots({kind: None for kind in remove})
-        if name is not None:
-            changed = replace(changed, name=name)
-        if changed == current:
-            return current
-        if current.fixed:
-            raise receiver_fault(
-                "Action",
-                "ConfigurationConflict",
-                reason=f"profile {token!r} is fixed: it mirrors a camera stream; create a profile to combine others",
-            )
-        users = {**self._user, token: changed}
-        self._commit(users, self._next)
-        self.log.info("media profile {token} changed", token=token)
-        return changed
+        async with self._lock:
+            current = self.profile(token)
+            if name is not None:
+                _check_name(name)
+            changed = self._apply(current, add)
+            changed = changed.with_slots({kind: None for kind in remove})
+            if name is not None:
+                changed = replace(changed, name=name)
+            if changed == current:
+                return current
+            if current.fixed:
+                raise receiver_fault(
+                    "Action",
+                    "ConfigurationConflict",
+                    reason=f"profile {token!r} is fixed: it mirrors a camera stream; create a profile to combine others",
+                )
+            users = {**self._user, token: changed}
+            await self._commit(users, self._next)
+            self.log.info("media profile {token} changed", token=token)
+            return changed
 
     def invalidate(self) -> None:
         """Say that something outside the model changed (e.g. the PTZ hook's answers): drop cached responses."""
@@ -591,7 +597,7 @@ class MediaModel:
             profile = candidate
         return profile
 
-    def _commit(self, users: dict[str, Profile], next_number: int) -> None:
+    async def _commit(self, users: dict[str, Profile], next_number: int) -> None:
         document = {
             "next": next_number,
             "profiles": [
@@ -600,7 +606,7 @@ class MediaModel:
             ],
         }
         try:
-            self._store.save(self._state_name, document)
+            await self._store.save(self._state_name, document)
         except StateError as exc:
             self.log.error("cannot save the media profiles: {error}", error=str(exc))
             raise receiver_fault("Action", reason="the media profiles could not be saved on the relay") from exc

@@ -470,11 +470,11 @@ class PtzService:
                       camera_id=camera.id, token=saved, user=ctx.caller.username)
         return TPTZ("SetPresetResponse", TPTZ("PresetToken", saved))
 
-    def remove_preset(self, ctx: RequestContext) -> _Element:
+    async def remove_preset(self, ctx: RequestContext) -> _Element:
         """RemovePreset."""
         camera, controller = self._resolve(ctx)
         try:
-            controller.remove_preset(_text(ctx.body, "PresetToken"))
+            await controller.remove_preset(_text(ctx.body, "PresetToken"))
         except PtzError as exc:
             self._raise(camera, exc)
         return TPTZ("RemovePresetResponse")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import builtins
 from typing import Sequence
 
+from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from atomrelay.config import User
@@ -38,6 +39,8 @@ class UserStore:
 
     def __init__(self, config_users: Sequence[User], store: StateStore) -> None:
         self._store = store
+        self._lock = DeferredLock()
+        """One change at a time: each is checked against the state the previous one saved."""
         self._fixed: dict[str, User] = {user.username: user for user in config_users}
         self._created: dict[str, User] = self._load()
         self._all: dict[str, User] = {}
@@ -71,71 +74,70 @@ class UserStore:
         """The user called ``username`` (config or created), or None."""
         return self._all.get(username)
 
-    def is_fixed(self, username: str) -> bool:
-        """Whether ``username`` comes from the config file (cannot be changed over ONVIF)."""
-        return username in self._fixed
-
     def list(self) -> builtins.list[User]:
         """Every user: config users first, then created ones in creation order."""
         return [*self._fixed.values(), *self._created.values()]
 
-    def create(self, users: Sequence[User]) -> None:
+    async def create(self, users: Sequence[User]) -> None:
         """CreateUsers: add all of ``users`` or, raising SoapFault, none of them."""
-        names: set[str] = set()
-        for user in users:
-            if user.username in self._all or user.username in names:
-                raise sender_fault(
-                    "OperationProhibited", "UsernameClash", reason=f"user {user.username!r} already exists"
-                )
-            names.add(user.username)
-            _check_username(user.username)
-            _check_level(user.role)
-            if not user.password:
-                raise sender_fault("OperationProhibited", "Password", reason="the password is too weak (empty)")
-            _check_password_length(user.password)
-        if len(self._all) + len(users) > MAX_USERS:
-            raise receiver_fault("Action", "TooManyUsers", reason=f"at most {MAX_USERS} users are supported")
-        created = dict(self._created)
-        created.update((user.username, user) for user in users)
-        self._commit(created)
-        self.log.info("ONVIF users created: {usernames}", usernames=", ".join(u.username for u in users))
+        async with self._lock:
+            names: set[str] = set()
+            for user in users:
+                if user.username in self._all or user.username in names:
+                    raise sender_fault(
+                        "OperationProhibited", "UsernameClash", reason=f"user {user.username!r} already exists"
+                    )
+                names.add(user.username)
+                _check_username(user.username)
+                _check_level(user.role)
+                if not user.password:
+                    raise sender_fault("OperationProhibited", "Password", reason="the password is too weak (empty)")
+                _check_password_length(user.password)
+            if len(self._all) + len(users) > MAX_USERS:
+                raise receiver_fault("Action", "TooManyUsers", reason=f"at most {MAX_USERS} users are supported")
+            created = dict(self._created)
+            created.update((user.username, user) for user in users)
+            await self._commit(created)
+            self.log.info("ONVIF users created: {usernames}", usernames=", ".join(u.username for u in users))
 
-    def delete(self, usernames: Sequence[str]) -> None:
+    async def delete(self, usernames: Sequence[str]) -> None:
         """DeleteUsers: remove all of ``usernames`` or, raising SoapFault, none of them."""
-        for username in usernames:
-            if username in self._fixed:
-                raise sender_fault(
-                    "InvalidArgVal", "FixedUser", reason=f"user {username!r} is defined in the config file"
-                )
-            if username not in self._created:
-                raise sender_fault("InvalidArgVal", "UsernameMissing", reason=f"no user {username!r}")
-        created = {name: user for name, user in self._created.items() if name not in usernames}
-        self._commit(created)
-        self.log.info("ONVIF users deleted: {usernames}", usernames=", ".join(usernames))
+        async with self._lock:
+            for username in usernames:
+                if username in self._fixed:
+                    raise sender_fault(
+                        "InvalidArgVal", "FixedUser", reason=f"user {username!r} is defined in the config file"
+                    )
+                if username not in self._created:
+                    raise sender_fault("InvalidArgVal", "UsernameMissing", reason=f"no user {username!r}")
+            created = {name: user for name, user in self._created.items() if name not in usernames}
+            await self._commit(created)
+            self.log.info("ONVIF users deleted: {usernames}", usernames=", ".join(usernames))
 
-    def set(self, users: Sequence[User]) -> None:
+    async def set(self, users: Sequence[User]) -> None:
         """SetUser: update password and level of all of ``users`` or, raising SoapFault, none.
 
         An empty password means "clear the password", which the relay cannot accept
         (``ter:PasswordTooWeak``, as Core specifies).
         """
-        for user in users:
-            if user.username in self._fixed:
-                raise sender_fault(
-                    "InvalidArgVal", "FixedUser", reason=f"user {user.username!r} is defined in the config file"
-                )
-            if user.username not in self._created:
-                raise sender_fault("InvalidArgVal", "UsernameMissing", reason=f"no user {user.username!r}")
-            _check_level(user.role)
-            if not user.password:
-                raise sender_fault("OperationProhibited", "PasswordTooWeak", reason="the password cannot be empty")
-            _check_password_length(user.password)
-        created = dict(self._created)
-        created.update((user.username, user) for user in users)
-        self._commit(created)
-        self.log.info("ONVIF users changed: {usernames}", usernames=", ".join(u.username for u in users))
+        async with self._lock:
+            for user in users:
+                if user.username in self._fixed:
+                    raise sender_fault(
+                        "InvalidArgVal", "FixedUser", reason=f"user {user.username!r} is defined in the config file"
+                    )
+                if user.username not in self._created:
+                    raise sender_fault("InvalidArgVal", "UsernameMissing", reason=f"no user {user.username!r}")
+                _check_level(user.role)
+                if not user.password:
+                    raise sender_fault("OperationProhibited", "PasswordTooWeak", reason="the password cannot be empty")
+                _check_password_length(user.password)
+            created = dict(self._created)
+            created.update((user.username, user) for user in users)
+            await self._commit(created)
+            self.log.info("ONVIF users changed: {usernames}", usernames=", ".join(u.username for u in users))
 
-    def _commit(self, created: dict[str, User]) -> None:
+    async def _commit(self, created: dict[str, User]) -> None:
         document = {
             "users": [
                 {"username": user.username, "password": user.password, "role": user.role}
@@ -143,7 +145,7 @@ class UserStore:
             ]
         }
         try:
-            self._store.save(STATE_NAME, document)
+            await self._store.save(STATE_NAME, document)
         except StateError as exc:
             self.log.error("cannot save the ONVIF users: {error}", error=str(exc))
             raise receiver_fault("Action", reason="the users could not be saved on the relay") from exc

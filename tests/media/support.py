@@ -3,6 +3,8 @@ that calls handlers directly (Clock-free: the media services never read the time
 
 from __future__ import annotations
 
+import inspect
+
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +20,7 @@ from atomrelay.onvif.media import MediaService
 from atomrelay.onvif.media2 import Media2Service
 from atomrelay.onvif.media_model import MediaModel
 from atomrelay.state import StateStore
+from tests.helpers import settled
 from tests.onvif import schema
 
 HOST = "192.0.2.7:8080"
@@ -121,6 +124,8 @@ class MediaHarness:
         maker = TR2 if v2 else TRT
         context = RequestContext(body=maker(name, *children), caller=caller, host=host, service_path=service.path)
         result = service.operations[name].handler(context)
+        if inspect.isawaitable(result):
+            result = settled(result)
         assert isinstance(result, etree._Element)
         assert result.tag == ns.q(service.namespace, name + "Response")
         schema.validate(result)

@@ -22,6 +22,7 @@ from atomrelay.onvif.media_model import (
 )
 from atomrelay.state import StateError, StateStore
 from atomrelay.onvif import ns
+from tests.helpers import settled
 from tests.media.support import CAMERAS, TRT, MediaHarness, faults, swing_only_ptz
 
 
@@ -95,7 +96,7 @@ def test_audio_mapping_per_stream_shape(tmp_path: Path) -> None:
 def test_tokens_survive_restart_and_config_reorder(tmp_path: Path) -> None:
     """Reordering cameras and streams and restarting changes no token, no profile content and keeps user profiles."""
     first = MediaHarness(tmp_path)
-    first.model.create_profile("Mine", configurations=[(VIDEO_SOURCE, "aac.vsc"), (VIDEO_ENCODER, "aac.main.ve")])
+    settled(first.model.create_profile("Mine", configurations=[(VIDEO_SOURCE, "aac.vsc"), (VIDEO_ENCODER, "aac.main.ve")]))
     before = structure(first.model)
     again = MediaHarness(tmp_path, cameras=reorder(CAMERAS))
     assert [c.id for c in again.config.cameras] == ["aac", "wyze", "swing", "cam2"]
@@ -114,20 +115,20 @@ def test_longest_ids_give_valid_reference_tokens(tmp_path: Path) -> None:
 def test_create_profile_is_saved_atomically_and_reloaded(tmp_path: Path) -> None:
     """A created and changed profile is in state_dir/profiles.json and comes back after a restart."""
     harness = MediaHarness(tmp_path)
-    profile = harness.model.create_profile("SynoProfile")
+    profile = settled(harness.model.create_profile("SynoProfile"))
     assert (profile.token, profile.fixed) == ("profile1", False)
-    harness.model.change_profile("profile1", add=[(VIDEO_SOURCE, "cam2.vsc"), (VIDEO_ENCODER, "cam2.main.ve")])
+    settled(harness.model.change_profile("profile1", add=[(VIDEO_SOURCE, "cam2.vsc"), (VIDEO_ENCODER, "cam2.main.ve")]))
     saved = json.loads((tmp_path / "profiles.json").read_text())
     assert saved["profiles"][0]["video_encoder"] == "cam2.main.ve"
     assert not list(tmp_path.glob(".profiles.*"))  # no temp file left behind
     reloaded = MediaHarness(tmp_path).model.profile("profile1")
     assert (reloaded.name, reloaded.video_source, reloaded.video_encoder) == ("SynoProfile", "cam2.vsc", "cam2.main.ve")
-    assert MediaHarness(tmp_path).model.create_profile("next").token == "profile2"
+    assert settled(MediaHarness(tmp_path).model.create_profile("next")).token == "profile2"
 
 
 def test_per_camera_device_keeps_its_own_profiles(tmp_path: Path) -> None:
     """A per-camera device saves its profiles under profiles-<device id>, apart from the aggregate device."""
-    MediaHarness(tmp_path, device_id="cam2").model.create_profile("only cam2")
+    settled(MediaHarness(tmp_path, device_id="cam2").model.create_profile("only cam2"))
     assert (tmp_path / "profiles-cam2.json").exists()
     assert [p.token for p in MediaHarness(tmp_path).model.profiles() if not p.fixed] == []
 
@@ -148,16 +149,16 @@ def test_saved_profiles_that_no_longer_fit_are_repaired(tmp_path: Path) -> None:
     assert list(users) == ["old", "mixed"]
     assert (users["old"].video_source, users["old"].video_encoder) == (None, "cam2.main.ve")
     assert (users["mixed"].video_source, users["mixed"].video_encoder) == ("cam2.vsc", None)
-    assert model.create_profile("x").token == "profile7"
+    assert settled(model.create_profile("x")).token == "profile7"
 
 
 def test_profile_limit_counts_fixed_profiles(tmp_path: Path) -> None:
     """With max_profiles 8 and 6 fixed profiles two can be made; the third is Receiver/Action/MaxNVTProfiles."""
     model = MediaHarness(tmp_path, max_profiles=8).model
-    model.create_profile("a")
-    model.create_profile("b")
+    settled(model.create_profile("a"))
+    settled(model.create_profile("b"))
     with pytest.raises(SoapFault) as info:
-        model.create_profile("c")
+        settled(model.create_profile("c"))
     assert faults(info.value) == ("Receiver", "Action", "MaxNVTProfiles")
     assert model.max_profiles == 8
 
@@ -167,59 +168,59 @@ def test_fixed_profiles_exceeding_the_limit_are_all_served(tmp_path: Path) -> No
     model = MediaHarness(tmp_path, max_profiles=2).model
     assert len(model.profiles()) == 6 and model.max_profiles == 6
     with pytest.raises(SoapFault) as info:
-        model.create_profile("none left")
+        settled(model.create_profile("none left"))
     assert info.value.subcodes == ("Action", "MaxNVTProfiles")
 
 
 def test_profile_token_rules(tmp_path: Path) -> None:
     """A chosen token is kept; a taken one is ProfileExists; a generated one skips taken tokens."""
     model = MediaHarness(tmp_path).model
-    assert model.create_profile("x", token="profile1").token == "profile1"
-    assert model.create_profile("y").token == "profile2"
+    assert settled(model.create_profile("x", token="profile1")).token == "profile1"
+    assert settled(model.create_profile("y")).token == "profile2"
     for taken in ("profile1", "cam2.main"):
         with pytest.raises(SoapFault) as info:
-            model.create_profile("z", token=taken)
+            settled(model.create_profile("z", token=taken))
         assert faults(info.value) == ("Sender", "InvalidArgVal", "ProfileExists")
     with pytest.raises(SoapFault) as info:
-        model.create_profile("n" * 65)
+        settled(model.create_profile("n" * 65))
     assert info.value.subcodes == ("InvalidArgVal",)
 
 
 def test_delete_rules(tmp_path: Path) -> None:
     """Fixed profiles are Sender/Action/DeletionOfFixedProfile, unknown ones NoProfile; a deletion is saved."""
     harness = MediaHarness(tmp_path)
-    harness.model.create_profile("temp")
+    settled(harness.model.create_profile("temp"))
     with pytest.raises(SoapFault) as info:
-        harness.model.delete_profile("cam2.main")
+        settled(harness.model.delete_profile("cam2.main"))
     assert faults(info.value) == ("Sender", "Action", "DeletionOfFixedProfile")
     with pytest.raises(SoapFault) as info:
-        harness.model.delete_profile("nope")
+        settled(harness.model.delete_profile("nope"))
     assert faults(info.value) == ("Sender", "InvalidArgVal", "NoProfile")
-    harness.model.delete_profile("profile1")
+    settled(harness.model.delete_profile("profile1"))
     assert [p.token for p in MediaHarness(tmp_path).model.profiles() if not p.fixed] == []
 
 
 def test_configurations_of_two_cameras_or_streams_conflict(tmp_path: Path) -> None:
     """A profile cannot mix cameras, nor a video and audio encoder of different streams."""
     model = MediaHarness(tmp_path).model
-    model.create_profile("p", configurations=[(VIDEO_SOURCE, "cam2.vsc")])
+    settled(model.create_profile("p", configurations=[(VIDEO_SOURCE, "cam2.vsc")]))
     for add in ([(VIDEO_ENCODER, "aac.main.ve")], [(VIDEO_ENCODER, "cam2.sub.ve"), (AUDIO_ENCODER, "cam2.main.ae")]):
         with pytest.raises(SoapFault) as info:
-            model.change_profile("profile1", add=add)
+            settled(model.change_profile("profile1", add=add))
         assert faults(info.value) == ("Receiver", "Action", "ConfigurationConflict")
     assert model.profile("profile1").video_encoder is None  # all or nothing
     with pytest.raises(SoapFault) as info:
-        model.change_profile("profile1", add=[(AUDIO_SOURCE, "wyze.asc")])
+        settled(model.change_profile("profile1", add=[(AUDIO_SOURCE, "wyze.asc")]))
     assert faults(info.value) == ("Sender", "InvalidArgVal", "NoConfig")
 
 
 def test_fixed_profiles_accept_only_what_they_hold(tmp_path: Path) -> None:
     """Re-adding a fixed profile's own configuration succeeds; changing it is ConfigurationConflict."""
     model = MediaHarness(tmp_path).model
-    assert model.change_profile("cam2.main", add=[(VIDEO_ENCODER, "cam2.main.ve")]).video_encoder == "cam2.main.ve"
+    assert settled(model.change_profile("cam2.main", add=[(VIDEO_ENCODER, "cam2.main.ve")])).video_encoder == "cam2.main.ve"
     for change in ({"add": [(VIDEO_ENCODER, "cam2.sub.ve")]}, {"remove": [AUDIO_ENCODER]}, {"name": "renamed"}):
         with pytest.raises(SoapFault) as info:
-            model.change_profile("cam2.main", **change)  # type: ignore[arg-type]
+            settled(model.change_profile("cam2.main", **change))  # type: ignore[arg-type]
         assert faults(info.value) == ("Receiver", "Action", "ConfigurationConflict")
     assert model.compatible(VIDEO_ENCODER, model.profile("cam2.main"))[0].token == "cam2.main.ve"
 
@@ -233,7 +234,7 @@ def test_a_failed_save_changes_nothing(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(StateStore, "save", lambda self, name, document: refuse(name, document))
     with pytest.raises(SoapFault) as info:
-        harness.model.create_profile("lost")
+        settled(harness.model.create_profile("lost"))
     assert faults(info.value) == ("Receiver", "Action")
     assert [p.token for p in harness.model.profiles() if not p.fixed] == []
 
@@ -252,11 +253,11 @@ def test_generation_moves_with_every_change(tmp_path: Path) -> None:
     """Creating, changing, deleting and invalidate() each advance the generation response caches key on."""
     model = MediaHarness(tmp_path).model
     seen = [model.generation]
-    model.create_profile("g")
+    settled(model.create_profile("g"))
     seen.append(model.generation)
-    model.change_profile("profile1", add=[(VIDEO_SOURCE, "cam2.vsc")])
+    settled(model.change_profile("profile1", add=[(VIDEO_SOURCE, "cam2.vsc")]))
     seen.append(model.generation)
-    model.delete_profile("profile1")
+    settled(model.delete_profile("profile1"))
     seen.append(model.generation)
     model.invalidate()
     seen.append(model.generation)
@@ -281,8 +282,8 @@ def test_host_without_port(host: str, expected: str) -> None:
 def test_ptz_camera_lookup_for_the_ptz_service(tmp_path: Path) -> None:
     """ptz_camera names the camera of a profile's PTZ configuration, "" without one, None for no profile."""
     model = MediaHarness(tmp_path, ptz=swing_only_ptz).model
-    model.create_profile("moves", configurations=[(PTZ, "swing.ptzc")])
-    model.create_profile("still", configurations=[(VIDEO_SOURCE, "cam2.vsc")])
+    settled(model.create_profile("moves", configurations=[(PTZ, "swing.ptzc")]))
+    settled(model.create_profile("still", configurations=[(VIDEO_SOURCE, "cam2.vsc")]))
     assert [model.ptz_camera(t) for t in ("swing.sub", "profile1", "cam2.main", "profile2", "nope")] == [
         "swing", "swing", "", "", None,
     ]

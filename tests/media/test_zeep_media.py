@@ -9,6 +9,8 @@ way out (the services are wrapped, not changed).
 
 from __future__ import annotations
 
+import inspect
+
 import os
 import time
 import uuid
@@ -91,7 +93,14 @@ def validating(service: Service) -> Service:
     def wrap(operation: Operation) -> Operation:
         def handler(ctx: RequestContext) -> Any:
             result = operation.handler(ctx)
-            assert isinstance(result, _Element), "media and device handlers answer synchronously"
+            if inspect.isawaitable(result):
+                async def later() -> _Element:
+                    element = await result
+                    schema.validate(element)
+                    return element
+
+                return later()
+            assert isinstance(result, _Element)
             schema.validate(result)
             return result
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +23,7 @@ from atomrelay.onvif.base import AccessClass, Caller, RequestContext, Service, S
 from atomrelay.onvif.device import PATH, DeviceService, TimeZone, host_time_zone
 from atomrelay.onvif.users import UserStore
 from atomrelay.state import StateStore
+from tests.helpers import settled
 from tests.onvif import schema
 
 CORE = schema.REFERENCE / "spec" / "Core.xml"
@@ -86,6 +89,8 @@ class Harness:
         body = TDS(name, *children)
         context = RequestContext(body=body, caller=caller, host=host, service_path=PATH)
         result = self.device.service().operations[name].handler(context)
+        if inspect.isawaitable(result):
+            result = settled(result)
         assert isinstance(result, etree._Element)
         assert result.tag == ns.q(ns.TDS, name + "Response")
         schema.validate(result)

@@ -14,6 +14,7 @@ from atomrelay.onvif import ns
 from atomrelay.onvif.base import AccessClass, Operation, RequestContext, Service, sender_fault
 from atomrelay.onvif.server import REPLY_CACHE_SIZE, BoundedRequest, OnvifResource
 from atomrelay.onvif.soap import Maker
+from tests.helpers import settled
 from tests.media.support import MediaHarness
 from tests.onvif.conftest import (
     SOAP11_TYPE,
@@ -128,7 +129,7 @@ def test_media_get_profiles_answer_follows_profile_changes(tmp_path: Path) -> No
 
     before = tokens()
     assert tokens() == before
-    harness.model.create_profile("new", None)
+    settled(harness.model.create_profile("new", None))
     assert tokens() == [*before, "profile1"]
 
 

@@ -12,6 +12,7 @@ from atomrelay.config import User
 from atomrelay.onvif.base import SoapFault
 from atomrelay.onvif.users import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH, MAX_USERS, UserStore
 from atomrelay.state import StateStore
+from tests.helpers import settled
 
 ADMIN = User("admin", "secret", "Administrator")
 
@@ -23,7 +24,7 @@ def make_store(tmp_path: Path, *config_users: User) -> UserStore:
 def fault_of(call: object) -> SoapFault:
     assert callable(call)
     with pytest.raises(SoapFault) as info:
-        call()
+        settled(call())
     return info.value
 
 
@@ -32,21 +33,20 @@ def test_lookup_finds_config_users(tmp_path: Path) -> None:
     users = make_store(tmp_path)
     assert users.lookup("admin") == ADMIN
     assert users.lookup("nobody") is None
-    assert users.is_fixed("admin")
 
 
 def test_created_users_survive_a_restart(tmp_path: Path) -> None:
     """Users created over ONVIF are saved in state_dir and found by a new UserStore."""
-    make_store(tmp_path).create([User("viewer", "pw1", "User"), User("op", "pw2", "Operator")])
+    settled(make_store(tmp_path).create([User("viewer", "pw1", "User"), User("op", "pw2", "Operator")]))
     again = make_store(tmp_path)
     assert again.lookup("viewer") == User("viewer", "pw1", "User")
     assert [u.username for u in again.list()] == ["admin", "viewer", "op"]
-    assert not again.is_fixed("viewer")
+    assert settled(again.delete(["viewer"])) is None
 
 
 def test_state_file_is_private_and_holds_only_created_users(tmp_path: Path) -> None:
     """users.json is mode 0600 and never contains the config users (their password lives in the config)."""
-    make_store(tmp_path).create([User("viewer", "pw1", "User")])
+    settled(make_store(tmp_path).create([User("viewer", "pw1", "User")]))
     path = tmp_path / "users.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     saved = json.loads(path.read_text())
@@ -63,10 +63,10 @@ def test_config_users_cannot_be_deleted_or_changed(tmp_path: Path) -> None:
 
 def test_config_wins_over_a_saved_user_of_the_same_name(tmp_path: Path) -> None:
     """A saved user later defined in the config is the config user (fixed, config password)."""
-    make_store(tmp_path).create([User("ops", "old", "User")])
+    settled(make_store(tmp_path).create([User("ops", "old", "User")]))
     users = make_store(tmp_path, ADMIN, User("ops", "fromconfig", "Operator"))
     assert users.lookup("ops") == User("ops", "fromconfig", "Operator")
-    assert users.is_fixed("ops")
+    assert fault_of(lambda: users.delete(["ops"])).subcodes == ("InvalidArgVal", "FixedUser")
     assert [u.username for u in users.list()] == ["admin", "ops"]
 
 
@@ -109,8 +109,8 @@ def test_too_many_users_is_a_receiver_fault(tmp_path: Path) -> None:
 def test_delete_removes_created_users_and_persists(tmp_path: Path) -> None:
     """DeleteUsers removes the user now and after a restart."""
     users = make_store(tmp_path)
-    users.create([User("viewer", "pw", "User")])
-    users.delete(["viewer"])
+    settled(users.create([User("viewer", "pw", "User")]))
+    settled(users.delete(["viewer"]))
     assert users.lookup("viewer") is None
     assert make_store(tmp_path).lookup("viewer") is None
 
@@ -118,7 +118,7 @@ def test_delete_removes_created_users_and_persists(tmp_path: Path) -> None:
 def test_delete_of_an_unknown_user_deletes_nothing(tmp_path: Path) -> None:
     """DeleteUsers with one unknown name fails with ter:UsernameMissing and keeps the others."""
     users = make_store(tmp_path)
-    users.create([User("viewer", "pw", "User")])
+    settled(users.create([User("viewer", "pw", "User")]))
     assert fault_of(lambda: users.delete(["viewer", "ghost"])).subcodes == ("InvalidArgVal", "UsernameMissing")
     assert users.lookup("viewer") is not None
 
@@ -126,8 +126,8 @@ def test_delete_of_an_unknown_user_deletes_nothing(tmp_path: Path) -> None:
 def test_set_user_changes_password_and_level(tmp_path: Path) -> None:
     """SetUser replaces password and level of a created user, persistently."""
     users = make_store(tmp_path)
-    users.create([User("viewer", "pw", "User")])
-    users.set([User("viewer", "better", "Operator")])
+    settled(users.create([User("viewer", "pw", "User")]))
+    settled(users.set([User("viewer", "better", "Operator")]))
     assert make_store(tmp_path).lookup("viewer") == User("viewer", "better", "Operator")
 
 
@@ -143,7 +143,7 @@ def test_set_user_changes_password_and_level(tmp_path: Path) -> None:
 def test_set_user_faults_are_the_ones_core_lists(tmp_path: Path, user: User, subcodes: tuple[str, ...]) -> None:
     """SetUser answers each invalid change with the subcode Core specifies and changes nothing."""
     users = make_store(tmp_path)
-    users.create([User("viewer", "pw", "User")])
+    settled(users.create([User("viewer", "pw", "User")]))
     assert fault_of(lambda: users.set([user])).subcodes == subcodes
     assert users.lookup("viewer") == User("viewer", "pw", "User")
 

@@ -27,6 +27,7 @@ from atomrelay.camera.ptz import (
     TooManyPresets,
 )
 from atomrelay.state import StateError, StateStore
+from tests.helpers import settled
 from tests.camera.support import CAM2, SWING, Bench, camera_config
 from tests.helpers import ROOT
 
@@ -159,7 +160,7 @@ def test_presets_and_home_survive_a_restart(tmp_path: Path) -> None:
     bench.wait(ptz.set_home())
     assert "posrec" in sim.commands and sim.home == (88.75, 45.0)
     assert (door, gate) == ("swing.preset1", "swing.preset2")
-    ptz.remove_preset(door)
+    settled(ptz.remove_preset(door))
     third = bench.wait(ptz.set_preset(name="Yard"))
     assert third == "swing.preset3"  # tokens are never reused
     _, sim2, again = rig(tmp_path)
@@ -205,7 +206,7 @@ def test_preset_rules(tmp_path: Path) -> None:
     with pytest.raises(PtzMoving):
         bench.wait(ptz.set_preset(token=a))
     with pytest.raises(NoSuchPreset):
-        ptz.remove_preset("nope")
+        settled(ptz.remove_preset("nope"))
 
 
 def test_failed_save_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

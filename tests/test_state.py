@@ -1,0 +1,166 @@
+"""Saved state: writes leave the reactor, one at a time per document, latest winning; bad files are kept aside."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
+
+from atomrelay.config import parse_config
+from atomrelay.onvif import ns
+from atomrelay.sim.camera import SimulatedCamera, listen_camera
+from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
+from atomrelay.state import StateError, StateStore
+from atomrelay.tap import build_relay
+from tests.helpers import free_port, poll
+from tests.test_reload import call, child, op
+
+
+class ManualRunner:
+    """A ``Runner`` whose writes run only when the test says so, to see what waits for what."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Callable[[], None], Deferred[None]]] = []
+
+    def __call__(self, function: Callable[[], None]) -> Deferred[None]:
+        done: Deferred[None] = Deferred()
+        self.pending.append((function, done))
+        return done
+
+    def finish_one(self) -> None:
+        function, done = self.pending.pop(0)
+        try:
+            function()
+        except Exception:  # noqa: BLE001 - handed to the waiting Deferred
+            done.errback(Failure())
+        else:
+            done.callback(None)
+
+
+def test_saves_of_one_document_are_written_one_at_a_time_latest_winning(tmp_path: Path) -> None:
+    """While a save is on the disk, later saves wait; of those only the latest is written, and all are told."""
+    runner = ManualRunner()
+    store = StateStore(tmp_path, run=runner)
+    outcomes: list[Any] = []
+    for number in range(3):
+        store.save("doc", {"n": number}).addBoth(outcomes.append)
+    store.save("other", {"x": 1}).addBoth(outcomes.append)
+    assert len(runner.pending) == 2  # "doc" 0 and "other": one write per document at a time
+    runner.finish_one()
+    assert json.loads((tmp_path / "doc.json").read_text()) == {"n": 0}
+    assert len(runner.pending) == 2  # "other", then "doc" 2 (1 was superseded)
+    runner.finish_one()
+    runner.finish_one()
+    assert json.loads((tmp_path / "doc.json").read_text()) == {"n": 2}
+    assert outcomes == [None, None, None, None]
+    assert not runner.pending
+
+
+def test_a_failed_write_fails_every_caller_waiting_for_it(tmp_path: Path) -> None:
+    """A write that cannot happen (the directory is a file) fails its callers with StateError."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    store = StateStore(blocker / "state")
+    failures: list[Failure] = []
+    store.save("doc", {}).addErrback(failures.append)
+    assert len(failures) == 1 and failures[0].check(StateError)
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2, 3]", "\"a string\""])
+def test_an_unreadable_file_is_moved_aside_not_overwritten(tmp_path: Path, content: str) -> None:
+    """Bad JSON or another JSON type than expected: defaults are used and the file is kept as .corrupt-<time>."""
+    (tmp_path / "presets.json").write_text(content)
+    store = StateStore(tmp_path)
+    assert store.load("presets", {}) == {}
+    kept = list(tmp_path.glob("presets.json.corrupt-*"))
+    assert len(kept) == 1 and kept[0].read_text() == content
+    assert not (tmp_path / "presets.json").exists()
+    store.save("presets", {"fine": True})
+    assert kept[0].read_text() == content
+
+
+def relay_config(tmp_path: Path, port: int, api_port: int, camera_port: int) -> Any:
+    text = "\n".join([
+        "onvif:",
+        "  bind: 127.0.0.1",
+        f"  port: {port}",
+        "  users: [{username: admin, password: 'pw-123', role: Administrator}]",
+        "discovery: {enabled: false}",
+        "mediamtx:",
+        f"  api_url: http://127.0.0.1:{api_port}",
+        f"state_dir: {tmp_path / 'state'}",
+        "cameras:",
+        "  - id: cam1",
+        "    host: 127.0.0.1",
+        f"    http_port: {camera_port}",
+        "    model: ATOM_CamV3C",
+        "    streams: [{name: main, rtsp_path: video0_unicast, codec: h264, audio: none}]",
+    ]) + "\n"
+    return parse_config(text, "<test>")
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_a_slow_disk_does_not_stall_other_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While CreateUsers waits for a write held on the disk, GetSystemDateAndTime is answered; CreateUsers
+    answers only after its write succeeded."""
+    release = threading.Event()
+    real_write = StateStore.write
+
+    def held_write(self: StateStore, name: str, data: bytes) -> None:
+        if name == "users":
+            release.wait(30)
+        real_write(self, name, data)
+
+    monkeypatch.setattr(StateStore, "write", held_write)
+    camera_port: Any = listen_camera(reactor, SimulatedCamera(reactor, "ATOM_CamV3C"))
+    mediamtx_port: Any = listen_mediamtx(reactor, FakeMediamtx(reactor))
+    port = free_port()
+    relay: Any = build_relay(
+        relay_config(tmp_path, port, mediamtx_port.getHost().port, camera_port.getHost().port), reactor
+    )
+    relay.startService()
+    url = f"http://127.0.0.1:{port}/onvif/device_service"
+    try:
+        await poll(lambda: _listening(port), what="the relay listening")
+        answered: list[int] = []
+        user = op(ns.TDS, "User", child(ns.TT, "Username", "viewer"), child(ns.TT, "Password", "pw-viewer"),
+                  child(ns.TT, "UserLevel", "User"))
+        creating = Deferred.fromCoroutine(call(url, op(ns.TDS, "CreateUsers", user)))
+        creating.addCallback(lambda result: answered.append(result[0]))
+        for _ in range(3):
+            code, _answer = await call(url, op(ns.TDS, "GetSystemDateAndTime"))
+            assert code == 200
+        assert answered == [] and not (tmp_path / "state" / "users.json").exists()
+        release.set()
+        await poll(lambda: answered == [200], what="CreateUsers answered after its write")
+        saved = json.loads((tmp_path / "state" / "users.json").read_text())
+        assert [u["username"] for u in saved["users"]] == ["viewer"]
+    finally:
+        release.set()
+        await relay.stopService()
+        await camera_port.stopListening()
+        await mediamtx_port.stopListening()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_identity_is_written_before_the_reactor_runs(tmp_path: Path) -> None:
+    """The relay's identity is on disk as soon as it is made (it names the device before anything is served)."""
+    from atomrelay.identity import load_identity
+
+    identity = load_identity(StateStore(tmp_path, run=lambda function: succeed(None)))
+    assert json.loads((tmp_path / "identity.json").read_text()) == {"uuid": str(identity.uuid)}

@@ -30,7 +30,7 @@ from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -137,24 +137,6 @@ def _observe(deferred: Deferred[Any]) -> Deferred[Any]:
 
     deferred.addBoth(passthrough)
     return copy
-
-
-def when_listening(listener: Any) -> Deferred[None]:
-    """Fires once a ``strports.service`` listener listens; fails if its listen failed.
-
-    Twisted has no public hook for this: ``StreamServerEndpointService`` keeps the
-    ``listen()`` Deferred in ``_waitingForPort`` (since Twisted 10.2), set when the
-    service starts. Call this after the listener has started.
-    """
-    waiting: Deferred[Any] | None = getattr(listener, "_waitingForPort", None)
-    if waiting is None:
-        raise RuntimeError(f"{listener!r} has not started listening")
-
-    def check(port: object) -> None:
-        if not IListeningPort.providedBy(port):
-            raise RuntimeError("the listener failed to listen")
-
-    return _observe(waiting).addCallback(check)
 
 
 class SystemdNotifier(Service):

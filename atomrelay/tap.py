@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, cast
 
-from twisted.application import strports
+from twisted.application import service
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, FirstError, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.web import pages
 from twisted.web.resource import Resource
 
@@ -57,7 +59,7 @@ from atomrelay.onvif.security import Authenticator
 from atomrelay.onvif.server import BoundedRequest, OnvifResource
 from atomrelay.onvif.users import UserStore
 from atomrelay.state import StateError, StateStore
-from atomrelay.systemd import SystemdNotifier, when_listening
+from atomrelay.systemd import SystemdNotifier
 
 log = Logger(namespace="atomrelay.tap")
 
@@ -109,6 +111,8 @@ class RelayService(MultiService):
         self.generation: Generation | None = None
         self.on_reloading: list[Callable[[], None]] = []
         self.on_reloaded: list[Callable[[str], None]] = []
+        self.reload_outcome = ""
+        """What the last reload did ("config reloaded", "config reload refused: ...", "config reload failed: ...")."""
         self._reloading = False
         self._reload_again = False
         self._previous_handler: Any = None
@@ -130,23 +134,36 @@ class RelayService(MultiService):
         """The ONVIF devices served now (one in aggregate mode, one per camera in per_camera mode)."""
         return self.generation.devices if self.generation is not None else []
 
-    def install(self, generation: Generation) -> None:
-        """Make ``generation`` the served one: listeners first, then its workers (not started here)."""
+    def listeners_for(self, generation: Generation) -> dict[tuple[str, int], tuple[Listener, SwitchRoot]]:
+        """New (unbound, unstarted) listeners for the addresses of ``generation`` that nothing listens on yet."""
+        fresh: dict[tuple[str, int], tuple[Listener, SwitchRoot]] = {}
         for key, (name, root) in generation.roots.items():
             if key in self.listeners:
-                self.listeners[key][1].switch(root)
                 continue
             switch = SwitchRoot(root)
             site: Any = GuardedSite(
                 switch, requestFactory=BoundedRequest, logFormatter=access_log_formatter, access_log=self.access_log
             )
             site.displayTracebacks = False
-            listener: Any = strports.service(_strport(*key), site, reactor=self.reactor)
-            listener.is_listener = True
-            listener.setName(name)
-            listener.setServiceParent(self)
+            listener = Listener(self.reactor, key[0], key[1], site)
+            cast(Any, listener).setName(name)
+            fresh[key] = (listener, switch)
+        return fresh
+
+    def install(
+        self, generation: Generation, fresh: dict[tuple[str, int], tuple[Listener, SwitchRoot]] | None = None
+    ) -> None:
+        """Make ``generation`` the served one: listeners first (``fresh`` ones may be bound already),
+        then its workers (not started here)."""
+        for key, (name, root) in generation.roots.items():
+            if key in self.listeners:
+                self.listeners[key][1].switch(root)
+        for key, (listener, switch) in (self.listeners_for(generation) if fresh is None else fresh).items():
+            cast(Any, listener).setServiceParent(self)
             self.listeners[key] = (listener, switch)
         self.generation = generation
+        for action in generation.on_install:
+            action()
         cast(Any, generation.workers).setServiceParent(self)
         discovery = self.parts.discovery
         if discovery is None and generation.config.discovery.enabled:
@@ -175,10 +192,15 @@ class RelayService(MultiService):
         return cast(Deferred[None], cast(Any, MultiService).stopService(self))
 
     def _on_sighup(self, signum: int, frame: Any) -> None:
-        self.reactor.callFromThread(self.reload)
+        self.reactor.callFromThread(lambda: self.reload().addErrback(self.log_failure, "config reload"))
+
+    def log_failure(self, failure: Failure, what: str) -> None:
+        """Errback for work nobody waits for: log what failed, with its traceback."""
+        self.log.failure("{what} failed", failure, what=what)
 
     def reload(self) -> Deferred[None]:
-        """Re-read the config file and apply it; an invalid file changes nothing (one log line why)."""
+        """Re-read the config file and apply it, all or nothing: anything that fails leaves the relay
+        serving the previous config (one log line why), and systemd hears READY either way."""
 
         async def run() -> None:
             if self._reloading:
@@ -188,7 +210,11 @@ class RelayService(MultiService):
             try:
                 while True:
                     self._reload_again = False
-                    await self._reload_once()
+                    for hook in self.on_reloading:
+                        hook()
+                    outcome = self.reload_outcome = await self._reload_once()
+                    for done in self.on_reloaded:
+                        done(outcome)
                     if not self._reload_again:
                         return
             finally:
@@ -196,21 +222,41 @@ class RelayService(MultiService):
 
         return Deferred.fromCoroutine(run())
 
-    async def _reload_once(self) -> None:
+    async def _reload_once(self) -> str:
+        """Apply the config file once; the outcome for systemd's STATUS line."""
         assert self.config_path is not None and self.generation is not None
-        for hook in self.on_reloading:
-            hook()
         try:
             config = load_config(self.config_path)
             if config.state_dir != self.config.state_dir:
                 raise ConfigError(f"{self.config_path}: state_dir: changing it needs a restart")
         except ConfigError as exc:
             self.log.error("config reload refused, still running on the previous config: {error}", error=str(exc))
-            for done in self.on_reloaded:
-                done("config reload refused: " + str(exc).splitlines()[0])
-            return
+            return "config reload refused: " + str(exc).splitlines()[0]
+        fresh: dict[tuple[str, int], tuple[Listener, SwitchRoot]] = {}
+        try:
+            new = build_generation(self.parts, config, self)
+            fresh = self.listeners_for(new)
+            await gatherResults([listener.bind() for listener, _ in fresh.values()], consumeErrors=True)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the running generation stays
+            error = exc.subFailure.value if isinstance(exc, FirstError) else exc
+            for listener, _ in fresh.values():
+                await listener.stopService()
+            self.log.error("config reload failed, still running on the previous config: {error}",
+                           error=f"{type(error).__name__}: {error}" if not isinstance(error, OSError) else str(error))
+            return f"config reload failed: {error}"
+        await self._switch(new, fresh)
+        self.log.info(
+            "config reloaded: {cameras} cameras, {streams} streams, {devices} ONVIF devices",
+            cameras=len(config.cameras), streams=sum(len(c.streams) for c in config.cameras),
+            devices=len(new.devices),
+        )
+        return "config reloaded"
+
+    async def _switch(self, new: Generation, fresh: dict[tuple[str, int], tuple[Listener, SwitchRoot]]) -> None:
+        """Retire the running generation and serve ``new`` (built, its new sockets bound)."""
+        config = new.config
         old = self.generation
-        new = build_generation(self.parts, config, self)
+        assert old is not None
         await _maybe_deferred(cast(Any, old.workers).disownServiceParent())
         discovery = self.parts.discovery
         kept = discovery is not None and config.discovery.enabled and discovery.config == config.discovery
@@ -228,28 +274,84 @@ class RelayService(MultiService):
         self.parts.authenticator.http_basic = config.onvif.http_basic
         for device_id in [d for d in self.parts.subscriptions if d not in {p.device_id for p in new.plans}]:
             await _maybe_deferred(cast(Any, self.parts.subscriptions.pop(device_id)).disownServiceParent())
-        self.install(new)
+        self.install(new, fresh)
         if kept and discovery is not None:
             await discovery.update(new.targets)
-        self.log.info(
-            "config reloaded: {cameras} cameras, {streams} streams, {devices} ONVIF devices",
-            cameras=len(config.cameras), streams=sum(len(c.streams) for c in config.cameras),
-            devices=len(new.devices),
-        )
-        for done in self.on_reloaded:
-            done("config reloaded")
 
     def restart_workers(self) -> Deferred[None]:
         """Restart every child except the listeners (ONVIF SystemReboot)."""
 
         async def restart() -> None:
-            workers: list[Any] = [svc for svc in self if not getattr(svc, "is_listener", False)]
+            workers: list[Any] = [svc for svc in self if not isinstance(svc, Listener)]
             for svc in reversed(workers):
                 await _maybe_deferred(svc.stopService())
             for svc in workers:
                 svc.startService()
 
         return Deferred.fromCoroutine(restart())
+
+
+class Listener(service.Service):
+    """One TCP listener of the relay, whose socket can be bound before it is put in service.
+
+    A reload binds the new generation's listeners (``bind``) before it touches the
+    running one, so that a taken port is found while the old config still serves.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, bind: str, port: int, factory: Any) -> None:
+        self.address = f"{bind}:{port}"
+        self._endpoint = cast(Any, endpoints.serverFromString)(reactor, _strport(bind, port))
+        self._factory = factory
+        self._port: Any = None
+        self._failure: Failure | None = None
+        self._state = "unbound"  # unbound -> binding -> done
+        self._observers: list[Deferred[None]] = []
+
+    def bind(self) -> Deferred[None]:
+        """Fires once the socket is bound (binding it on the first call), fails with why it could not be."""
+        observer: Deferred[None] = Deferred()
+        self._observers.append(observer)
+        if self._state == "unbound":
+            self._state = "binding"
+            self._endpoint.listen(self._factory).addBoth(self._bound)
+        elif self._state == "done":
+            self._tell()
+        return observer
+
+    def _bound(self, result: object) -> None:
+        if isinstance(result, Failure):
+            self._failure = result
+        else:
+            self._port = result
+        self._state = "done"
+        self._tell()
+
+    def _tell(self) -> None:
+        observers, self._observers = self._observers, []
+        for observer in observers:
+            if self._failure is not None:
+                observer.errback(self._failure)
+            else:
+                observer.callback(None)
+
+    def startService(self) -> None:
+        """Bind (unless a reload already did); a failure is logged, and READY is never sent."""
+        cast(Any, service.Service).startService(self)
+
+        def failed(failure: Failure) -> None:
+            self.log.error("cannot listen on {address}: {error}", address=self.address, error=str(failure.value))
+
+        self.bind().addErrback(failed)
+
+    def stopService(self) -> Deferred[None]:
+        """Close the socket, if it was bound."""
+        cast(Any, service.Service).stopService(self)
+        port, self._port, self._failure, self._state = self._port, None, None, "unbound"
+        if port is None:
+            return succeed(None)
+        return maybeDeferred(port.stopListening)
 
 
 class SwitchRoot(Resource):
@@ -396,7 +498,10 @@ class Wiring:
     events: EventHub
     notify_client: Any
     subscriptions: dict[str, Subscriptions]
-    """Each device's event subscriptions by device id (the Persistent dict)."""
+    """Each device's event subscriptions by device id (the Persistent dict; read-only while building)."""
+    on_install: list[Callable[[], None]]
+    """What to change in the persistent parts once the generation is installed (never while building:
+    a reload that fails must leave the running generation as it was)."""
 
 
 @dataclass
@@ -436,16 +541,22 @@ def device_services(wiring: Wiring, plan: DevicePlan, root: Resource) -> list[Se
     subscriptions = wiring.subscriptions.get(plan.device_id)
     if subscriptions is None:
         subscriptions = Subscriptions(wiring.reactor, wiring.events, plan.cameras, wiring.notify_client)
-        cast(Any, subscriptions).setServiceParent(wiring.relay)
-        wiring.subscriptions[plan.device_id] = subscriptions
+        wiring.on_install.append(lambda: adopt_subscriptions(wiring, plan.device_id, subscriptions))
     else:
-        subscriptions.update_cameras(plan.cameras)
+        existing = subscriptions
+        wiring.on_install.append(lambda: existing.update_cameras(plan.cameras))
     services = [MediaService(media).service(), Media2Service(media).service()]
     if any(camera.model == "auto" or facts_for(camera.model).ptz for camera in plan.cameras):
         services.append(ptz.service())
     services.append(ImagingService(plan.cameras, cameras, wiring.health.state).service())
     services.append(EventsService(wiring.reactor, plan.cameras, wiring.events, subscriptions).service())
     return services
+
+
+def adopt_subscriptions(wiring: Wiring, device_id: str, subscriptions: Subscriptions) -> None:
+    """Keep a new device's event subscriptions across generations and start them (once installed)."""
+    cast(Any, subscriptions).setServiceParent(wiring.relay)
+    wiring.subscriptions[device_id] = subscriptions
 
 
 def build_device(wiring: Wiring, plan: DevicePlan, root: Resource) -> OnvifDevice:
@@ -482,6 +593,8 @@ class Generation:
     """(bind, port) → (listener name, site root)."""
     targets: list[Target]
     """What WS-Discovery announces: one target per device."""
+    on_install: list[Callable[[], None]]
+    """See ``Wiring.on_install``."""
 
 
 def no_cookies() -> Any:
@@ -552,14 +665,19 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
     reactor = parts.reactor
     store = parts.store
     users = UserStore(config.onvif.users, store)
-    parts.users = users
+    on_install: list[Callable[[], None]] = []
+
+    def use_users() -> None:
+        parts.users = users
+
+    on_install.append(use_users)
     workers: Any = cast(Any, MultiService)()
     workers.setName("generation")
     mediamtx = MediamtxClient(parts.http_client, config.mediamtx, clock=reactor)
     reconciler = Reconciler(reactor, mediamtx, config, store)
 
     def reboot() -> None:
-        reactor.callLater(1.0, relay.restart_workers)
+        reactor.callLater(1.0, lambda: relay.restart_workers().addErrback(relay.log_failure, "SystemReboot"))
 
     http_root: Any = _Root()
     mediamtx_root: Any = _Root()
@@ -596,6 +714,7 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
         events=events,
         notify_client=parts.notify_client,
         subscriptions=parts.subscriptions,
+        on_install=on_install,
     )
     aggregate = config.onvif.mode != "per_camera"
     plans = plan_devices(config, parts.identity)
@@ -621,7 +740,7 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
         discovery="on" if config.discovery.enabled else "off",
         api=config.mediamtx.api_url,
     )
-    return Generation(config, workers, reconciler, plans, devices, roots, targets)
+    return Generation(config, workers, reconciler, plans, devices, roots, targets, on_install)
 
 
 def makeService(options: usage.Options) -> IService:
@@ -630,10 +749,10 @@ def makeService(options: usage.Options) -> IService:
 
     config = options["loaded"] if "loaded" in options else load_config(options["config"])
     relay = build_relay(config, reactor, config_path=options["config"], access_log=bool(options["access-log"]))
-    listeners = [svc for svc in relay if getattr(svc, "is_listener", False)]
+    listeners = [svc for svc in relay if isinstance(svc, Listener)]
     notifier = SystemdNotifier(
         reactor,
-        ready=lambda: [*(when_listening(svc) for svc in listeners), relay.reconciler.ready],
+        ready=lambda: [*(listener.bind() for listener in listeners), relay.reconciler.ready],
         status=lambda: relay_status(relay.config, relay),
     )
     relay.on_reloading.append(notifier.reloading)
@@ -649,10 +768,13 @@ def makeService(options: usage.Options) -> IService:
 def relay_status(config: Config, relay: RelayService) -> str:
     """The systemd STATUS= line: what the relay serves and how much of it mediamtx has."""
     streams = sum(len(camera.streams) for camera in config.cameras)
-    return (
+    status = (
         f"{len(config.cameras)} cameras, {streams} streams; "
         f"{len(relay.reconciler.owned_paths)} mediamtx paths registered"
     )
+    if relay.reload_outcome and relay.reload_outcome != "config reloaded":
+        status += f"; {relay.reload_outcome} (still on the previous config)"
+    return status
 
 
 # --- the demo: simulated cameras and a mediamtx stand-in on loopback ---------------------------

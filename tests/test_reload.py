@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 from atomrelay.onvif import ns
 from atomrelay.sim.camera import SimulatedCamera, listen_camera
 from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
-from tests.helpers import VENV_BIN, free_port, poll
+from tests.helpers import VENV_BIN, child_env, free_port, poll
 from tests.onvif.conftest import soap_envelope, soap_iso, soap_security
 from tests.test_cli import answers, spawn
 
@@ -182,3 +182,138 @@ async def test_reload_applies_clock_skew_and_http_basic(tmp_path: Path) -> None:
     assert relay.parts.authenticator is authenticator  # its replay memory is kept
     assert (authenticator.max_clock_skew, authenticator.http_basic) == (30.0, True)
     assert any(value.startswith(b"Basic") for value in authenticator.challenge_headers())
+
+
+def per_camera_config(path: Path, api_port: int, cameras: list[tuple[str, int, int]]) -> None:
+    """A per_camera config: (camera id, camera HTTP port, ONVIF port) per camera."""
+    lines = [
+        "onvif:",
+        "  mode: per_camera",
+        "  bind: 127.0.0.1",
+        f"  port: {free_port()}",
+        "  users: [{username: admin, password: 'pw-123', role: Administrator}]",
+        "discovery: {enabled: false}",
+        "mediamtx:",
+        f"  api_url: http://127.0.0.1:{api_port}",
+        "  poll_interval: 200ms",
+        "  wait_timeout: 5s",
+        f"state_dir: {path.parent / 'state'}",
+        "cameras:",
+    ]
+    for cam_id, http_port, onvif_port in cameras:
+        lines += [
+            f"  - id: {cam_id}",
+            "    host: 127.0.0.1",
+            f"    http_port: {http_port}",
+            f"    onvif_port: {onvif_port}",
+            "    model: ATOM_CamV3C",
+            "    streams: [{name: main, rtsp_path: video0_unicast, codec: h264, audio: transcode}]",
+        ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_onto_a_taken_port_keeps_serving_the_old_config(tmp_path: Path) -> None:
+    """A reload whose new per-camera port is taken by someone else changes nothing: the old ports answer
+    with the old config, one line says why, and systemd hears READY=1 with a STATUS saying it failed."""
+    import socket
+    import uuid
+
+    from tests.packaging.support import NotifyListener
+    from tests.test_cli import Collect
+
+    fake = FakeMediamtx(Clock())
+    api = listen_mediamtx(reactor, fake)
+    cam = listen_camera(reactor, SimulatedCamera(reactor, "ATOM_CamV3C"))
+    living_port = free_port()
+    cfg = tmp_path / "config.yaml"
+    per_camera_config(cfg, api.getHost().port, [("living", cam.getHost().port, living_port)])
+    listener = NotifyListener("\0atomrelay-reload-" + uuid.uuid4().hex)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    proto = Collect()
+    args = [str(VENV_BIN / "atomrelay"), "run", "-c", str(cfg)]
+    env = {**child_env(), "NOTIFY_SOCKET": listener.env_value}
+    process: Any = reactor.spawnProcess(proto, args[0], args, env=env, path=str(tmp_path))
+    media = f"http://127.0.0.1:{living_port}/onvif/media_service"
+    try:
+        await poll(lambda: listener.seen("READY"), timeout=30, what="READY=1 at start")
+        assert await profile_tokens(media) == ["living.main"]
+        listener.drain().clear()
+        per_camera_config(cfg, api.getHost().port, [("living", cam.getHost().port, living_port),
+                                                     ("porch", cam.getHost().port, taken.getsockname()[1])])
+        process.signalProcess("HUP")
+        await poll(lambda: b"config reload failed" in proto.output, timeout=15, what="the failure log line")
+        await poll(lambda: listener.seen("READY"), timeout=5, what="READY=1 after the failed reload")
+        messages = list(listener.drain())
+        assert messages[0].get("RELOADING") == "1"
+        ready = next(m for m in messages if "READY" in m)
+        assert "config reload failed" in ready["STATUS"] and "previous config" in ready["STATUS"]
+        assert f"127.0.0.1:{taken.getsockname()[1]}".encode() in proto.output
+        assert await profile_tokens(media) == ["living.main"]
+        assert "porch/main" not in fake.paths and "living/main" in fake.paths
+        process.signalProcess("TERM")
+        await proto.ended
+    finally:
+        if process.pid is not None:
+            process.signalProcess("KILL")
+        taken.close()
+        listener.close()
+        await api.stopListening()
+        await cam.stopListening()
+    assert b"Traceback" not in proto.output
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_with_a_part_that_fails_to_build_keeps_the_old_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception while building the new generation leaves the running one (listeners, users, devices)
+    untouched, is logged once, and no Deferred is left with an unhandled error."""
+    import gc
+
+    from twisted.logger import globalLogPublisher
+
+    from atomrelay.config import load_config
+    from atomrelay.onvif import imaging
+    from atomrelay.tap import build_relay
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    path = tmp_path / "config.yaml"
+    ports = (free_port(), free_port(), [("cam1", free_port())])
+    write_config(path, *ports)
+    relay: Any = build_relay(load_config(str(path)), reactor, config_path=str(path))
+    relay.startService()
+    try:
+        await poll(lambda: _answers_sync(ports[1]), what="the relay listening")
+        running, users = relay.generation, relay.parts.users
+        outcomes: list[str] = []
+        relay.on_reloaded.append(outcomes.append)
+
+        def broken(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("a bug in building the imaging service")
+
+        monkeypatch.setattr(imaging.ImagingService, "__init__", broken)
+        write_config(path, *ports, onvif_extra=("max_clock_skew: 30s",))
+        await relay.reload()
+        assert outcomes == ["config reload failed: a bug in building the imaging service"]
+        assert relay.generation is running and relay.parts.users is users
+        assert relay.parts.authenticator.max_clock_skew == 300.0
+        assert await profile_tokens(f"http://127.0.0.1:{ports[1]}/onvif/media_service") == ["cam1.main"]
+        errors = [e for e in events if e.get("log_level") is not None and e["log_level"].name in ("error", "critical")]
+        assert len(errors) == 1 and "config reload failed" in errors[0]["log_format"]
+    finally:
+        await relay.stopService()
+        gc.collect()
+        globalLogPublisher.removeObserver(events.append)
+    assert not [e for e in events if "Unhandled error in Deferred" in str(e.get("log_format", ""))]
+
+
+def _answers_sync(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -13,13 +13,8 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.application import strports
-from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.defer import Deferred, fail
-from twisted.internet.error import CannotListenError
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from atomrelay.systemd import (
@@ -28,7 +23,6 @@ from atomrelay.systemd import (
     SystemdNotifier,
     socket_address,
     watchdog_interval,
-    when_listening,
 )
 
 from .support import NotifyListener
@@ -204,32 +198,6 @@ def test_send_failure_is_logged_once_and_not_raised(tmp_path: Path) -> None:
         sender.close()
     warnings = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
     assert len(warnings) == 1 and "cannot notify systemd" in warnings[0]
-
-
-def test_when_listening_follows_a_real_strports_listener(path_listener: NotifyListener) -> None:
-    """READY waits for a strports listener that listened; one whose listen failed never makes it ready."""
-    reactor = MemoryReactor()
-    good: Any = strports.service("tcp:0:interface=127.0.0.1", Factory.forProtocol(Protocol), reactor=reactor)
-    good.privilegedStartService()
-    when_listening(good)  # already listening: fires at once
-
-    class Refusing:
-        def listen(self, factory: object) -> Deferred[Any]:
-            return fail(CannotListenError("127.0.0.1", 1, OSError("in use")))
-
-    bad = StreamServerEndpointService(Refusing(), Factory.forProtocol(Protocol))
-    bad.startService()
-    errors: list[Any] = []
-    when_listening(bad).addErrback(errors.append)
-    assert errors and "failed to listen" in str(errors[0].value)
-
-    condition = when_listening(bad)
-    service = SystemdNotifier(Clock(), ready=lambda: [condition], status=lambda: "x",
-                              environ={"NOTIFY_SOCKET": path_listener.env_value})
-    service.startService()
-    assert not path_listener.seen("READY")
-    service.stopService()
-    condition.addErrback(lambda _: None)  # the notifier only observed it
 
 
 @pytest_twisted.ensureDeferred

@@ -51,7 +51,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict atomrelay
 
 test: system-deps $(STAMP) typecheck
-	$(BIN)/python -m pytest -q tests --ignore=tests/packaging/test_frozen.py
+	$(BIN)/python -m pytest -q tests --ignore=tests/packaging/test_frozen.py -m "not aio"
+	$(BIN)/python -m pytest -q tests --ignore=tests/packaging/test_frozen.py -m aio --reactor=asyncio
 ifeq ($(FROZEN_TEST),yes)
 	@$(MAKE) --no-print-directory frozen-test
 endif

@@ -303,7 +303,8 @@ class Listener(service.Service):
     def __init__(self, reactor: Any, bind: str, port: int, factory: Any) -> None:
         self.address = f"{bind}:{port}"
         self._endpoint = cast(Any, endpoints.serverFromString)(reactor, _strport(bind, port))
-        self._factory = factory
+        self.factory = factory
+        """The site served on this socket."""
         self._port: Any = None
         self._failure: Failure | None = None
         self._state = "unbound"  # unbound -> binding -> done
@@ -315,7 +316,7 @@ class Listener(service.Service):
         self._observers.append(observer)
         if self._state == "unbound":
             self._state = "binding"
-            self._endpoint.listen(self._factory).addBoth(self._bound)
+            self._endpoint.listen(self.factory).addBoth(self._bound)
         elif self._state == "done":
             self._tell()
         return observer

@@ -30,22 +30,17 @@ from typing import Any, Coroutine, TypeVar, cast
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
-from twisted.internet.error import (
-    ConnectError,
-    ConnectingCancelledError,
-    ConnectionLost,
-    DNSLookupError,
-    TimeoutError as ConnectTimeout,
-)
+from twisted.internet.error import ConnectError, ConnectingCancelledError, ConnectionLost, DNSLookupError
+from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._newclient import RequestTransmissionFailed, ResponseNeverReceived
-from twisted.web.client import ResponseFailed
+from twisted.web.client import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
 
 from atomrelay.camera.digest import DigestError, authorization, pick_challenge
-from atomrelay.clock import Clock, DelayedCall
+from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig
+from atomrelay.netfailure import describe, is_cancellation, url_host
 
 T = TypeVar("T")
 
@@ -169,7 +164,7 @@ class CameraClient:
         self.http = http
         self.camera = camera
         self.timeout = timeout
-        self.base = f"http://{_url_host(camera.host)}:{camera.http_port}"
+        self.base = f"http://{url_host(camera.host)}:{camera.http_port}"
         self._clock = cast(Clock, clock) if clock is not None else None
         self._nc = 0
 
@@ -250,11 +245,11 @@ class CameraClient:
 
     def _failure(self, exc: BaseException, what: str) -> BaseException:
         """The exception to raise for a transport failure: cancellations stay cancellations when a clock times us."""
-        if _is_cancellation(exc):
+        if is_cancellation(exc):
             if self._clock is not None:
                 return CancelledError()
             return CameraTimeout(f"{self._where} {what}: timed out")
-        return CameraUnavailable(f"{self._where} {what}: {_describe(exc)}")
+        return CameraUnavailable(f"{self._where} {what}: {describe(exc)}")
 
     async def status(self, timeout: float | None = None) -> dict[str, str]:
         """``cmd.cgi?name=status`` as a key → value mapping; CameraReplyError for a page that is markup."""
@@ -322,10 +317,6 @@ def _key_values(text: str, wanted: tuple[str, ...] | None = None) -> dict[str, s
     return values
 
 
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
 def _request_uri(url: str) -> str:
     parts = urlsplit(url)
     return parts.path + (f"?{parts.query}" if parts.query else "")
@@ -336,23 +327,3 @@ async def _drain(response: Any) -> None:
         await response.content()
     except Exception:  # noqa: BLE001 - the body of a 401 does not matter
         pass
-
-
-def _is_cancellation(exc: BaseException) -> bool:
-    """Whether ``exc`` is (or wraps, as treq's ResponseNeverReceived does) a cancellation or timeout.
-
-    A request cancelled while still connecting fails with ConnectingCancelledError.
-    """
-    kinds = (CancelledError, TimeoutError, ConnectingCancelledError)
-    if isinstance(exc, kinds):
-        return True
-    reasons = getattr(exc, "reasons", None) or []
-    return any(isinstance(r, Failure) and isinstance(r.value, kinds) for r in reasons)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, (ResponseFailed, ResponseNeverReceived, RequestTransmissionFailed)):
-        return "; ".join(str(reason.value) for reason in exc.reasons) or "connection lost"
-    if isinstance(exc, ConnectTimeout):
-        return "timed out"
-    return str(exc) or type(exc).__name__

@@ -36,7 +36,7 @@ from twisted.logger import Logger
 
 from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig
-from atomrelay.events.messages import notification_message, parse_duration, parse_time, xs_datetime
+from atomrelay.events.messages import notification_message
 from atomrelay.events.state import Event, EventHub
 from atomrelay.events.subscriptions import (
     DEFAULT_TERMINATION,
@@ -60,6 +60,7 @@ from atomrelay.onvif.base import (
     sender_fault,
 )
 from atomrelay.onvif.soap import Maker
+from atomrelay.xml.xstypes import parse_duration, parse_time, xs_datetime
 
 PATH = "/onvif/events_service"
 SUBSCRIPTION_PATH = PATH + "/subscription/"

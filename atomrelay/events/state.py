@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import CameraConfig
 from atomrelay.events.topics import CELL_MOTION, MOTION_ALARM, OBJECT, SIGNAL_LOSS, TOPICS, Topic
+from atomrelay.xml.xstypes import xs_bool
 
 HEALTH_STATES = ("unknown", "online", "degraded", "offline")
 
@@ -47,10 +48,6 @@ class _CameraState:
     motion_end: DelayedCall | None = None
     health: str = "online"
     reason: str = ""
-
-
-def _bool(value: bool) -> str:
-    return "true" if value else "false"
 
 
 class EventHub(Service):
@@ -133,9 +130,9 @@ class EventHub(Service):
         if lost != was_lost:
             self.log.info(
                 "camera {camera_id} is {state} ({reason}): SignalLoss {lost}",
-                camera_id=camera_id, state=state, reason=reason, lost=_bool(lost),
+                camera_id=camera_id, state=state, reason=reason, lost=xs_bool(lost),
             )
-            self._emit(Event(SIGNAL_LOSS, camera_id, self._clock.seconds(), (("State", _bool(lost)),), "Changed"))
+            self._emit(Event(SIGNAL_LOSS, camera_id, self._clock.seconds(), (("State", xs_bool(lost)),), "Changed"))
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -166,11 +163,11 @@ class EventHub(Service):
     @staticmethod
     def _value(state: _CameraState, topic: Topic) -> tuple[tuple[str, str], ...] | None:
         if topic is MOTION_ALARM:
-            return (("State", _bool(state.motion)),)
+            return (("State", xs_bool(state.motion)),)
         if topic is CELL_MOTION:
-            return (("IsMotion", _bool(state.motion)),)
+            return (("IsMotion", xs_bool(state.motion)),)
         if topic is SIGNAL_LOSS:
-            return (("State", _bool(state.health == "offline")),)
+            return (("State", xs_bool(state.health == "offline")),)
         return None
 
     # --- service ---------------------------------------------------------------------------
@@ -194,8 +191,8 @@ class EventHub(Service):
 
     def _emit_motion(self, camera_id: str, motion: bool) -> None:
         now = self._clock.seconds()
-        self._emit(Event(MOTION_ALARM, camera_id, now, (("State", _bool(motion)),), "Changed"))
-        self._emit(Event(CELL_MOTION, camera_id, now, (("IsMotion", _bool(motion)),), "Changed"))
+        self._emit(Event(MOTION_ALARM, camera_id, now, (("State", xs_bool(motion)),), "Changed"))
+        self._emit(Event(CELL_MOTION, camera_id, now, (("IsMotion", xs_bool(motion)),), "Changed"))
 
     def _cancel_motion(self, state: _CameraState) -> None:
         if state.motion_end is not None and state.motion_end.active():

@@ -36,6 +36,7 @@ from lxml.etree import QName, _Element
 
 from atomrelay.onvif import ns, tokens
 from atomrelay.onvif.soap import Maker
+from atomrelay.xml.xstypes import xs_bool
 
 CONCRETE = "http://docs.oasis-open.org/wsn/t-1/TopicExpression/Concrete"
 CONCRETE_SET = "http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet"
@@ -129,7 +130,7 @@ def _description(topic: Topic) -> _Element:
 
     return _TT(
         "MessageDescription",
-        {"IsProperty": "true" if topic.is_property else "false"},
+        {"IsProperty": xs_bool(topic.is_property)},
         items("Source", topic.source),
         items("Data", topic.data),
     )

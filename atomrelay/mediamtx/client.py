@@ -13,20 +13,20 @@ as it is.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from treq.client import HTTPClient
 from treq.content import collect
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import MediamtxConfig
+from atomrelay.netfailure import describe, is_cancellation
 
 T = TypeVar("T")
 
@@ -160,9 +160,9 @@ class MediamtxClient:
         except (CancelledError, MediamtxError):
             raise
         except Exception as exc:
-            if _is_cancellation(exc):
+            if is_cancellation(exc):
                 raise CancelledError() from exc
-            raise MediamtxUnavailable(f"{what}: cannot reach mediamtx at {self._base}: {_describe(exc)}") from exc
+            raise MediamtxUnavailable(f"{what}: cannot reach mediamtx at {self._base}: {describe(exc)}") from exc
         content_type = (response.headers.getRawHeaders("content-type") or [b""])[0]
         if isinstance(content_type, bytes):
             content_type = content_type.decode("latin-1")
@@ -278,34 +278,6 @@ class MediamtxClient:
     def delete_path(self, name: str) -> Deferred[None]:
         """``DELETE /v3/config/paths/delete/<name>``; fails with PathNotFound if it does not exist."""
         return self._write("DELETE", "/v3/config/paths/delete", name, None)
-
-
-def _is_cancellation(exc: BaseException) -> bool:
-    """Whether ``exc`` is (or wraps, as treq's ResponseNeverReceived does) a cancellation.
-
-    A request cancelled while still connecting fails with ConnectingCancelledError.
-    """
-    kinds = (CancelledError, ConnectingCancelledError)
-    if isinstance(exc, kinds):
-        return True
-    reasons = getattr(exc, "reasons", None) or []
-    return any(isinstance(r, Failure) and isinstance(r.value, kinds) for r in reasons)
-
-
-def _describe(exc: BaseException) -> str:
-    """A short human description of a connection-level failure."""
-    reasons = getattr(exc, "reasons", None)
-    if reasons:
-        inner = "; ".join(
-            _describe(r.value) if isinstance(r, Failure) and r.value is not None else str(r) for r in reasons
-        )
-        if type(exc).__name__ == "ResponseNeverReceived":
-            return f"connection closed without an answer ({inner})"
-        if type(exc).__name__ == "ResponseFailed":
-            return f"answer cut off ({inner})"
-        return inner
-    text = str(exc).strip() or type(exc).__name__
-    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
 
 
 def _snippet(value: object, limit: int = 200) -> str:

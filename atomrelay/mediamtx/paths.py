@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 from atomrelay.config import CameraConfig, MediamtxConfig, StreamConfig
+from atomrelay.netfailure import url_host
 
 # Readers wait this long for the camera (Wi-Fi, RTSP handshake, ffmpeg probing of a
 # main stream whose SDP lacks SPS/PPS) before mediamtx gives up on them; mediamtx's
@@ -82,10 +83,7 @@ def path_name(camera: CameraConfig, stream: StreamConfig) -> str:
 def _url_host(host: str) -> str:
     if "$" in host:
         raise PathConfError(f"camera host {host!r} contains '$', which mediamtx would expand as a variable")
-    if ":" in host:
-        address, _, zone = host.partition("%")
-        return f"[{address}%25{quote(zone, safe='')}]" if zone else f"[{address}]"
-    return host
+    return url_host(host)
 
 
 def camera_rtsp_url(camera: CameraConfig, stream: StreamConfig) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import functools
 import ipaddress
 import os
 import re
@@ -47,6 +46,7 @@ from atomrelay.onvif.base import (
 from atomrelay.onvif.soap import Maker
 from atomrelay.onvif.users import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH, MAX_USERS, UserStore
 from atomrelay.state import StateError, StateStore
+from atomrelay.xml.xstypes import xs_bool
 
 PATH = "/onvif/device_service"
 VERSION = (26, 6)
@@ -79,17 +79,8 @@ POSIX_TZ = re.compile(rf"^{_TZ_NAME}{_TZ_OFFSET}(?P<dst>{_TZ_NAME}(?:{_TZ_OFFSET
 """A POSIX 1003.1 section 8.3 TZ string, as ONVIF's TimeZone/TZ requires."""
 
 
-class _Maker(Maker):
-    """``soap.Maker`` with attribute access, lxml ElementMaker style: ``TDS.Name(...)`` builds ``tds:Name``."""
-
-    def __getattr__(self, tag: str) -> Callable[..., _Element]:
-        if tag.startswith("_"):
-            raise AttributeError(tag)
-        return functools.partial(self, tag)
-
-
-TDS = _Maker(ns.TDS, _NSMAP)
-TT = _Maker(ns.TT, _NSMAP)
+TDS = Maker(ns.TDS, _NSMAP)
+TT = Maker(ns.TT, _NSMAP)
 
 
 @dataclass(frozen=True)
@@ -313,7 +304,7 @@ class DeviceService:
         return TDS.GetSystemDateAndTimeResponse(
             TDS.SystemDateAndTime(
                 TT.DateTimeType("NTP"),
-                TT.DaylightSavings(_bool(self._zone.daylight_savings)),
+                TT.DaylightSavings(xs_bool(self._zone.daylight_savings)),
                 TT.TimeZone(TT.TZ(self._zone.posix)),
                 TT.UTCDateTime(*_date_time(time.gmtime(now))),
                 TT.LocalDateTime(*_date_time(self._zone.localtime(now))),
@@ -378,8 +369,8 @@ class DeviceService:
                     TT.IPFilter("false"), TT.ZeroConfiguration("false"), TT.IPVersion6("false"), TT.DynDNS("false")
                 ),
                 TT.System(
-                    TT.DiscoveryResolve(_bool(self._config.discovery.enabled)),
-                    TT.DiscoveryBye(_bool(self._config.discovery.enabled)),
+                    TT.DiscoveryResolve(xs_bool(self._config.discovery.enabled)),
+                    TT.DiscoveryBye(xs_bool(self._config.discovery.enabled)),
                     TT.RemoteDiscovery("false"),
                     TT.SystemBackup("false"),
                     TT.SystemLogging("false"),
@@ -393,10 +384,10 @@ class DeviceService:
             events = _service_capabilities(service, ctx)
             return TT.Events(
                 xaddr,
-                TT.WSSubscriptionPolicySupport(_bool(_flag(events, "WSSubscriptionPolicySupport", False))),
+                TT.WSSubscriptionPolicySupport(xs_bool(_flag(events, "WSSubscriptionPolicySupport", False))),
                 TT.WSPullPointSupport("true"),
                 TT.WSPausableSubscriptionManagerInterfaceSupport(
-                    _bool(_flag(events, "WSPausableSubscriptionManagerInterfaceSupport", False))
+                    xs_bool(_flag(events, "WSPausableSubscriptionManagerInterfaceSupport", False))
                 ),
             )
         if category == "Media":
@@ -407,9 +398,9 @@ class DeviceService:
             return TT.Media(
                 xaddr,
                 TT.StreamingCapabilities(
-                    TT.RTPMulticast(_bool(_flag(streaming, "RTPMulticast", False))),
-                    TT.RTP_TCP(_bool(_flag(streaming, "RTP_TCP", False))),
-                    TT.RTP_RTSP_TCP(_bool(_flag(streaming, "RTP_RTSP_TCP", True))),
+                    TT.RTPMulticast(xs_bool(_flag(streaming, "RTPMulticast", False))),
+                    TT.RTP_TCP(xs_bool(_flag(streaming, "RTP_TCP", False))),
+                    TT.RTP_RTSP_TCP(xs_bool(_flag(streaming, "RTP_RTSP_TCP", True))),
                 ),
                 TT.Extension(
                     TT.ProfileCapabilities(
@@ -480,8 +471,8 @@ class DeviceService:
             ),
             TDS.System(
                 {
-                    "DiscoveryResolve": _bool(discovery),
-                    "DiscoveryBye": _bool(discovery),
+                    "DiscoveryResolve": xs_bool(discovery),
+                    "DiscoveryBye": xs_bool(discovery),
                     "RemoteDiscovery": "false",
                     "SystemBackup": "false",
                     "SystemLogging": "false",
@@ -490,7 +481,7 @@ class DeviceService:
                     "HttpSystemLogging": "false",
                     "HttpSupportInformation": "false",
                     "StorageConfiguration": "false",
-                    "DiscoveryNotSupported": _bool(not discovery),
+                    "DiscoveryNotSupported": xs_bool(not discovery),
                     "NetworkConfigNotSupported": "true",
                     "UserConfigNotSupported": "false",
                 }
@@ -674,10 +665,6 @@ _LEGACY_SECURITY = (
     "KerberosToken",
     "RELToken",
 )
-
-
-def _bool(value: bool) -> str:
-    return "true" if value else "false"
 
 
 def _parse_bool(text: str, what: str) -> bool:

@@ -45,7 +45,6 @@ from atomrelay.onvif.media_model import (
     VIDEO_ENCODER,
     VIDEO_SOURCE,
     AudioEncoderConfiguration,
-    ElementMaker,
     MediaServiceBase,
     Profile,
     VideoEncoderConfiguration,
@@ -65,8 +64,9 @@ from atomrelay.onvif.media_model import (
     video_source_configuration_element,
     video_source_configuration_options_element,
     video_source_element,
-    xs_bool,
 )
+from atomrelay.onvif.soap import Maker
+from atomrelay.xml.xstypes import xs_bool
 
 PATH = "/onvif/media_service"
 VERSION = (21, 6)
@@ -76,7 +76,7 @@ H264_PROFILES = ("Baseline", "Main", "High")
 UNICAST_PROTOCOLS = frozenset({"UDP", "RTSP", "HTTP"})
 """StreamSetup transports answered with the mediamtx RTSP URI (clients then play it over TCP)."""
 
-TRT = ElementMaker(ns.TRT, {"trt": ns.TRT, "tt": ns.TT})
+TRT = Maker(ns.TRT, {"trt": ns.TRT, "tt": ns.TT})
 _NOT_AUTHORIZED = "Sender not authorized"
 
 

@@ -27,7 +27,6 @@ from atomrelay.onvif.media_model import (
     VIDEO_ENCODER,
     VIDEO_SOURCE,
     AudioEncoderConfiguration,
-    ElementMaker,
     MediaServiceBase,
     Profile,
     VideoEncoderConfiguration,
@@ -41,8 +40,9 @@ from atomrelay.onvif.media_model import (
     required_text,
     video_source_configuration_element,
     video_source_configuration_options_element,
-    xs_bool,
 )
+from atomrelay.onvif.soap import Maker
+from atomrelay.xml.xstypes import xs_bool
 
 PATH = "/onvif/media2_service"
 VERSION = (26, 6)
@@ -51,7 +51,7 @@ UNICAST_PROTOCOLS = frozenset({"RtspUnicast", "RTSP", "RtspOverHttp"})
 """GetStreamUri protocols answered with the mediamtx RTSP URI (clients then play it over TCP)."""
 ALL = "All"
 
-TR2 = ElementMaker(ns.TR2, {"tr2": ns.TR2, "tt": ns.TT})
+TR2 = Maker(ns.TR2, {"tr2": ns.TR2, "tt": ns.TT})
 
 # The ConfigurationSet children the relay can fill, in schema order.
 _SET_ORDER = (VIDEO_SOURCE, AUDIO_SOURCE, VIDEO_ENCODER, AUDIO_ENCODER, PTZ)

@@ -30,7 +30,6 @@ configuration belongs to.
 from __future__ import annotations
 
 import copy
-import functools
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
@@ -69,16 +68,7 @@ PtzHook = Callable[[CameraConfig], Union[_Element, None]]
 moves it), or None for a camera without motors (``PtzService.ptz_configuration_element``)."""
 
 
-class ElementMaker(Maker):
-    """``soap.Maker`` with attribute access: ``TT.Name("x")`` builds ``tt:Name``."""
-
-    def __getattr__(self, tag: str) -> Callable[..., _Element]:
-        if tag.startswith("_"):
-            raise AttributeError(tag)
-        return functools.partial(self, tag)
-
-
-TT = ElementMaker(ns.TT, {"tt": ns.TT})
+TT = Maker(ns.TT, {"tt": ns.TT})
 
 
 @dataclass(frozen=True)
@@ -827,11 +817,6 @@ def host_without_port(host: str) -> str:
 
 
 # --- elements shared by Media and Media2 -------------------------------------------------------
-
-
-def xs_bool(value: bool) -> str:
-    """An ``xs:boolean`` lexical value."""
-    return "true" if value else "false"
 
 
 def video_source_element(tag: str, source: VideoSource) -> _Element:

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
-import time
 from typing import Any, Callable, Mapping, NoReturn, Protocol, Sequence, cast
 
 from lxml.etree import _Element
@@ -67,6 +65,7 @@ from atomrelay.onvif.base import (
     sender_fault,
 )
 from atomrelay.onvif.soap import Maker
+from atomrelay.xml.xstypes import format_duration, parse_duration, xs_datetime
 
 PATH = "/onvif/ptz_service"
 VERSION = (26, 6)
@@ -87,10 +86,6 @@ _NSMAP: dict[str | None, str] = {"tptz": ns.TPTZ, "tt": ns.TT}
 TPTZ = Maker(ns.TPTZ, _NSMAP)
 TT = Maker(ns.TT, _NSMAP)
 _TT_CONFIGURATION = ns.q(ns.TT, "PTZConfiguration")
-_DURATION = re.compile(
-    r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
-)
-
 HealthLookup = Callable[[str], HealthState]
 """``HealthMonitor.state``."""
 
@@ -126,20 +121,6 @@ def media_profile_lookup(model: ProfileSource) -> ProfileLookup:
     return lookup
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in an ``xs:duration`` of days, hours, minutes and seconds (``PT1.5S``, ``PT2M``); ValueError otherwise."""
-    match = _DURATION.match(text.strip())
-    if match is None or text.strip() in ("P", "PT") or text.strip().endswith("T"):
-        raise ValueError(f"{text[:40]!r} is not a duration")
-    parts = {key: float(value) for key, value in match.groupdict().items() if value is not None}
-    return parts.get("d", 0) * 86400 + parts.get("h", 0) * 3600 + parts.get("m", 0) * 60 + parts.get("s", 0)
-
-
-def format_duration(seconds: float) -> str:
-    """An ``xs:duration`` for a number of seconds (``PT10S``, ``PT0.5S``)."""
-    return f"PT{seconds:g}S"
-
-
 def camera_offline_fault(camera_id: str, health: HealthLookup | None) -> SoapFault | None:
     """The ``ter:Action`` fault for a camera the health monitor finds offline, else None."""
     if health is None:
@@ -153,10 +134,6 @@ def camera_offline_fault(camera_id: str, health: HealthLookup | None) -> SoapFau
 def camera_error_fault(camera_id: str, error: CameraError) -> SoapFault:
     """The ``ter:Action`` fault for a camera that did not do what was asked."""
     return receiver_fault("Action", reason=f"camera {camera_id} failed: {error}")
-
-
-def _utc(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _space2d(group: str, uri: str, low: float, high: float) -> _Element:
@@ -437,7 +414,7 @@ class PtzService:
         parts.append(TT("MoveStatus", TT("PanTilt", move_status)))
         if error is not None:
             parts.append(TT("Error", error))
-        parts.append(TT("UtcTime", _utc(self._clock.seconds())))
+        parts.append(TT("UtcTime", xs_datetime(self._clock.seconds())))
         return TPTZ("GetStatusResponse", TPTZ("PTZStatus", *parts))
 
     def get_presets(self, ctx: RequestContext) -> _Element:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from lxml import etree
 from lxml.builder import ElementMaker  # type: ignore[import-not-found, unused-ignore]
@@ -61,7 +61,8 @@ class SoapVersion:
 
 
 class Maker:
-    """A typed front for an lxml ``ElementMaker`` (lxml-stubs lacks lxml.builder): ``maker("Tag", *children)``."""
+    """A typed front for an lxml ``ElementMaker`` (lxml-stubs lacks lxml.builder): ``maker("Tag", *children)``,
+    or with attribute access as lxml's ElementMaker has it: ``TT.Name("x")`` builds ``tt:Name``."""
 
     def __init__(self, namespace: str | None, nsmap: dict[str | None, str] | None = None) -> None:
         self._maker = ElementMaker(namespace=namespace, nsmap=nsmap)
@@ -69,6 +70,11 @@ class Maker:
     def __call__(self, tag: str, *children: Any) -> _Element:
         element: _Element = self._maker(tag, *children)
         return element
+
+    def __getattr__(self, tag: str) -> Callable[..., _Element]:
+        if tag.startswith("_"):
+            raise AttributeError(tag)
+        return functools.partial(self, tag)
 
 
 SOAP_12 = SoapVersion("1.2", ns.SOAP12, b"application/soap+xml; charset=utf-8")

@@ -28,6 +28,8 @@ from atomrelay.state import StateStore
 from atomrelay.tap import RelayService, build_relay, plan_devices
 from tests.helpers import GET_DATE, free_port
 
+pytestmark = pytest.mark.aio
+
 T = TypeVar("T")
 WSDL_DIR = os.path.join(os.path.dirname(onvif.__file__), "wsdl")
 CAMERAS = (("porch", "Porch Cam"), ("garden", "Garden Cam"), ("garage", "Garage Cam"))

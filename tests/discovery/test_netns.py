@@ -44,7 +44,7 @@ WSDL_DIR = os.path.join(os.path.dirname(onvif.__file__), "wsdl")
 INSIDE = os.environ.get(NETNS_ENV) == "1"
 CAMERAS = (("porch", "Porch Cam"), ("garden", "Garden Cam"), ("garage", "Garage Cam"))
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.aio]
 
 
 # --- the runner (outside) ----------------------------------------------------------------------
@@ -72,7 +72,7 @@ def test_discovery_in_a_private_network_namespace() -> None:
     if not unshare:
         pytest.skip(refusal)
     env = dict(os.environ, **{NETNS_ENV: "1", "PYTHONUNBUFFERED": "1"})
-    command = [*unshare, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+    command = [*unshare, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "--reactor=asyncio",
                "--timeout", "300", str(Path(__file__).relative_to(ROOT))]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=850)
     output = result.stdout + result.stderr

@@ -44,7 +44,7 @@ from atomrelay.onvif.users import UserStore
 from atomrelay.state import StateStore
 from tests.helpers import GET_DATE, poll
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.aio]
 
 T = TypeVar("T")
 WSDL_DIR = os.path.join(os.path.dirname(onvif.__file__), "wsdl")

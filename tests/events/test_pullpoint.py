@@ -8,7 +8,7 @@ import time
 import pytest
 from lxml import etree
 
-from atomrelay.events.messages import parse_datetime
+from atomrelay.xml.xstypes import parse_datetime
 from atomrelay.events.service import PATH
 from atomrelay.onvif import ns, tokens
 from tests.events.support import NOW, TEV, TOKEN1, WSA, WSNT, EventsRelay, messages

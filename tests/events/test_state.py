@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from atomrelay.events.messages import parse_datetime, parse_duration, parse_time, xs_datetime
+from atomrelay.xml.xstypes import parse_datetime, parse_duration, parse_time, xs_datetime
 from atomrelay.events.state import Event, EventHub
 from atomrelay.events.topics import FilterError, parse_topic_expression
 from atomrelay.onvif import ns

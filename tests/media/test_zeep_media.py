@@ -52,7 +52,7 @@ from tests.onvif import schema
 from tests.helpers import count_parses
 from tests.onvif.test_zeep_device import aio
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.aio]
 
 HA_WSDL_DIR = os.path.join(os.path.dirname(onvif.__file__), "wsdl")
 MEDIA2_WSDL = schema.WSDL_DIR / "ver20" / "media" / "wsdl" / "media.wsdl"

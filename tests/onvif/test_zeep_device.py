@@ -36,7 +36,7 @@ from atomrelay.onvif.server import OnvifResource
 from atomrelay.onvif.users import UserStore
 from atomrelay.state import StateStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.aio]
 
 T = TypeVar("T")
 WSDL_DIR = os.path.join(os.path.dirname(onvif.__file__), "wsdl")

@@ -51,7 +51,7 @@ from tests.helpers import poll
 from tests.onvif import schema
 from tests.onvif.test_zeep_device import aio
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.aio]
 
 WSDL_DIR = os.path.join(os.path.dirname(onvif.__file__), "wsdl")
 IDENTITY = Identity(uuid.UUID("0d0e0a0d-0000-4000-8000-0000000f0001"))

@@ -1,0 +1,34 @@
+"""Transport failures of the HTTP clients: cancellations and timeouts are told apart, the rest said briefly."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import CancelledError, TimeoutError
+from twisted.internet.error import ConnectionRefusedError
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseNeverReceived
+
+from atomrelay.netfailure import describe, is_cancellation, url_host
+
+
+def test_cancellations_and_timeouts_are_cancellations_even_wrapped() -> None:
+    """CancelledError and addTimeout's TimeoutError count, also inside treq's ResponseNeverReceived."""
+    assert is_cancellation(CancelledError())
+    assert is_cancellation(TimeoutError())
+    assert is_cancellation(ResponseNeverReceived([Failure(CancelledError())]))
+    assert not is_cancellation(ConnectionRefusedError())
+    assert not is_cancellation(ResponseNeverReceived([Failure(ConnectionRefusedError())]))
+
+
+def test_describe_names_what_happened() -> None:
+    """A lost answer says so with its reason; other errors keep their type name."""
+    assert describe(ResponseNeverReceived([Failure(ConnectionRefusedError("nope"))])).startswith(
+        "connection closed without an answer (ConnectionRefusedError")
+    assert describe(ValueError("bad")) == "ValueError: bad"
+
+
+def test_url_host_brackets_ipv6_and_encodes_the_zone() -> None:
+    """IPv6 goes in brackets with its zone as %25zone (RFC 6874); names and IPv4 stay as they are."""
+    assert url_host("fd00::10") == "[fd00::10]"
+    assert url_host("fe80::1%eth0") == "[fe80::1%25eth0]"
+    assert url_host("[::1]") == "[::1]"
+    assert url_host("192.0.2.1") == "192.0.2.1" and url_host("cam.local") == "cam.local"

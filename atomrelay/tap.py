@@ -566,7 +566,8 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
     http_root.putChild(b"mediamtx", mediamtx_root)
     clients = {camera.id: CameraClient(parts.http_client, camera, clock=reactor) for camera in config.cameras}
     models = ModelRegistry(reactor, config.cameras, clients, store, retry_interval=config.health.interval)
-    health = HealthMonitor(reactor, config.cameras, clients, mediamtx, RtspOptionsProbe(reactor), config.health.interval)
+    health = HealthMonitor(reactor, config.cameras, clients, mediamtx, RtspOptionsProbe(reactor), config.health.interval,
+                           paths_registered=lambda: reconciler.ready.called)
     events = parts.events
     health.on_change.append(lambda camera_id, old, new: events.camera_health_changed(camera_id, new.state, new.reason))
     for worker in (models, health):

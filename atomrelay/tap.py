@@ -39,7 +39,7 @@ from atomrelay.discovery.responder import Target
 from atomrelay.discovery.service import DiscoveryService
 from atomrelay.events.service import EventsService
 from atomrelay.events.state import EventHub
-from atomrelay.events.subscriptions import ConsumerPolicy, Subscriptions, guarded_agent
+from atomrelay.events.subscriptions import ConsumerPolicy, Subscriptions, guarded_agent, saved_state_name
 from atomrelay.events.webhook import WebhookResource, access_log_formatter
 from atomrelay.httpguard import GuardedSite
 from atomrelay.identity import Identity, load_identity
@@ -435,7 +435,8 @@ def device_services(wiring: Wiring, plan: DevicePlan, root: Resource) -> list[Se
     cast(Any, root).putChild(b"snapshot", SnapshotResource(wiring.reactor, cameras, wiring.authenticator))
     subscriptions = wiring.subscriptions.get(plan.device_id)
     if subscriptions is None:
-        subscriptions = Subscriptions(wiring.reactor, wiring.events, plan.cameras, wiring.notify_client)
+        subscriptions = Subscriptions(wiring.reactor, wiring.events, plan.cameras, wiring.notify_client,
+                                      store=wiring.store, state_name=saved_state_name(plan.device_id))
         cast(Any, subscriptions).setServiceParent(wiring.relay)
         wiring.subscriptions[plan.device_id] = subscriptions
     else:

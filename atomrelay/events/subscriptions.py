@@ -189,6 +189,8 @@ class Subscription:
     """Messages lost to the queue bound."""
     expiry: DelayedCall | None = None
     closed: bool = False
+    saved_termination: float = 0.0
+    """The termination time last written to the store."""
 
     @property
     def kind(self) -> str:
@@ -444,6 +446,8 @@ class Subscriptions(Service):
         if self._store is None:
             return
         document = {"version": SAVED_VERSION, "subscriptions": [_saved(sub) for sub in self._subs.values()]}
+        for sub in self._subs.values():
+            sub.saved_termination = sub.termination
         try:
             self._store.save(self._state_name, document)
         except StateError as exc:
@@ -476,6 +480,7 @@ class Subscriptions(Service):
                     self.log.warn("push subscription {sub_id} of {owner} not restored: {error}",
                                   sub_id=sub.id[:8], owner=sub.owner, error=str(exc))
                     continue
+            sub.saved_termination = sub.termination
             self._add(sub, restored=True)
 
     # --- events -------------------------------------------------------------------------------
@@ -526,7 +531,9 @@ class Subscriptions(Service):
         if keep_until > sub.termination:
             sub.termination = keep_until
             self._schedule_expiry(sub)
-            self._save()
+            if keep_until - sub.saved_termination >= PULL_GRACE:
+                # One write per PULL_GRACE of keep-alive at most, however often a client pulls.
+                self._save()
         if sub.queue or timeout <= 0:
             return succeed(self._take(sub, limit))
 

@@ -84,8 +84,8 @@ def test_a_pull_point_and_a_push_subscription_survive_a_restart(tmp_path: Path) 
 
 
 def test_saved_state_follows_renew_pull_unsubscribe_and_expiry(tmp_path: Path) -> None:
-    """The file changes on create, Renew, a pull that keeps the pull point alive, Unsubscribe and expiry,
-    and not on a stop."""
+    """The file changes on create, Renew, pulls that keep the pull point alive (once per 10 s of it), Unsubscribe
+    and expiry, and not on a stop."""
     relay = EventsRelay(state_dir=tmp_path)
     first, _ = relay.create_pull_point("PT60S")
     second, _ = relay.create_pull_point("PT600S")
@@ -94,8 +94,14 @@ def test_saved_state_follows_renew_pull_unsubscribe_and_expiry(tmp_path: Path) -
     assert [e["termination"] for e in saved(relay)] == [NOW + 60, NOW + 300]
     relay.pull(first, "PT0S")
     relay.advance(55)
-    relay.result(relay.pull_start(first, "PT0S"))  # keeps it alive until 10 s past the pull's timeout
-    assert [e["termination"] for e in saved(relay)] == [NOW + 65, NOW + 300]
+    files = []
+    for _ in range(100):  # pulls every 0.1 s keep it alive until 10 s past each: written once per 10 s
+        relay.pull(first, "PT0S")
+        files.append(saved(relay)[0]["termination"] - NOW)
+        relay.advance(0.1)
+    written = [f for i, f in enumerate(files) if i == 0 or f != files[i - 1]]
+    assert written == [60, pytest.approx(70, abs=0.11)]
+    assert relay.subscriptions.get(first.rsplit("/", 1)[1]).termination == pytest.approx(NOW + 64.9 + 10)
     relay.soap(WSNT.Unsubscribe(), first).valid_payload()
     assert [e["address"].rsplit("/", 1)[1] for e in saved(relay)] == [second.rsplit("/", 1)[1]]
     relay.subscriptions.stopService()

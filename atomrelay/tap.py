@@ -41,7 +41,7 @@ from atomrelay.discovery.responder import Target
 from atomrelay.discovery.service import DiscoveryService
 from atomrelay.events.service import EventsService
 from atomrelay.events.state import EventHub
-from atomrelay.events.subscriptions import ConsumerPolicy, Subscriptions, guarded_agent
+from atomrelay.events.subscriptions import ConsumerPolicy, Subscriptions, guarded_agent, saved_state_name
 from atomrelay.events.webhook import WebhookResource, access_log_formatter
 from atomrelay.httpguard import GuardedSite
 from atomrelay.identity import Identity, load_identity
@@ -541,7 +541,8 @@ def device_services(wiring: Wiring, plan: DevicePlan, root: Resource) -> list[Se
     cast(Any, root).putChild(b"snapshot", SnapshotResource(wiring.reactor, cameras, wiring.authenticator))
     subscriptions = wiring.subscriptions.get(plan.device_id)
     if subscriptions is None:
-        subscriptions = Subscriptions(wiring.reactor, wiring.events, plan.cameras, wiring.notify_client)
+        subscriptions = Subscriptions(wiring.reactor, wiring.events, plan.cameras, wiring.notify_client,
+                                      store=wiring.store, state_name=saved_state_name(plan.device_id))
         wiring.on_install.append(lambda: adopt_subscriptions(wiring, plan.device_id, subscriptions))
     else:
         existing = subscriptions
@@ -686,7 +687,8 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
     http_root.putChild(b"mediamtx", mediamtx_root)
     clients = {camera.id: CameraClient(parts.http_client, camera, clock=reactor) for camera in config.cameras}
     models = ModelRegistry(reactor, config.cameras, clients, store, retry_interval=config.health.interval)
-    health = HealthMonitor(reactor, config.cameras, clients, mediamtx, RtspOptionsProbe(reactor), config.health.interval)
+    health = HealthMonitor(reactor, config.cameras, clients, mediamtx, RtspOptionsProbe(reactor), config.health.interval,
+                           paths_registered=lambda: reconciler.ready.called)
     events = parts.events
     health.on_change.append(lambda camera_id, old, new: events.camera_health_changed(camera_id, new.state, new.reason))
     for worker in (models, health):

@@ -18,7 +18,8 @@ state         when
 
 An on-demand path that nobody reads has no stream, and that is normal. mediamtx not
 answering is not the camera's fault: the round then judges the camera on HTTP and
-RTSP alone. A change of state is logged once and reported to the ``on_change``
+RTSP alone, as it does until the paths have been registered (the relay's first
+reconcile pass), so that a first start on an empty mediamtx is not "degraded". A change of state is logged once and reported to the ``on_change``
 callbacks as ``(camera_id, old, new)``; a new reason within the same state only
 updates the reason. The round never raises: a dependency that throws counts as that
 check failing (a raised exception would kill the LoopingCall).
@@ -174,7 +175,8 @@ class HealthMonitor(PeriodicService):
 
     ``clients`` maps camera ids to their ``CameraClient``; ``mediamtx`` is the
     ``MediamtxClient`` (None: no path checks); ``rtsp_probe`` checks the RTSP port
-    (``RtspOptionsProbe(reactor)`` in the relay). Each check is given ``timeout``
+    (``RtspOptionsProbe(reactor)`` in the relay); ``paths_registered`` says whether the
+    camera paths have been registered in mediamtx yet (no path checks until it is true). Each check is given ``timeout``
     seconds (default: a third of the interval, at most 5 s) and is abandoned as failed
     at 1.25 times that, whatever the dependency does, so a round never outlives its
     interval and a camera that stops answering is offline at the end of the first
@@ -193,8 +195,10 @@ class HealthMonitor(PeriodicService):
         rtsp_probe: RtspProbe,
         interval: float = 30.0,
         timeout: float | None = None,
+        paths_registered: Callable[[], bool] = lambda: True,
     ) -> None:
         super().__init__(clock, interval)
+        self._paths_registered = paths_registered
         self._clock = cast(Clock, clock)
         self._cameras = tuple(cameras)
         self._clients = clients
@@ -263,8 +267,8 @@ class HealthMonitor(PeriodicService):
                 timer.cancel()
 
     async def _paths(self) -> dict[str, dict[str, Any]] | None:
-        """mediamtx's runtime paths by name, or None when mediamtx cannot tell."""
-        if self._mediamtx is None:
+        """mediamtx's runtime paths by name, or None when mediamtx cannot tell (yet)."""
+        if self._mediamtx is None or not self._paths_registered():
             return None
         try:
             items = await self._bounded(self._mediamtx.list_paths())

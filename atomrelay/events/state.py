@@ -2,14 +2,16 @@
 
 The ATOM Cam firmware only ever says "motion now" (``alarmEvent``) and never "motion
 over", so the hub ends a camera's motion itself after ``motion_timeout`` seconds without
-a further alarm; a repeated alarm pushes the end out and is not a new transition. Every
+a further alarm; a repeated alarm pushes the end out and is not a new transition. A
+recognised object class (``recognitionNotify``) is a pulse on ObjectDetector and a
+state on its MyRuleDetector topic that ends the same way, each class on its own. Every
 transition becomes an ``Event`` handed to the listeners (the per-device subscription
 stores), which filter and deliver it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Collection, Sequence
 
 from twisted.application.service import Service
@@ -17,7 +19,7 @@ from twisted.logger import Logger
 
 from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import CameraConfig
-from atomrelay.events.topics import CELL_MOTION, MOTION_ALARM, OBJECT, SIGNAL_LOSS, TOPICS, Topic
+from atomrelay.events.topics import CELL_MOTION, CLASS_TOPICS, MOTION_ALARM, OBJECT, SIGNAL_LOSS, TOPICS, Topic
 from atomrelay.xml.xstypes import xs_bool
 
 HEALTH_STATES = ("unknown", "online", "degraded", "offline")
@@ -46,6 +48,8 @@ class _CameraState:
     camera: CameraConfig
     motion: bool = False
     motion_end: DelayedCall | None = None
+    objects: dict[str, DelayedCall] = field(default_factory=dict)
+    """The object classes recognised within ``motion_timeout``, each with the call that ends it."""
     health: str = "online"
     reason: str = ""
 
@@ -77,7 +81,7 @@ class EventHub(Service):
         wanted = {camera.id: camera for camera in cameras}
         for camera_id in list(self._cameras):
             if camera_id not in wanted:
-                self._cancel_motion(self._cameras.pop(camera_id))
+                self._cancel_timers(self._cameras.pop(camera_id))
         for camera_id, camera in wanted.items():
             state = self._cameras.get(camera_id)
             if state is None:
@@ -111,13 +115,24 @@ class EventHub(Service):
         self._emit_motion(camera_id, True)
 
     def object_detected(self, camera_id: str, object_class: str) -> None:
-        """A ``recognitionNotify`` naming an object class (``Human``, ``Vehicle``, ``Animal``)."""
+        """A ``recognitionNotify`` naming an object class (``Human``, ``Vehicle``, ``Animal``): an
+        ObjectDetector pulse, and the class's MyRuleDetector state on (or on for another ``motion_timeout``)."""
         state = self._cameras.get(camera_id)
         if state is None:
             return
         now = self._clock.seconds()
         self.log.info("camera {camera_id}: recognised {object_class}", camera_id=camera_id, object_class=object_class)
         self._emit(Event(OBJECT, camera_id, now, (("ClassTypes", object_class),)))
+        topic = CLASS_TOPICS.get(object_class)
+        if topic is None:
+            return
+        end = state.objects.get(object_class)
+        if end is not None and end.active():
+            end.reset(self.motion_timeout)
+            return
+        end = self._clock.callLater(self.motion_timeout, self._object_over, camera_id, object_class)
+        state.objects[object_class] = end
+        self._emit(Event(topic, camera_id, now, (("State", "true"),), "Changed"))
 
     def camera_health_changed(self, camera_id: str, state: str, reason: str) -> None:
         """The health monitor's verdict; ``offline`` raises SignalLoss, anything else clears it."""
@@ -168,14 +183,17 @@ class EventHub(Service):
             return (("IsMotion", xs_bool(state.motion)),)
         if topic is SIGNAL_LOSS:
             return (("State", xs_bool(state.health == "offline")),)
+        for object_class, class_topic in CLASS_TOPICS.items():
+            if topic is class_topic:
+                return (("State", xs_bool(object_class in state.objects)),)
         return None
 
     # --- service ---------------------------------------------------------------------------
 
     def stopService(self) -> None:
-        """Cancel the motion timers; motion in progress is forgotten."""
+        """Cancel the motion and object timers; motion and objects in progress are forgotten."""
         for state in self._cameras.values():
-            self._cancel_motion(state)
+            self._cancel_timers(state)
         super().stopService()  # type: ignore[no-untyped-call]
 
     # --- plumbing --------------------------------------------------------------------------
@@ -189,16 +207,26 @@ class EventHub(Service):
         self.log.info("camera {camera_id}: motion over", camera_id=camera_id)
         self._emit_motion(camera_id, False)
 
+    def _object_over(self, camera_id: str, object_class: str) -> None:
+        state = self._cameras.get(camera_id)
+        if state is None or state.objects.pop(object_class, None) is None:
+            return
+        self.log.info("camera {camera_id}: {object_class} gone", camera_id=camera_id, object_class=object_class)
+        topic = CLASS_TOPICS[object_class]
+        self._emit(Event(topic, camera_id, self._clock.seconds(), (("State", xs_bool(False)),), "Changed"))
+
     def _emit_motion(self, camera_id: str, motion: bool) -> None:
         now = self._clock.seconds()
         self._emit(Event(MOTION_ALARM, camera_id, now, (("State", xs_bool(motion)),), "Changed"))
         self._emit(Event(CELL_MOTION, camera_id, now, (("IsMotion", xs_bool(motion)),), "Changed"))
 
-    def _cancel_motion(self, state: _CameraState) -> None:
-        if state.motion_end is not None and state.motion_end.active():
-            state.motion_end.cancel()
+    def _cancel_timers(self, state: _CameraState) -> None:
+        for call in (state.motion_end, *state.objects.values()):
+            if call is not None and call.active():
+                call.cancel()
         state.motion_end = None
         state.motion = False
+        state.objects.clear()
 
     def _emit(self, event: Event) -> None:
         for listener in list(self.listeners):

@@ -15,6 +15,14 @@ consumer, one request at a time, queued messages batched. A failed or timed-out 
 retried after each of ``retry_delays``; when the last retry fails too the subscription
 is dropped (the consumer's next Renew gets a fault and it subscribes again).
 
+Saved state: with a ``StateStore``, every live subscription (id and address, owner,
+filters, termination time, push consumer) is kept in ``state_dir``
+(``event_subscriptions.json``, ``event_subscriptions-<camera id>.json`` per per-camera
+device) and restored when the store starts again, so that a client's next PullMessages
+or Renew after a relay restart finds its subscription. Queued messages are not saved: a
+restored subscription starts with the current value of every property (Initialized).
+Expired subscriptions are not restored; an unreadable file is logged and ignored.
+
 Consumer addresses (SSRF): only ``http`` and ``https`` URLs with a host and without
 user info are accepted, at most 2048 characters, and never a configured camera's host.
 Addresses must be unicast and routable on a LAN: loopback (unless the policy allows it),
@@ -27,6 +35,8 @@ to when the Notify is sent (so DNS tricks cannot reach them either).
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
@@ -55,6 +65,7 @@ from atomrelay.config import CameraConfig
 from atomrelay.events.messages import NOTIFY_CONTENT_TYPE, notify_document
 from atomrelay.events.state import Event, EventHub
 from atomrelay.events.topics import TOPICS, TopicFilter
+from atomrelay.state import StateStore
 
 MAX_SUBSCRIPTIONS = 64
 """Live subscriptions (pull and push together) per device; MaxPullPoints."""
@@ -73,7 +84,15 @@ RETRY_DELAYS = (1.0, 2.0, 4.0)
 PULL_GRACE = 10.0
 """A pull keeps its pull point alive this long past its timeout."""
 MAX_CONSUMER_URL = 2048
+SAVED_VERSION = 1
+"""Version of the saved subscriptions document."""
 _DISCARD_LIMIT = 64 * 1024
+_SUBSCRIPTION_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def saved_state_name(device_id: str) -> str:
+    """The StateStore name of a device's saved subscriptions (``device_id`` empty: the aggregate device)."""
+    return f"event_subscriptions-{device_id}" if device_id else "event_subscriptions"
 
 
 class UnknownSubscription(Exception):
@@ -170,6 +189,8 @@ class Subscription:
     """Messages lost to the queue bound."""
     expiry: DelayedCall | None = None
     closed: bool = False
+    saved_termination: float = 0.0
+    """The termination time last written to the store."""
 
     @property
     def kind(self) -> str:
@@ -226,8 +247,10 @@ class Subscriptions(Service):
     ``cameras`` are the cameras the device exposes: only their events reach its
     subscriptions. ``http_client`` (a treq ``HTTPClient``) sends the Notify requests;
     build it on ``guarded_agent`` so that host names resolving to refused addresses are
-    refused too. Stopping the service ends every subscription (like a device reboot);
-    a config reload should keep it running and call ``update_cameras``.
+    refused too. With a ``store``, subscriptions are saved there under ``state_name``
+    and restored on start. Stopping the service ends every subscription in memory (the
+    saved ones come back on the next start); a config reload should keep it running
+    and call ``update_cameras``.
     """
 
     log = Logger()
@@ -243,8 +266,12 @@ class Subscriptions(Service):
         queue_limit: int = QUEUE_LIMIT,
         notify_timeout: float = NOTIFY_TIMEOUT,
         retry_delays: Sequence[float] = RETRY_DELAYS,
+        store: StateStore | None = None,
+        state_name: str = "event_subscriptions",
     ) -> None:
         self._clock = clock
+        self._store = store
+        self._state_name = state_name
         self._hub = hub
         self._http = http_client
         self.policy = policy
@@ -311,16 +338,19 @@ class Subscriptions(Service):
         subscription_id = secrets.token_hex(16)
         return subscription_id, address_prefix + subscription_id, filters, termination, owner
 
-    def _add(self, sub: Subscription) -> None:
+    def _add(self, sub: Subscription, restored: bool = False) -> None:
         self._subs[sub.id] = sub
         self._schedule_expiry(sub)
         self.log.info(
-            "{kind} subscription {sub_id} created by {owner}, {count} live",
+            "{kind} subscription {sub_id} {how} {owner}, {count} live",
             kind=sub.kind,
             sub_id=sub.id[:8],
+            how="restored for" if restored else "created by",
             owner=sub.owner,
             count=len(self._subs),
         )
+        if not restored:
+            self._save()
         for event in self._hub.properties(self._camera_ids):
             if sub.wants(event):
                 self._enqueue(sub, event)
@@ -331,6 +361,7 @@ class Subscriptions(Service):
         sub = self.get(subscription_id)
         sub.termination = termination
         self._schedule_expiry(sub)
+        self._save()
         return sub
 
     def unsubscribe(self, subscription_id: str) -> None:
@@ -357,7 +388,7 @@ class Subscriptions(Service):
         if sub is not None:
             self._end(sub, "expired")
 
-    def _end(self, sub: Subscription, why: str) -> None:
+    def _end(self, sub: Subscription, why: str, save: bool = True) -> None:
         if sub.closed:
             return
         sub.closed = True
@@ -379,6 +410,8 @@ class Subscriptions(Service):
             dropped=sub.dropped,
             count=len(self._subs),
         )
+        if save:
+            self._save()
 
     @staticmethod
     def _timers(sub: Subscription) -> list[DelayedCall | None]:
@@ -389,18 +422,63 @@ class Subscriptions(Service):
         return []
 
     def startService(self) -> None:
-        """Listen to the hub again after a stop (construction already listens)."""
+        """Restore the saved subscriptions; listen to the hub again after a stop (construction already listens)."""
         if self.publish not in self._hub.listeners:
             self._hub.listeners.append(self.publish)
         super().startService()  # type: ignore[no-untyped-call]
+        self._restore()
 
     def stopService(self) -> None:
-        """End every subscription, cancelling waiting pulls and Notify requests in flight; stop listening."""
+        """End every subscription, cancelling waiting pulls and Notify requests in flight; stop listening.
+
+        The saved state is left as it is, so the subscriptions come back on the next start.
+        """
         for sub in list(self._subs.values()):
-            self._end(sub, "ended: the relay is stopping")
+            self._end(sub, "closed: the relay is stopping", save=False)
         if self.publish in self._hub.listeners:
             self._hub.listeners.remove(self.publish)
         super().stopService()  # type: ignore[no-untyped-call]
+
+    # --- saved state ---------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        """Write every live subscription to the store (the one place that saves)."""
+        if self._store is None:
+            return
+        document = {"version": SAVED_VERSION, "subscriptions": [_saved(sub) for sub in self._subs.values()]}
+        for sub in self._subs.values():
+            sub.saved_termination = sub.termination
+        self._store.save_in_background(self._state_name, document, "event subscriptions (a restart will lose them)")
+
+    def _restore(self) -> None:
+        """Bring back the saved subscriptions that have not expired, each primed with Initialized events."""
+        if self._store is None:
+            return
+        document = self._store.load(self._state_name, {})
+        if not document:
+            return
+        try:
+            saved = _parse_saved(document)
+        except ValueError as exc:
+            self.log.error(
+                "cannot restore event subscriptions from {path}: {error}; starting without them",
+                path=str(self._store.directory / f"{self._state_name}.json"),
+                error=str(exc),
+            )
+            return
+        now = self._clock.seconds()
+        for sub in saved:
+            if sub.termination <= now or sub.id in self._subs or len(self._subs) >= self.max_subscriptions:
+                continue
+            if isinstance(sub, PushSubscription):
+                try:
+                    sub.consumer = self.policy.check_url(sub.consumer, self._hub.camera_hosts())
+                except ConsumerRefused as exc:
+                    self.log.warn("push subscription {sub_id} of {owner} not restored: {error}",
+                                  sub_id=sub.id[:8], owner=sub.owner, error=str(exc))
+                    continue
+            sub.saved_termination = sub.termination
+            self._add(sub, restored=True)
 
     # --- events -------------------------------------------------------------------------------
 
@@ -450,6 +528,9 @@ class Subscriptions(Service):
         if keep_until > sub.termination:
             sub.termination = keep_until
             self._schedule_expiry(sub)
+            if keep_until - sub.saved_termination >= PULL_GRACE:
+                # One write per PULL_GRACE of keep-alive at most, however often a client pulls.
+                self._save()
         if sub.queue or timeout <= 0:
             return succeed(self._take(sub, limit))
 
@@ -559,6 +640,77 @@ class Subscriptions(Service):
             sub.queue.popleft()
             sub.dropped += 1
         sub.retry = self._clock.callLater(self.retry_delays[sub.failures - 1], self._send_next, sub)
+
+
+# --- the saved document ----------------------------------------------------------------------
+
+
+def _saved(sub: Subscription) -> dict[str, Any]:
+    """The JSON form of a subscription."""
+    saved: dict[str, Any] = {
+        "id": sub.id,
+        "kind": sub.kind,
+        "address": sub.address,
+        "owner": sub.owner,
+        "termination": sub.termination,
+        "filters": [[[list(path), subtree] for path, subtree in f.alternatives] for f in sub.filters],
+    }
+    if isinstance(sub, PushSubscription):
+        saved["consumer"] = sub.consumer
+    return saved
+
+
+def _parse_saved(document: Any) -> list[Subscription]:
+    """The subscriptions of a saved document; raise ValueError naming what is wrong with it."""
+    if not isinstance(document, dict) or document.get("version") != SAVED_VERSION:
+        raise ValueError(f"not a version {SAVED_VERSION} subscriptions document")
+    entries = document.get("subscriptions")
+    if not isinstance(entries, list):
+        raise ValueError("'subscriptions' is not a list")
+    return [_parse_entry(index, entry) for index, entry in enumerate(entries)]
+
+
+def _parse_entry(index: int, entry: Any) -> Subscription:
+    where = f"subscriptions[{index}]"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} is not an object")
+    texts = {}
+    for key in ("id", "kind", "address", "owner"):
+        value = entry.get(key)
+        if not isinstance(value, str):
+            raise ValueError(f"{where}.{key} is not a string")
+        texts[key] = value
+    if not _SUBSCRIPTION_ID.match(texts["id"]) or not texts["address"].endswith(texts["id"]):
+        raise ValueError(f"{where}.id is not the id of its address")
+    termination = entry.get("termination")
+    if isinstance(termination, bool) or not isinstance(termination, (int, float)) or not math.isfinite(termination):
+        raise ValueError(f"{where}.termination is not a number")
+    filters = tuple(_parse_filter(f"{where}.filters", f) for f in _list(entry.get("filters"), f"{where}.filters"))
+    fields = (texts["id"], texts["address"], filters, float(termination), texts["owner"])
+    if texts["kind"] == "pull":
+        return PullPoint(*fields)
+    consumer = entry.get("consumer")
+    if texts["kind"] != "push" or not isinstance(consumer, str):
+        raise ValueError(f"{where} is neither a pull point nor a push subscription with a consumer")
+    return PushSubscription(*fields, consumer=consumer)
+
+
+def _parse_filter(where: str, saved: Any) -> TopicFilter:
+    alternatives = []
+    for alternative in _list(saved, where):
+        if not (isinstance(alternative, list) and len(alternative) == 2 and isinstance(alternative[1], bool)):
+            raise ValueError(f"{where} has an alternative that is not [path, subtree]")
+        path = _list(alternative[0], where)
+        if not path or not all(isinstance(name, str) for name in path):
+            raise ValueError(f"{where} has a topic path that is not a list of names")
+        alternatives.append((tuple(path), alternative[1]))
+    return TopicFilter(tuple(alternatives))
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list) or len(value) > 100:
+        raise ValueError(f"{where} is not a list of at most 100 items")
+    return value
 
 
 # --- the Notify HTTP agent: refuses destinations the policy forbids, after name resolution ----

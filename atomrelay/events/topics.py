@@ -11,13 +11,19 @@ topic                                       property  Source items              
 Motion``                                              ``Rule`` = ``MotionDetectorRule``    xs:boolean
 ``tns1:RuleEngine/ObjectDetector/Object``   no        ``VideoSourceConfigurationToken``,   ``ClassTypes``
                                                       ``Rule`` = ``ObjectDetectorRule``    tt:ObjectType
+``tns1:RuleEngine/MyRuleDetector/           yes       ``Source`` = VideoSource token       ``State`` xs:boolean
+PeopleDetect``, ``.../VehicleDetect``,
+``.../DogCatDetect``
 ``tns1:VideoSource/SignalLoss``             yes       ``Source`` = VideoSource token       ``State`` xs:boolean
 ==========================================  ========  ===================================  ======================
 
 MotionAlarm and CellMotionDetector carry the same motion state (Home Assistant and most
 NVRs read one or the other). ObjectDetector is a pulse per recognised object class
 (``Human``, ``Vehicle``, ``Animal``), one SimpleItem of Data so that Scrypted's reader
-takes it. SignalLoss is true while the health monitor reports the camera ``offline``.
+takes it. The MyRuleDetector topics (Reolink's, which Home Assistant turns into Person,
+Vehicle and Pet Detection sensors) carry the same recognitions as states: true on a
+recognition of the class, false ``motion_timeout`` after the last one. SignalLoss is
+true while the health monitor reports the camera ``offline``.
 Tokens are the Media service's (``atomrelay.onvif.tokens``).
 
 Topic filters follow Core "Topic Filter": the Concrete and ConcreteSet dialects, ``|``
@@ -111,9 +117,16 @@ OBJECT = Topic(
     (Item("ClassTypes", "tt:ObjectType"),),
     rule="ObjectDetectorRule",
 )
+_SOURCE_STATE = ((Item("Source", _REFERENCE),), (Item("State", _BOOLEAN),))
+PEOPLE = Topic(("RuleEngine", "MyRuleDetector", "PeopleDetect"), True, *_SOURCE_STATE)
+VEHICLE = Topic(("RuleEngine", "MyRuleDetector", "VehicleDetect"), True, *_SOURCE_STATE)
+DOG_CAT = Topic(("RuleEngine", "MyRuleDetector", "DogCatDetect"), True, *_SOURCE_STATE)
 SIGNAL_LOSS = Topic(("VideoSource", "SignalLoss"), True, (Item("Source", _REFERENCE),), (Item("State", _BOOLEAN),))
 
-TOPICS = (MOTION_ALARM, CELL_MOTION, OBJECT, SIGNAL_LOSS)
+CLASS_TOPICS = {"Human": PEOPLE, "Vehicle": VEHICLE, "Animal": DOG_CAT}
+"""The MyRuleDetector state topic of each object class."""
+
+TOPICS = (MOTION_ALARM, CELL_MOTION, OBJECT, PEOPLE, VEHICLE, DOG_CAT, SIGNAL_LOSS)
 """Every topic the relay produces, in topic-set order."""
 
 _NSMAP: dict[str | None, str] = {"wstop": ns.WSTOP, "tns1": ns.TNS1, "tt": ns.TT, "xs": ns.XSD}

@@ -16,7 +16,8 @@ body over 64 KiB (declared or read)                    400
 not JSON, not an object, no string ``type``, nesting   400
 too deep
 ``alarmEvent``                                         204; motion on (or extended)
-``recognitionNotify``                                  204; an ObjectDetector event per
+``recognitionNotify``                                  204; an ObjectDetector event and
+                                                       the MyRuleDetector state on, per
                                                        recognised class
 anything else (timelapse, upload, record events)       204, logged at debug
 =====================================================  =================================

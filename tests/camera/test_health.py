@@ -52,7 +52,8 @@ class FakeProbe:
 class Rig:
     """A monitor over simulated cameras, a fake RTSP probe and the mediamtx test double, on one Clock."""
 
-    def __init__(self, *cameras: tuple[str, str], interval: float = 30.0, missing: str = "") -> None:
+    def __init__(self, *cameras: tuple[str, str], interval: float = 30.0, missing: str = "",
+                 registered: list[bool] | None = None) -> None:
         self.bench = Bench()
         for camera_id, model in cameras:
             self.bench.add(camera_config(camera_id), model)
@@ -65,7 +66,8 @@ class Rig:
         self.api = MediamtxClient(stub, MediamtxConfig(), clock=self.bench.clock)
         self.probe = FakeProbe()
         self.monitor = HealthMonitor(
-            self.bench.clock, list(self.bench.cameras.values()), self.bench.clients, self.api, self.probe, interval
+            self.bench.clock, list(self.bench.cameras.values()), self.bench.clients, self.api, self.probe, interval,
+            **({} if registered is None else {"paths_registered": lambda: registered[0]}),
         )
         self.changes: list[tuple[str, HealthState, HealthState]] = []
         self.monitor.on_change.append(lambda cid, old, new: self.changes.append((cid, old, new)))
@@ -148,6 +150,21 @@ def test_mediamtx_path_states() -> None:
     rig.bench.pump(rig.monitor.interval)
     assert rig.monitor.state("swing").state == DEGRADED
     assert rig.monitor.state("swing").reason == "mediamtx path swing/sub has 1 reader(s) but no stream"
+
+
+def test_no_path_check_before_the_paths_are_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until the relay has registered its paths, mediamtx lacking them is no fault: online, no "degraded" line;
+    the first round after that checks them."""
+    registered = [False]
+    rig = Rig(("swing", "ATOM_CAKP1JZJP"), missing="swing/main", registered=registered)
+    rig.capture_log(monkeypatch)
+    rig.start()
+    assert rig.state() == ONLINE
+    registered[0] = True
+    rig.bench.pump(rig.monitor.interval)
+    assert rig.monitor.state("swing").reason == "mediamtx has no path swing/main"
+    assert [m for m in rig.messages() if "degraded" in m] == ["camera swing is degraded: mediamtx has no path swing/main"]
+    assert [(old.state, new.state) for _, old, new in rig.changes] == [(UNKNOWN, ONLINE), (ONLINE, DEGRADED)]
 
 
 def test_mediamtx_down_is_not_the_cameras_fault() -> None:

@@ -107,3 +107,51 @@ async def test_monitor_sees_a_camera_go_away_and_come_back() -> None:
             await http_port.stopListening()
         if rtsp_port.connected:
             await rtsp_port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_first_start_on_an_empty_mediamtx_is_not_degraded(tmp_path: Any) -> None:
+    """The whole relay on loopback, first start, mediamtx without paths: the camera is online after the first round
+    and the log never says degraded, although the first round starts before the paths are registered."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    from atomrelay.config import parse_config
+    from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
+    from atomrelay.tap import build_relay
+
+    fake = FakeMediamtx(reactor)
+    api = listen_mediamtx(reactor, fake)
+    http_port = listen_camera(reactor, SimulatedCamera(reactor, SWING))
+    rtsp_port = reactor.listenTCP(0, Factory.forProtocol(RtspResponder), interface="127.0.0.1")
+    config = parse_config(
+        f"""\
+onvif: {{bind: 127.0.0.1, port: {free_port()}, users: [{{username: admin, password: pw-123, role: Administrator}}]}}
+discovery: {{enabled: false}}
+mediamtx: {{api_url: "http://127.0.0.1:{api.getHost().port}", wait_timeout: 5s}}
+state_dir: {tmp_path}
+cameras:
+  - {{id: swing, host: 127.0.0.1, http_port: {http_port.getHost().port}, rtsp_port: {rtsp_port.getHost().port},
+     model: {SWING}, streams: [{{name: main, rtsp_path: video0_unicast}}]}}
+"""
+    )
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    relay = build_relay(config, reactor)
+    assert relay.generation is not None
+    monitor = next(svc for svc in relay.generation.workers if isinstance(svc, HealthMonitor))
+    relay.startService()
+    try:
+        await relay.reconciler.ready
+        await poll(lambda: monitor.rounds >= 1, timeout=10, what="the first health round")
+        assert "swing/main" in fake.paths
+        assert monitor.state("swing").state == ONLINE, monitor.state("swing")
+        assert not [line for line in lines if "degraded" in line]
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        await relay.stopService()
+        for port in (api, http_port, rtsp_port):
+            await port.stopListening()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lxml import etree
@@ -30,6 +31,7 @@ from atomrelay.events.webhook import WebhookResource
 from atomrelay.onvif import ns
 from atomrelay.onvif.security import Authenticator
 from atomrelay.onvif.server import OnvifResource
+from atomrelay.state import StateStore
 from tests.onvif import schema
 
 NOW = 1_700_000_000.0
@@ -158,9 +160,12 @@ class EventsRelay:
     max_subscriptions: int = 64
     device_cameras: tuple[str, ...] | None = None
     clock: Clock = field(default_factory=Clock)
+    state_dir: Path | None = None
+    """Where the subscriptions are saved (None: not saved)."""
 
     def __post_init__(self) -> None:
-        self.clock.advance(NOW)
+        if self.clock.seconds() == 0:
+            self.clock.advance(NOW)
         self.config = load_config(self.config_text)
         cameras = [c for c in self.config.cameras if self.device_cameras is None or c.id in self.device_cameras]
         self.hub = EventHub(self.clock, self.config.cameras, self.config.events.motion_timeout)
@@ -170,7 +175,8 @@ class EventsRelay:
         consumer_root.putChild(b"hook", self.consumer)
         self.consumer_http = StubTreq(consumer_root)
         self.subscriptions = Subscriptions(
-            self.clock, self.hub, cameras, self.consumer_http, self.policy, max_subscriptions=self.max_subscriptions
+            self.clock, self.hub, cameras, self.consumer_http, self.policy, max_subscriptions=self.max_subscriptions,
+            store=StateStore(self.state_dir) if self.state_dir is not None else None,
         )
         self.events = EventsService(self.clock, cameras, self.hub, self.subscriptions)
         self.authenticator = Authenticator(self.clock, USERS.get, 300.0, True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, TypeVar
 
 import onvif
+import onvif_parsers
 import pytest
 import pytest_twisted
 import treq
@@ -92,9 +93,13 @@ class Loopback:
 
     async def alarm(self) -> int:
         """POST an alarmEvent webhook as the firmware does; the status."""
+        return await self.webhook({"type": "alarmEvent", "device": "atomcam"})
+
+    async def webhook(self, document: dict[str, Any]) -> int:
+        """POST a webhook document as the firmware does; the status."""
         response = await treq.post(
             f"{self.base}/webhook/cam/{TOKEN}",
-            data=json.dumps({"type": "alarmEvent", "device": "atomcam"}).encode(),
+            data=json.dumps(document).encode(),
             headers={b"Content-Type": [b"application/json"]},
         )
         await treq.content(response)
@@ -209,6 +214,59 @@ async def test_home_assistant_pull_point_for_real(loopback: Loopback) -> None:
         await aio(manager.shutdown())
         assert len(loopback.subscriptions) == 0 and not lost
         print(f"webhook to PullMessages answer: {latency * 1000:.1f} ms; motion end after {quiet:.2f} s")
+    finally:
+        await aio(camera.close())
+
+
+async def home_assistant_entities(messages: Any) -> list[tuple[str, str, str, Any]]:
+    """What Home Assistant's event parser (onvif-parsers) makes of each message, as Home Assistant calls it:
+    (name, platform, device class, value) of every entity; topics it has no parser for are left out."""
+    entities = []
+    for msg in messages:
+        topic = msg.Topic._value_1.rstrip("/.")
+        try:
+            parsed = await aio(onvif_parsers.parse(topic, "00:11:22:33:44:55", msg))
+        except onvif_parsers.errors.UnknownTopicError:
+            continue
+        for entity in parsed:
+            if "MyRuleDetector" in topic:  # one sensor per camera, keyed by the video source token
+                assert entity.uid == f"00:11:22:33:44:55_{topic}_cam.vs"
+            entities.append((entity.name, entity.platform, entity.device_class, entity.value))
+    return entities
+
+
+@pytest_twisted.ensureDeferred
+async def test_home_assistant_parses_person_and_vehicle_detection(loopback: Loopback) -> None:
+    """onvif-parsers turns the pulled MyRuleDetector messages into Person, Vehicle and Pet sensors: off, then person and
+    vehicle on after a recognitionNotify naming both, then off again after the 1 s timeout."""
+    camera = await open_camera(loopback.port)
+    try:
+        manager = await aio(camera.create_pullpoint_manager(INTERVAL, lambda: None))
+        service = manager.get_service()
+        pull = {"Timeout": dt.timedelta(seconds=60), "MessageLimit": 100}
+        initial = await aio(service.PullMessages(pull))
+        assert sorted(await home_assistant_entities(initial.NotificationMessage)) == [
+            ("Cell Motion Detection", "binary_sensor", "motion", False),
+            ("Motion Alarm", "binary_sensor", "motion", False),
+            ("Person Detection", "binary_sensor", "motion", False),
+            ("Pet Detection", "binary_sensor", "motion", False),
+            ("Vehicle Detection", "binary_sensor", "motion", False),
+        ]
+        recognition = {"type": "recognitionNotify", "device": "atomcam", "data": "alarmType:person,car"}
+        assert await loopback.webhook(recognition) == 204
+        on = await aio(service.PullMessages(pull))
+        assert await home_assistant_entities(on.NotificationMessage) == [
+            ("Person Detection", "binary_sensor", "motion", True),
+            ("Vehicle Detection", "binary_sensor", "motion", True),
+        ]
+        sent = time.monotonic()
+        off = await aio(service.PullMessages(pull))
+        assert await home_assistant_entities(off.NotificationMessage) == [
+            ("Person Detection", "binary_sensor", "motion", False),
+            ("Vehicle Detection", "binary_sensor", "motion", False),
+        ]
+        assert time.monotonic() - sent < 5.0
+        await aio(manager.shutdown())
     finally:
         await aio(camera.close())
 

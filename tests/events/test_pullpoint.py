@@ -17,6 +17,9 @@ from tests.onvif import schema
 MOTION = "tns1:VideoSource/MotionAlarm"
 CELL = "tns1:RuleEngine/CellMotionDetector/Motion"
 LOSS = "tns1:VideoSource/SignalLoss"
+PEOPLE = "tns1:RuleEngine/MyRuleDetector/PeopleDetect"
+VEHICLE = "tns1:RuleEngine/MyRuleDetector/VehicleDetect"
+PET = "tns1:RuleEngine/MyRuleDetector/DogCatDetect"
 
 
 def times(payload: object) -> tuple[float, float]:
@@ -99,9 +102,10 @@ def test_message_limit_is_honoured_and_nothing_is_lost() -> None:
     relay = EventsRelay()
     path, _ = relay.create_pull_point()
     found = [relay.pull(path, limit=2) for _ in range(5)]
-    assert [len(f) for f in found] == [2, 2, 2, 2, 1]  # 9 Initialized: 3 properties x 3 cameras
+    found += [relay.pull(path, limit=2) for _ in range(5)]
+    assert [len(f) for f in found] == [2] * 9 + [0]  # 18 Initialized: 6 properties x 3 cameras
     flat = [m for f in found for m in f]
-    assert [m[0] for m in flat[:3]] == [MOTION, CELL, LOSS]
+    assert [m[0] for m in flat[:6]] == [MOTION, CELL, PEOPLE, VEHICLE, PET, LOSS]
 
 
 def test_huge_timeout_and_limit_are_clamped_not_refused() -> None:
@@ -126,7 +130,7 @@ def test_bad_pull_arguments_are_sender_faults(timeout: str, limit: str) -> None:
     reply = relay.soap(TEV.PullMessages(TEV.Timeout(timeout), TEV.MessageLimit(limit)), path)
     assert reply.status == 400
     assert reply.fault()[:2] == ("SOAP-ENV:Sender", ["ter:InvalidArgVal"])
-    assert len(relay.pull(path)) == 9
+    assert len(relay.pull(path)) == 18
 
 
 def test_pull_on_expired_subscription_faults_and_server_keeps_serving() -> None:
@@ -145,7 +149,7 @@ def test_pull_on_expired_subscription_faults_and_server_keeps_serving() -> None:
         assert relay.soap(operation, path).fault()[1][-1] == "ter:ResourceUnknown"
     assert relay.soap(TEV.PullMessages(TEV.Timeout("PT1S"), TEV.MessageLimit("1")), PATH).status == 500
     fresh, _ = relay.create_pull_point()
-    assert len(relay.pull(fresh)) == 9
+    assert len(relay.pull(fresh)) == 18
 
 
 def test_pulling_keeps_a_pull_point_alive() -> None:
@@ -217,11 +221,11 @@ def test_queue_is_bounded_and_drops_the_oldest() -> None:
     relay = EventsRelay()
     path, _ = relay.create_pull_point("PT1H")
     subscription = relay.subscriptions.get(path.rsplit("/", 1)[1])
-    for _ in range(150):  # 150 motions: 4 messages each (on, off), after the 9 Initialized
+    for _ in range(150):  # 150 motions: 4 messages each (on, off), after the 18 Initialized
         assert relay.alarm().status == 204
         relay.advance(21)
     assert len(subscription.queue) == 256
-    assert subscription.dropped == 9 + 600 - 256
+    assert subscription.dropped == 18 + 600 - 256
     found = []
     while batch := relay.pull(path, limit=100):
         found.extend(batch)
@@ -261,7 +265,9 @@ def test_topic_filters() -> None:
     path, _ = relay.create_pull_point("PT600S", expression("tns1:RuleEngine//."))
     relay.alarm()
     relay.pump()
-    assert {m[0] for m in relay.pull(path)} == {CELL}
+    assert {m[0] for m in relay.pull(path)} == {CELL, PEOPLE, VEHICLE, PET}
+    path, _ = relay.create_pull_point("PT600S", expression("tns1:RuleEngine/MyRuleDetector//."))
+    assert {m[0] for m in relay.pull(path)} == {PEOPLE, VEHICLE, PET}
     path, _ = relay.create_pull_point(
         "PT600S", expression("tns1:VideoSource/MotionAlarm", "http://docs.oasis-open.org/wsn/t-1/TopicExpression/Concrete")
     )
@@ -279,7 +285,7 @@ def test_topic_filters() -> None:
 
 
 def test_event_properties_and_capabilities_are_valid() -> None:
-    """GetEventProperties lists the four topics with message descriptions; GetServiceCapabilities needs no credentials."""
+    """GetEventProperties lists the seven topics with message descriptions; GetServiceCapabilities needs no credentials."""
     relay = EventsRelay()
     properties = relay.soap(TEV.GetEventProperties()).valid_payload()
     topic_set = properties.find(ns.q(ns.WSTOP, "TopicSet"))
@@ -293,7 +299,15 @@ def test_event_properties_and_capabilities_are_valid() -> None:
                 parent = parent.getparent()
             topics.add("/".join(names))
     assert topics == {"VideoSource/MotionAlarm", "VideoSource/SignalLoss", "RuleEngine/CellMotionDetector/Motion",
-                      "RuleEngine/ObjectDetector/Object"}
+                      "RuleEngine/ObjectDetector/Object", "RuleEngine/MyRuleDetector/PeopleDetect",
+                      "RuleEngine/MyRuleDetector/VehicleDetect", "RuleEngine/MyRuleDetector/DogCatDetect"}
+    for name in ("PeopleDetect", "VehicleDetect", "DogCatDetect"):
+        detector = topic_set.find(f"{{{ns.TNS1}}}RuleEngine/MyRuleDetector/{name}/{{{ns.TT}}}MessageDescription")
+        assert detector is not None and detector.get("IsProperty") == "true"
+        described = [(d.getparent().tag, d.get("Name"), d.get("Type"))
+                     for d in detector.iter(ns.q(ns.TT, "SimpleItemDescription"))]
+        assert described == [(ns.q(ns.TT, "Source"), "Source", "tt:ReferenceToken"),
+                             (ns.q(ns.TT, "Data"), "State", "xs:boolean")]
     motion = topic_set.find(f"{{{ns.TNS1}}}VideoSource/MotionAlarm/{{{ns.TT}}}MessageDescription")
     assert motion is not None and motion.get("IsProperty") == "true"
     assert [d.get("Name") for d in motion.iter(ns.q(ns.TT, "SimpleItemDescription"))] == ["Source", "State"]
@@ -309,7 +323,7 @@ def test_event_properties_and_capabilities_are_valid() -> None:
 
 
 def test_object_and_signal_loss_events() -> None:
-    """recognitionNotify raises an ObjectDetector pulse with the class; the health monitor's offline raises SignalLoss."""
+    """recognitionNotify raises an ObjectDetector pulse and PeopleDetect for a person; the health monitor's offline raises SignalLoss."""
     relay = EventsRelay()
     path, _ = relay.create_pull_point()
     relay.pull(path)
@@ -325,6 +339,7 @@ def test_object_and_signal_loss_events() -> None:
     assert [(m[0], m[2], m[3], m[4]) for m in found] == [
         ("tns1:RuleEngine/ObjectDetector/Object", None,
          {"VideoSourceConfigurationToken": "cam1.vsc", "Rule": "ObjectDetectorRule"}, {"ClassTypes": "Human"}),
+        (PEOPLE, "Changed", {"Source": "cam1.vs"}, {"State": "true"}),
         (LOSS, "Changed", {"Source": "cam2.vs"}, {"State": "true"}),
         (LOSS, "Changed", {"Source": "cam2.vs"}, {"State": "false"}),
     ]
@@ -346,9 +361,15 @@ def test_device_sees_only_its_cameras_and_follows_a_reload() -> None:
     assert [(m[0], m[2], m[3].get("Source") or m[3].get("VideoSourceConfigurationToken"), m[4]) for m in found] == [
         (MOTION, "Deleted", "cam1.vs", {}),
         (CELL, "Deleted", "cam1.vsc", {}),
+        (PEOPLE, "Deleted", "cam1.vs", {}),
+        (VEHICLE, "Deleted", "cam1.vs", {}),
+        (PET, "Deleted", "cam1.vs", {}),
         (LOSS, "Deleted", "cam1.vs", {}),
         (MOTION, "Initialized", "cam2.vs", {"State": "true"}),  # cam2's motion survived the reload
         (CELL, "Initialized", "cam2.vsc", {"IsMotion": "true"}),
+        (PEOPLE, "Initialized", "cam2.vs", {"State": "false"}),
+        (VEHICLE, "Initialized", "cam2.vs", {"State": "false"}),
+        (PET, "Initialized", "cam2.vs", {"State": "false"}),
         (LOSS, "Initialized", "cam2.vs", {"State": "false"}),
     ]
     assert relay.hub.camera("cam3") is None

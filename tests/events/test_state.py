@@ -85,8 +85,38 @@ def test_reload_keeps_state_and_cancels_timers_of_removed_cameras() -> None:
     assert clock.getDelayedCalls() == [] and not hub.motion("cam3")
 
 
+def test_each_object_class_is_a_state_that_ends_after_the_timeout() -> None:
+    """A recognised class is a pulse plus its MyRuleDetector state on; repeats extend it; it ends 20 s after the last, per class."""
+    clock, hub, seen = hub_with_log()
+    hub.object_detected("cam1", "Human")
+    clock.advance(15)
+    hub.object_detected("cam1", "Human")
+    hub.object_detected("cam1", "Vehicle")
+    hub.object_detected("cam1", "Plant")  # no MyRuleDetector topic: only the pulse
+    clock.advance(19.9)
+    assert [(e.topic.text, e.operation, e.data, e.time - NOW) for e in seen] == [
+        ("tns1:RuleEngine/ObjectDetector/Object", None, (("ClassTypes", "Human"),), 0),
+        ("tns1:RuleEngine/MyRuleDetector/PeopleDetect", "Changed", (("State", "true"),), 0),
+        ("tns1:RuleEngine/ObjectDetector/Object", None, (("ClassTypes", "Human"),), 15),
+        ("tns1:RuleEngine/ObjectDetector/Object", None, (("ClassTypes", "Vehicle"),), 15),
+        ("tns1:RuleEngine/MyRuleDetector/VehicleDetect", "Changed", (("State", "true"),), 15),
+        ("tns1:RuleEngine/ObjectDetector/Object", None, (("ClassTypes", "Plant"),), 15),
+    ]
+    clock.advance(0.1)
+    assert [(e.topic.text, e.data, e.camera_id, e.time - NOW) for e in seen[6:]] == [
+        ("tns1:RuleEngine/MyRuleDetector/PeopleDetect", (("State", "false"),), "cam1", 35),
+        ("tns1:RuleEngine/MyRuleDetector/VehicleDetect", (("State", "false"),), "cam1", 35),
+    ]
+    hub.object_detected("cam2", "Animal")
+    hub.stopService()
+    assert clock.getDelayedCalls() == []
+    assert [e.data for e in hub.properties(["cam2"]) if e.topic.path[1] == "MyRuleDetector"] == [
+        (("State", "false"),)
+    ] * 3
+
+
 def test_properties_report_every_camera_state() -> None:
-    """properties() lists MotionAlarm, CellMotion and SignalLoss of the asked cameras (not the object pulses)."""
+    """properties() lists motion, the MyRuleDetector states and SignalLoss of the asked cameras (not the object pulses)."""
     _, hub, _ = hub_with_log()
     hub.motion_detected("cam2")
     hub.object_detected("cam2", "Human")
@@ -94,6 +124,9 @@ def test_properties_report_every_camera_state() -> None:
     assert [(e.topic.text, e.data) for e in events] == [
         ("tns1:VideoSource/MotionAlarm", (("State", "true"),)),
         ("tns1:RuleEngine/CellMotionDetector/Motion", (("IsMotion", "true"),)),
+        ("tns1:RuleEngine/MyRuleDetector/PeopleDetect", (("State", "true"),)),
+        ("tns1:RuleEngine/MyRuleDetector/VehicleDetect", (("State", "false"),)),
+        ("tns1:RuleEngine/MyRuleDetector/DogCatDetect", (("State", "false"),)),
         ("tns1:VideoSource/SignalLoss", (("State", "false"),)),
     ]
     assert {e.operation for e in events} == {"Initialized"}

@@ -140,14 +140,19 @@ def test_other_event_types_are_accepted_and_ignored() -> None:
 
 
 def test_recognition_raises_one_event_per_class() -> None:
-    """A recognitionNotify naming a person and a dog raises Human and Animal; one without a known class raises nothing."""
+    """A recognitionNotify naming a person and a dog raises Human and Animal pulses and states; one without a known class raises nothing."""
     relay = EventsRelay()
     path, _ = relay.create_pull_point()
     relay.pull(path)
     relay.webhook("cam1", TOKEN1, {"type": "recognitionNotify", "data": {"ai_tags": ["person", "dog"], "score": 0.9}})
     relay.webhook("cam1", TOKEN1, {"type": "recognitionNotify", "data": "1700000000,,0.93"})
     relay.pump()
-    assert [m[4] for m in relay.pull(path)] == [{"ClassTypes": "Human"}, {"ClassTypes": "Animal"}]
+    assert [(m[0], m[4]) for m in relay.pull(path)] == [
+        ("tns1:RuleEngine/ObjectDetector/Object", {"ClassTypes": "Human"}),
+        ("tns1:RuleEngine/MyRuleDetector/PeopleDetect", {"State": "true"}),
+        ("tns1:RuleEngine/ObjectDetector/Object", {"ClassTypes": "Animal"}),
+        ("tns1:RuleEngine/MyRuleDetector/DogCatDetect", {"State": "true"}),
+    ]
 
 
 @pytest.mark.parametrize(

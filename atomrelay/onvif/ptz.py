@@ -567,7 +567,8 @@ class PtzService:
         return TPTZ("ContinuousMoveResponse")
 
     async def stop(self, ctx: RequestContext) -> _Element:
-        """Stop: ends a continuous move and halts the running move (PanTilt defaults to true; there is no zoom)."""
+        """Stop: ends a continuous move and halts the running move, answering once the camera has stopped
+        (PanTilt defaults to true; there is no zoom)."""
         camera, controller = self._resolve(ctx)
         pan_tilt = _text(ctx.body, "PanTilt") or "true"
         if pan_tilt not in ("true", "false", "1", "0"):

@@ -15,9 +15,11 @@ import onvif
 import pytest
 import pytest_twisted
 import treq
+from lxml import etree
 from onvif import ONVIFCamera
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from zeep.exceptions import Fault
 
 from atomrelay.config import Config, parse_config
 from atomrelay.discovery.service import DiscoveryService
@@ -139,10 +141,21 @@ async def post(url: str, body: bytes) -> tuple[int, bytes]:
 async def test_onvif_port_serves_the_relay_endpoints_but_no_device(
     per_camera_relay: tuple[RelayService, int, list[int]],
 ) -> None:
-    """In per_camera mode onvif.port has no /onvif device; mediamtx auth still answers there."""
+    """In per_camera mode onvif.port has no /onvif device (a SOAP POST there gets a Receiver
+    ter:ActionNotSupported/ter:NoSuchService Fault listing the devices' URLs); mediamtx auth still answers there."""
     _, http_port, ports = per_camera_relay
-    code, _ = await post(f"http://127.0.0.1:{http_port}/onvif/device_service", GET_DATE)
-    assert code == 404
+    for path in ("device_service", "media_service", "anything"):
+        code, body = await post(f"http://127.0.0.1:{http_port}/onvif/{path}", GET_DATE)
+        fault = etree.fromstring(body).find(f".//{{{ns.SOAP12}}}Fault")
+        assert code == 500 and fault is not None, body
+        subcodes = [v.text for v in fault.iterfind(f".//{{{ns.SOAP12}}}Subcode/{{{ns.SOAP12}}}Value")]
+        assert subcodes == ["ter:ActionNotSupported", "ter:NoSuchService"]
+        reason = "".join(fault.find(f"{{{ns.SOAP12}}}Reason").itertext())
+        for (cam_id, _), port in zip(CAMERAS, ports):
+            assert f"{cam_id} at http://127.0.0.1:{port}/onvif/device_service" in reason
+    response = await treq.post(f"http://127.0.0.1:{http_port}/onvif/device_service", GET_DATE,
+                               headers={"Content-Type": "text/xml"}, timeout=5)
+    assert response.code == 500 and b"schemas.xmlsoap.org/soap/envelope" in await response.content()
     response = await treq.post(f"http://127.0.0.1:{http_port}/mediamtx/auth",
                                b'{"ip": "127.0.0.1", "user": "admin", "password": "secret", "action": "read", '
                                b'"path": "porch/main", "protocol": "rtsp"}', timeout=5)
@@ -153,6 +166,22 @@ async def test_onvif_port_serves_the_relay_endpoints_but_no_device(
         assert code == 200 and b"UTCDateTime" in body
         code, _ = await post(f"http://127.0.0.1:{port}/mediamtx/auth", b"{}")
         assert code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_onvif_zeep_async_pointed_at_onvif_port_is_told_the_device_urls(
+    per_camera_relay: tuple[RelayService, int, list[int]],
+) -> None:
+    """Home Assistant's library set up with onvif.port gets a SOAP Fault naming each camera's device URL, not HTML."""
+    _, http_port, ports = per_camera_relay
+    camera = ONVIFCamera("127.0.0.1", http_port, "admin", "secret", WSDL_DIR, no_cache=True)
+    try:
+        with pytest.raises(Fault) as raised:
+            await aio(camera.update_xaddrs())
+    finally:
+        await aio(camera.close())
+    assert "per_camera" in raised.value.message and "<html" not in raised.value.message
+    assert f"porch at http://127.0.0.1:{ports[0]}/onvif/device_service" in raised.value.message
 
 
 @pytest_twisted.ensureDeferred

@@ -16,7 +16,7 @@ import pytest
 import pytest_twisted
 import treq
 from lxml import etree
-from onvif import ONVIFCamera
+from onvif import ONVIFCamera, ONVIFError
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from zeep.exceptions import Fault
@@ -37,8 +37,9 @@ CAMERAS = (("porch", "Porch Cam"), ("garden", "Garden Cam"), ("garage", "Garage 
 
 def relay_config(state_dir: Path, mode: str, api_port: int, http_port: int, camera_ports: list[int],
                  discovery: bool = False, bind: str = "127.0.0.1", onvif_bind: str | None = None,
-                 advertise: str | None = None) -> Config:
-    """A relay with three cameras in ``mode``; per-camera ports from ``camera_ports``."""
+                 advertise: str | None = None, models: dict[str, str] | None = None) -> Config:
+    """A relay with three cameras in ``mode``; per-camera ports from ``camera_ports``; ``models`` by camera id
+    (else ``auto``)."""
     lines = [
         "onvif:",
         f"  bind: {bind}",
@@ -60,6 +61,7 @@ def relay_config(state_dir: Path, mode: str, api_port: int, http_port: int, came
             f"    name: {name}",
             "    host: 192.0.2.10",
             f"    onvif_port: {port}",
+            *([f"    model: {models[cam_id]}"] if models and cam_id in models else []),
             *([f"    onvif_bind: {onvif_bind}"] if onvif_bind and cam_id == "garage" else []),
             "    streams: [{name: main, rtsp_path: video0_unicast}]",
         ]
@@ -226,3 +228,37 @@ async def test_each_camera_device_opens_in_onvif_zeep_async_with_its_own_identit
         seen.append((info.SerialNumber, interfaces[0].Info.HwAddress, endpoint))
     for column in zip(*seen):
         assert len(set(column)) == len(CAMERAS)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_front_camera_device_has_no_ptz_service(tmp_path: Path) -> None:
+    """per_camera: onvif-zeep-async finds no PTZ service (GetServices, GetCapabilities) on a Front camera's device,
+    while the Swing's device has one; a device whose camera model is not known yet lists none either."""
+    api = listen_mediamtx(reactor, FakeMediamtx(reactor))
+    ports = [free_port() for _ in CAMERAS]
+    config = relay_config(tmp_path, "per_camera", api.getHost().port, free_port(), ports,
+                          models={"porch": "ATOM_CamV3C", "garden": "ATOM_CAKP1JZJP"})
+    relay = build_relay(config, reactor)
+    relay.startService()
+    try:
+        found = {}
+        for (cam_id, _), port in zip(CAMERAS, ports):
+            camera = ONVIFCamera("127.0.0.1", port, "admin", "secret", WSDL_DIR, no_cache=True)
+            try:
+                await aio(camera.update_xaddrs())
+                management = await aio(camera.create_devicemgmt_service())
+                services = await aio(management.GetServices({"IncludeCapability": False}))
+                capabilities = await aio(management.GetCapabilities({"Category": "All"}))
+                has_ptz = ns.TPTZ in camera.xaddrs
+                if not has_ptz:
+                    with pytest.raises(ONVIFError):
+                        await aio(camera.create_ptz_service())
+            finally:
+                await aio(camera.close())
+            listed = ns.TPTZ in [s.Namespace for s in services]
+            assert listed == has_ptz == (capabilities.PTZ is not None), cam_id
+            found[cam_id] = has_ptz
+        assert found == {"porch": False, "garden": True, "garage": False}
+    finally:
+        await relay.stopService()
+        await api.stopListening()

@@ -9,11 +9,9 @@ a reason listing each camera's device service URL.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any, Sequence
-from urllib.parse import urlsplit
 
 from twisted.web.resource import Resource
 
@@ -60,23 +58,12 @@ class DevicesElsewhere(Resource):
 
 
 def _url(device: DeviceAddress, request_host: str) -> str:
-    """The device service URL of ``device``, on its advertised host or else the host the client asked for."""
-    host, port = request_host, device.port
-    if device.advertise_host:
-        host, port = _split_host(device.advertise_host, device.port)
-    return f"http://{host}:{port}{PATH}"
+    """The device service URL of ``device``, on its advertised host or else the host the client asked for.
 
-
-def _split_host(value: str, default_port: int) -> tuple[str, int]:
-    """``advertise_host`` (``name``, ``name:port``, ``[v6]:port`` or a bare IPv6 literal) as URL host and port."""
-    try:
-        return f"[{ipaddress.IPv6Address(value)}]", default_port
-    except ValueError:
-        pass
-    parts = urlsplit("//" + value)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    host = parts.hostname or value
-    return (f"[{host}]" if ":" in host else host), port or default_port
+    In per_camera mode ``advertise_host`` names no port (the config refuses one): it is the
+    camera's ``onvif_bind`` address or ``onvif.advertise_host``.
+    """
+    host = device.advertise_host or request_host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{device.port}{PATH}"

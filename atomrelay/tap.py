@@ -50,6 +50,7 @@ from atomrelay.mediamtx.client import MediamtxClient
 from atomrelay.mediamtx.reconciler import Reconciler
 from atomrelay.onvif.base import Service
 from atomrelay.onvif.device import DeviceService
+from atomrelay.onvif.elsewhere import DeviceAddress, DevicesElsewhere
 from atomrelay.onvif.imaging import ImagingService
 from atomrelay.onvif.media import MediaService
 from atomrelay.onvif.media2 import Media2Service
@@ -725,6 +726,9 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
     roots: dict[tuple[str, int], tuple[str, Resource]] = {(config.onvif.bind, config.onvif.port): ("http", http_root)}
     for device in devices if not aggregate else []:
         roots[(device.plan.bind, device.plan.port)] = (f"onvif-{device.plan.device_id}", device.root)
+    if not aggregate:
+        http_root.putChild(b"onvif", DevicesElsewhere(
+            [DeviceAddress(p.device_id, p.port, p.advertise_host) for p in plans]))
     cast(Any, reconciler).setServiceParent(workers)
     targets = [
         Target(d.device, d.plan.identity.endpoint_reference, d.plan.port, d.plan.bind, d.plan.advertise_host)

@@ -26,7 +26,8 @@ answers ``error`` to anything outside it).
   direction, at the camera speed its magnitude gives, one after the other until Stop,
   the timeout, or the border.
 * Stop: ends stepping and interrupts the move in flight with a move to where the
-  motor is (at the firmware's best priority).
+  motor is (at the firmware's best priority); it is done when the camera answers that
+  halt (the motor has stopped), so a SetPreset right after it finds the camera still.
 
 Moves go through one serialising queue per camera (the camera refuses a second move
 while one runs): at most one move of the relay runs, a newer move supersedes a queued
@@ -60,6 +61,7 @@ from atomrelay.camera.client import (
     MotorPosition,
 )
 from atomrelay.camera.model import ModelFacts
+from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig
 from atomrelay.state import StateError, StateStore
 
@@ -211,12 +213,21 @@ class MoveQueue:
             self._pending = move
         return move.done
 
-    def halt(self, pan: float, tilt: float) -> None:
-        """Stop the running move where the motor is (``pan``, ``tilt``), unless it is itself a halt."""
+    def halt(self, pan: float, tilt: float) -> Deferred[MoveOutcome] | None:
+        """Stop the running move where the motor is (``pan``, ``tilt``), unless it is itself a halt.
+
+        Returns the halt's Deferred (the camera answers a move when the motor has stopped),
+        None when no move runs.
+        """
         self._drop_pending()
-        current = self._current
-        if current is not None and current.priority > HALT:
-            self._interrupt(current, _Move(pan, tilt, 9), HALT)
+        running = self._current
+        if running is None:
+            return None
+        if running.priority == HALT:
+            return running.done
+        halt = _Move(pan, tilt, 9)
+        self._interrupt(running, halt, HALT)
+        return halt.done
 
     def drop_pending(self) -> None:
         """Forget the waiting move (it ends SUPERSEDED)."""
@@ -394,9 +405,12 @@ class PtzController:
         motor_rate: float = MOTOR_RATE,
         timeout: float = 5.0,
         move_timeout: float = 120.0,
+        stop_wait: float = 5.0,
     ) -> None:
         self._clock = clock
         self.camera = camera
+        self.stop_wait = stop_wait
+        """Longest wait of ``stop`` for the camera to answer its halt, seconds."""
         self._client = client
         self._models = models
         self._store = store
@@ -537,13 +551,20 @@ class PtzController:
             run.timer.cancel()
 
     async def stop(self) -> None:
-        """Stop: end stepping, forget the waiting move, halt the running one where the motor is."""
+        """Stop: end stepping, forget the waiting move, halt the running one where the motor is.
+
+        Returns once the camera answered the halt (its motor has stopped), so that a
+        SetPreset right after it finds the camera still, or after ``stop_wait`` seconds.
+        """
         self._end_continuous()
         self.queue.drop_pending()
         if not self.queue.running:
             return
         position = await self.read_position()
-        self.queue.halt(position.pan, position.tilt)
+        halted = self.queue.halt(position.pan, position.tilt)
+        if halted is not None and not await _within(cast(Clock, self._clock), halted, self.stop_wait):
+            self.log.info("camera {camera_id} did not answer the halt within {wait:g}s; Stop answers anyway",
+                          camera_id=self.camera.id, wait=self.stop_wait)
 
     def close(self) -> None:
         """End stepping and forget the waiting move (the relay is stopping)."""
@@ -664,6 +685,26 @@ class PtzController:
             self.log.error("camera {camera_id}: cannot save presets: {error}", camera_id=self.camera.id, error=str(exc))
             raise SaveFailed(str(exc)) from exc
         self._presets, self._home, self._next_number = presets, home, next_number
+
+
+def _within(clock: Clock, work: Deferred[Any], seconds: float) -> Deferred[bool]:
+    """Fires True when ``work`` fires (either way), False after ``seconds``; ``work`` is never cancelled."""
+    waiter: Deferred[bool] = Deferred()
+
+    def fire(done: bool) -> None:
+        if not waiter.called:
+            waiter.callback(done)
+
+    call = clock.callLater(seconds, fire, False)
+
+    def finished(result: object) -> object:
+        if call.active():
+            call.cancel()
+        fire(True)
+        return result
+
+    work.addBoth(finished)
+    return waiter
 
 
 def _check_name(name: str) -> None:

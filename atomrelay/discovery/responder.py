@@ -81,6 +81,15 @@ class Target:
             host = f"[{host}]"
         return [f"http://{host}:{port}{PATH}"]
 
+    @property
+    def own_address(self) -> str | None:
+        """The (non-loopback) IPv4 address the device alone listens on, whose socket its messages leave from; else None."""
+        try:
+            address = ipaddress.IPv4Address(self.bind)
+        except ValueError:
+            return None
+        return None if address.is_unspecified or address.is_loopback else str(address)
+
     def match(self, local: ipaddress.IPv4Address | None) -> Match | None:
         """What to say about the device now, or None when it has no XAddr to give."""
         xaddrs = self.xaddrs(local)
@@ -142,8 +151,12 @@ class DiscoveryResponder(DatagramProtocol):
 
     ``local_addresses`` returns the addresses (with prefixes) of the interfaces
     discovery joined, in order: a reply's XAddrs use the one whose subnet holds the
-    sender, else the first. ``instance_id`` is set by the owning service on every
-    start (WS-Discovery AppSequence).
+    sender, else the first. ``own_transport`` gives the sending socket bound to a
+    device's own address (``Target.own_address``), if one is open: that device's replies
+    leave from it, so that clients keying devices by the reply's source address (UniFi
+    Protect, onvifscout) see each device; other replies leave from the shared socket.
+    ``instance_id`` is set by the owning service on every start (WS-Discovery
+    AppSequence).
     """
 
     log = Logger()
@@ -155,9 +168,11 @@ class DiscoveryResponder(DatagramProtocol):
         local_addresses: Callable[[], Sequence[ipaddress.IPv4Interface]],
         rng: random.Random,
         limits: Limits = Limits(),
+        own_transport: Callable[[str], Any] = lambda address: None,
     ) -> None:
         self.targets = list(targets)
         self.instance_id = 1
+        self._own_transport = own_transport
         self._clock = clock
         self._local_addresses = local_addresses
         self._rng = rng
@@ -268,7 +283,7 @@ class DiscoveryResponder(DatagramProtocol):
             data = messages.probe_matches(request, match, self.sequencing())
         else:
             data = messages.resolve_matches(request, match, self.sequencing())
-        self.send(data, addr)
+        self.send(data, addr, target.own_address)
 
     def local_address_for(self, sender: ipaddress.IPv4Address) -> ipaddress.IPv4Address | None:
         """The joined interface address whose subnet holds ``sender``, else the first one, else None."""
@@ -278,9 +293,10 @@ class DiscoveryResponder(DatagramProtocol):
                 return local.ip
         return addresses[0].ip if addresses else None
 
-    def send(self, data: bytes, addr: tuple[str, int]) -> bool:
-        """Write one datagram; a failure is logged, never raised."""
-        transport: Any = self.transport
+    def send(self, data: bytes, addr: tuple[str, int], source: str | None = None) -> bool:
+        """Write one datagram, from the socket of the own address ``source`` if one is open; a failure is logged,
+        never raised."""
+        transport: Any = (self._own_transport(source) if source is not None else None) or self.transport
         if transport is None:
             return False
         try:

@@ -16,6 +16,13 @@ and when it becomes Discoverable; it says Bye when it becomes NonDiscoverable an
 MetadataVersion survives restarts in state_dir and is incremented when the scopes
 differ from the saved ones (e.g. after a config edit).
 
+A device with its own address (per_camera ``cameras[].onvif_bind``, or ``onvif.bind``)
+speaks from that address: a sending socket is bound to it on an ephemeral port
+(SOAP-over-UDP lets a reply and an announcement leave from any port), its ProbeMatch and
+ResolveMatch leave from it, and its Hello and Bye leave from it on the interface that
+holds the address only. Until that socket can be bound (the address is not up yet:
+retried with the interfaces) the device speaks from the shared socket.
+
 A config reload keeps the service (and its socket) when the discovery settings stay:
 ``retire`` says Bye for the devices that are going before their listeners close, and
 ``update`` takes the new generation's devices, with Hello only for new devices and for
@@ -101,8 +108,10 @@ class DiscoveryService(Service):
         self._port_number = port
         self._rescan_interval = rescan_interval
         self.targets = list(targets)
+        self._own: dict[str, Any] = {}
+        """Own address -> the sending socket bound to it."""
         self.responder = DiscoveryResponder(
-            reactor, self.targets, self._local_addresses, rng or random.Random(), limits
+            reactor, self.targets, self._local_addresses, rng or random.Random(), limits, own_transport=self._own.get
         )
         self._port: Any = None
         self._links: dict[str, _Link] = {}
@@ -138,6 +147,7 @@ class DiscoveryService(Service):
                 return
             leaving = [target for target in self.targets if target.device.discoverable]
             await self._bye(port, leaving, links)
+            await self._close_own(keep=set())
             stopped = port.stopListening()
             if isinstance(stopped, Deferred):
                 await stopped
@@ -195,13 +205,15 @@ class DiscoveryService(Service):
         port = self._port
         if port is None or not self.running:
             return
+        await self._close_own(keep=self._own_addresses())
+        self._bind_own()
         for target in announce:
             was = before.get(target.endpoint_reference)
             for link in list(self._links.values()):
                 if target.device.discoverable:
                     await self._hello(port, target, link)
                 elif was is not None and was.device.discoverable:
-                    await self._multicast(port, self.responder.bye(target), link)
+                    await self._to_group(port, target, self.responder.bye(target), link)
         self.log.info(
             "WS-Discovery: {devices} devices, Hello for {announced} new or changed ones",
             devices=len(self.targets), announced=len(announce),
@@ -217,7 +229,10 @@ class DiscoveryService(Service):
     async def _run(self) -> None:
         try:
             while True:
-                complete = self._listen() and await self._refresh()
+                complete = False
+                if self._listen():
+                    own = self._bind_own()
+                    complete = await self._refresh() and own
                 if complete:
                     self._attempts = 0
                     delay = self._rescan_interval
@@ -257,6 +272,35 @@ class DiscoveryService(Service):
         self._port = port
         self.log.info("WS-Discovery listening on UDP {port}", port=self._port_number)
         return True
+
+    def _own_addresses(self) -> set[str]:
+        return {address for address in (target.own_address for target in self.targets) if address is not None}
+
+    def _bind_own(self) -> bool:
+        """Open a sending socket on each device's own address that has none; True when every one is open."""
+        complete = True
+        for address in sorted(self._own_addresses() - set(self._own)):
+            try:
+                port = self._reactor.listenMulticast(0, DatagramProtocol(), interface=address)
+            except Exception as exc:  # noqa: BLE001 - CannotListenError and OS errors alike: retry later
+                self.log.warn(
+                    "WS-Discovery cannot send from {address} ({error}); its devices speak from the shared socket "
+                    "until it can", address=address, error=str(exc),
+                )
+                complete = False
+                continue
+            port.setTTL(1)
+            port.setLoopbackMode(1)
+            self._own[address] = port
+            self.log.info("WS-Discovery: devices on {address} speak from it", address=address)
+        return complete
+
+    async def _close_own(self, keep: set[str]) -> None:
+        """Close the sending sockets of own addresses not in ``keep``."""
+        for address in [address for address in self._own if address not in keep]:
+            stopped = self._own.pop(address).stopListening()
+            if isinstance(stopped, Deferred):
+                await stopped
 
     async def _refresh(self) -> bool:
         """Join new interfaces, forget vanished ones; True when everything wanted is joined."""
@@ -319,20 +363,30 @@ class DiscoveryService(Service):
     async def _hello(self, port: Any, target: Target, link: _Link) -> None:
         data = self.responder.hello(target, ipaddress.IPv4Address(link.join_address))
         if data is not None:
-            await self._multicast(port, data, link)
+            await self._to_group(port, target, data, link)
 
     async def _bye(self, port: Any, targets: Sequence[Target], links: Sequence[_Link]) -> None:
         """Bye for each of ``targets`` out of each of ``links``."""
         for link in links:
             for target in targets:
-                await self._multicast(port, self.responder.bye(target), link)
+                await self._to_group(port, target, self.responder.bye(target), link)
+
+    async def _to_group(self, port: Any, target: Target, data: bytes, link: _Link) -> None:
+        """Send ``target``'s announcement out of ``link``: from its own address's socket, and only on the
+        interface holding that address, when it has one; else from the shared socket ``port``."""
+        own = target.own_address
+        if own is None:
+            await self._multicast(port, data, link)
+        elif any(str(address.ip) == own for address in link.addresses):
+            await self._multicast(self._own.get(own) or port, data, link)
 
     async def _multicast(self, port: Any, data: bytes, link: _Link) -> None:
-        """Send ``data`` to the group out of ``link`` (the outgoing interface is per socket: one at a time)."""
+        """Send ``data`` to the group from ``port`` out of ``link`` (the outgoing interface is per socket: one at
+        a time)."""
         await self._send_lock.acquire()
         try:
             await port.setOutgoingInterface(link.join_address)
-            self.responder.send(data, (GROUP, self._port_number))
+            port.write(data, (GROUP, self._port_number))
         except Exception as exc:  # noqa: BLE001 - an interface that went away: log, go on
             self.log.warn("cannot send WS-Discovery on {name}: {error}", name=link.name, error=str(exc))
         finally:
@@ -348,7 +402,7 @@ class DiscoveryService(Service):
                 if hello:
                     await self._hello(port, target, link)
                 else:
-                    await self._multicast(port, self.responder.bye(target), link)
+                    await self._to_group(port, target, self.responder.bye(target), link)
 
         Deferred.fromCoroutine(send()).addErrback(lambda f: self.log.failure("WS-Discovery announcement failed", f))
 

@@ -146,3 +146,5 @@ class Service:
     operations: dict[str, Operation] = field(default_factory=dict)
     capabilities: Callable[[RequestContext], _Element] | None = None
     """Builds this service's ``Capabilities`` element for GetServices(IncludeCapability)."""
+    listed: Callable[[], bool] = lambda: True
+    """Whether GetServices and GetCapabilities name the service now (its operations are served regardless)."""

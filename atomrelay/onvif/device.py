@@ -252,7 +252,7 @@ class DeviceService:
 
     def _all_services(self) -> list[Service]:
         own = self.service()
-        return [own, *(s for s in self._services() if s.namespace != ns.TDS)]
+        return [own, *(s for s in self._services() if s.namespace != ns.TDS and s.listed())]
 
     def _make_fixed_scopes(self) -> list[str]:
         device = self._config.onvif.device

@@ -4,7 +4,11 @@ One service per ONVIF device, over the cameras that device exposes; each pan/til
 camera (an ATOM Cam Swing) has one PTZ node (``<camera>.ptz``) and one PTZ
 configuration (``<camera>.ptzc``) that every profile of the camera carries. A profile
 of a camera without motors (or whose model is not known yet) answers
-``ter:NoPTZProfile``; an unknown profile ``ter:NoProfile``.
+``ter:NoPTZProfile``; an unknown profile ``ter:NoProfile``. GetServices and
+GetCapabilities name the service only while one of its cameras is known to have motors:
+a ``model: auto`` camera not read yet counts as fixed (as everywhere in the relay), and
+the service appears once its model is read as a Swing (Home Assistant would otherwise
+offer PTZ controls and a wiper switch for a fixed camera).
 
 Spaces (all generic, see ``atomrelay.camera.ptz`` for the mapping to degrees):
 
@@ -197,6 +201,7 @@ class PtzService:
                 version=VERSION,
                 operations=self._operations(),
                 capabilities=lambda ctx: self._cached(("capabilities",), self._capabilities),
+                listed=lambda: bool(self._ptz_cameras()),
             )
         return self._service
 
@@ -544,7 +549,8 @@ class PtzService:
         return TPTZ("ContinuousMoveResponse")
 
     async def stop(self, ctx: RequestContext) -> _Element:
-        """Stop: ends a continuous move and halts the running move (PanTilt defaults to true; there is no zoom)."""
+        """Stop: ends a continuous move and halts the running move, answering once the camera has stopped
+        (PanTilt defaults to true; there is no zoom)."""
         camera, controller = self._resolve(ctx)
         pan_tilt = _text(ctx.body, "PanTilt") or "true"
         if pan_tilt not in ("true", "false", "1", "0"):

@@ -16,6 +16,8 @@ body over 256 KiB                                          413, text/plain; refu
 not well-formed, DOCTYPE/entities, over the XML limits     400 Sender ter:WellFormed
 root is not a SOAP 1.2/1.1 Envelope                        500 VersionMismatch (SOAP 1.2)
 no Body / empty Body                                       400 Sender ter:Tag
+empty request body, no HTTP credentials (curl --digest)    401 + Digest challenges + Sender
+                                                           ter:NotAuthorized
 operation of a served namespace without a handler          500 Receiver ter:ActionNotSupported
 operation of an unknown namespace                          400 Sender ter:ActionNotSupported
 protected operation, no credentials (or bad HTTP ones)     401 + Digest MD5/SHA-256 (+Basic)
@@ -362,6 +364,10 @@ class OnvifResource(Resource):
         if data is None:
             return _plain(request, 413, _TOO_LARGE)
         remote = remote_address(request)
+        if not data and request.getHeader(b"authorization") is None:
+            # curl --digest (and libcurl) send the first POST without its body and wait for the challenge.
+            self.authenticator.challenge(request, stale=False)
+            return _fault(request, SOAP_11 if media_type == "text/xml" else SOAP_12, _CHALLENGE_FAULT)
         # A request shaped like one answered before: its caller is checked without parsing it.
         known, texts = self._shapes.find(data)
         verified = None

@@ -108,6 +108,8 @@ class FakeMulticastPort:
         self.log = log
         self.failing_joins = failing_joins
         self.interface = "0.0.0.0"
+        self.bound = ""
+        """The address the port is bound to ("" for every address)."""
         self.ttl: int | None = None
         self.loopback: int | None = None
         self.handle = FakeSocket()
@@ -135,7 +137,7 @@ class FakeMulticastPort:
         return self.handle
 
     def write(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.log.append(("write", data, addr, self.interface))
+        self.log.append(("write", data, addr, self.interface, self.bound))
 
     def stopListening(self) -> Deferred[None]:
         self.log.append(("stop",))
@@ -154,6 +156,8 @@ class FakeReactor(Clock):
         self.listen_calls: list[dict[str, Any]] = []
         self.listen_failures = 0
         self.failing_joins: set[str] = set()
+        self.failing_binds: set[str] = set()
+        """Addresses a bind to fails (not up yet)."""
 
     def listenMulticast(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192,
                         listenMultiple: bool = False) -> FakeMulticastPort:
@@ -162,7 +166,10 @@ class FakeReactor(Clock):
         if self.listen_failures:
             self.listen_failures -= 1
             raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+        if interface in self.failing_binds:
+            raise CannotListenError(interface, port, OSError(99, "Cannot assign requested address"))
         fake = FakeMulticastPort(protocol, self.log, self.failing_joins)
+        fake.bound = interface
         protocol.makeConnection(fake)
         self.ports.append(fake)
         return fake
@@ -170,6 +177,10 @@ class FakeReactor(Clock):
     def writes(self) -> list[tuple[bytes, tuple[str, int], str]]:
         """(data, destination, outgoing interface) of every write so far."""
         return [(entry[1], entry[2], entry[3]) for entry in self.log if entry[0] == "write"]
+
+    def sources(self) -> list[tuple[bytes, tuple[str, int], str, str]]:
+        """(data, destination, outgoing interface, bound address) of every write so far."""
+        return [(entry[1], entry[2], entry[3], entry[4]) for entry in self.log if entry[0] == "write"]
 
 
 def interface(name: str, address: str, up: bool = True, multicast: bool = True, loopback: bool = False,

@@ -15,9 +15,11 @@ import onvif
 import pytest
 import pytest_twisted
 import treq
-from onvif import ONVIFCamera
+from lxml import etree
+from onvif import ONVIFCamera, ONVIFError
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from zeep.exceptions import Fault
 
 from atomrelay.config import Config, parse_config
 from atomrelay.discovery.service import DiscoveryService
@@ -37,8 +39,9 @@ CAMERAS = (("porch", "Porch Cam"), ("garden", "Garden Cam"), ("garage", "Garage 
 
 def relay_config(state_dir: Path, mode: str, api_port: int, http_port: int, camera_ports: list[int],
                  discovery: bool = False, bind: str = "127.0.0.1", onvif_bind: str | None = None,
-                 advertise: str | None = None) -> Config:
-    """A relay with three cameras in ``mode``; per-camera ports from ``camera_ports``."""
+                 advertise: str | None = None, models: dict[str, str] | None = None) -> Config:
+    """A relay with three cameras in ``mode``; per-camera ports from ``camera_ports``; ``models`` by camera id
+    (else ``auto``)."""
     lines = [
         "onvif:",
         f"  bind: {bind}",
@@ -60,6 +63,7 @@ def relay_config(state_dir: Path, mode: str, api_port: int, http_port: int, came
             f"    name: {name}",
             "    host: 192.0.2.10",
             f"    onvif_port: {port}",
+            *([f"    model: {models[cam_id]}"] if models and cam_id in models else []),
             *([f"    onvif_bind: {onvif_bind}"] if onvif_bind and cam_id == "garage" else []),
             "    streams: [{name: main, rtsp_path: video0_unicast}]",
         ]
@@ -141,10 +145,21 @@ async def post(url: str, body: bytes) -> tuple[int, bytes]:
 async def test_onvif_port_serves_the_relay_endpoints_but_no_device(
     per_camera_relay: tuple[RelayService, int, list[int]],
 ) -> None:
-    """In per_camera mode onvif.port has no /onvif device; mediamtx auth still answers there."""
+    """In per_camera mode onvif.port has no /onvif device (a SOAP POST there gets a Receiver
+    ter:ActionNotSupported/ter:NoSuchService Fault listing the devices' URLs); mediamtx auth still answers there."""
     _, http_port, ports = per_camera_relay
-    code, _ = await post(f"http://127.0.0.1:{http_port}/onvif/device_service", GET_DATE)
-    assert code == 404
+    for path in ("device_service", "media_service", "anything"):
+        code, body = await post(f"http://127.0.0.1:{http_port}/onvif/{path}", GET_DATE)
+        fault = etree.fromstring(body).find(f".//{{{ns.SOAP12}}}Fault")
+        assert code == 500 and fault is not None, body
+        subcodes = [v.text for v in fault.iterfind(f".//{{{ns.SOAP12}}}Subcode/{{{ns.SOAP12}}}Value")]
+        assert subcodes == ["ter:ActionNotSupported", "ter:NoSuchService"]
+        reason = "".join(fault.find(f"{{{ns.SOAP12}}}Reason").itertext())
+        for (cam_id, _), port in zip(CAMERAS, ports):
+            assert f"{cam_id} at http://127.0.0.1:{port}/onvif/device_service" in reason
+    response = await treq.post(f"http://127.0.0.1:{http_port}/onvif/device_service", GET_DATE,
+                               headers={"Content-Type": "text/xml"}, timeout=5)
+    assert response.code == 500 and b"schemas.xmlsoap.org/soap/envelope" in await response.content()
     response = await treq.post(f"http://127.0.0.1:{http_port}/mediamtx/auth",
                                b'{"ip": "127.0.0.1", "user": "admin", "password": "secret", "action": "read", '
                                b'"path": "porch/main", "protocol": "rtsp"}', timeout=5)
@@ -155,6 +170,22 @@ async def test_onvif_port_serves_the_relay_endpoints_but_no_device(
         assert code == 200 and b"UTCDateTime" in body
         code, _ = await post(f"http://127.0.0.1:{port}/mediamtx/auth", b"{}")
         assert code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_onvif_zeep_async_pointed_at_onvif_port_is_told_the_device_urls(
+    per_camera_relay: tuple[RelayService, int, list[int]],
+) -> None:
+    """Home Assistant's library set up with onvif.port gets a SOAP Fault naming each camera's device URL, not HTML."""
+    _, http_port, ports = per_camera_relay
+    camera = ONVIFCamera("127.0.0.1", http_port, "admin", "secret", WSDL_DIR, no_cache=True)
+    try:
+        with pytest.raises(Fault) as raised:
+            await aio(camera.update_xaddrs())
+    finally:
+        await aio(camera.close())
+    assert "per_camera" in raised.value.message and "<html" not in raised.value.message
+    assert f"porch at http://127.0.0.1:{ports[0]}/onvif/device_service" in raised.value.message
 
 
 @pytest_twisted.ensureDeferred
@@ -199,3 +230,37 @@ async def test_each_camera_device_opens_in_onvif_zeep_async_with_its_own_identit
         seen.append((info.SerialNumber, interfaces[0].Info.HwAddress, endpoint))
     for column in zip(*seen):
         assert len(set(column)) == len(CAMERAS)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_front_camera_device_has_no_ptz_service(tmp_path: Path) -> None:
+    """per_camera: onvif-zeep-async finds no PTZ service (GetServices, GetCapabilities) on a Front camera's device,
+    while the Swing's device has one; a device whose camera model is not known yet lists none either."""
+    api = listen_mediamtx(reactor, FakeMediamtx(reactor))
+    ports = [free_port() for _ in CAMERAS]
+    config = relay_config(tmp_path, "per_camera", api.getHost().port, free_port(), ports,
+                          models={"porch": "ATOM_CamV3C", "garden": "ATOM_CAKP1JZJP"})
+    relay = build_relay(config, reactor)
+    relay.startService()
+    try:
+        found = {}
+        for (cam_id, _), port in zip(CAMERAS, ports):
+            camera = ONVIFCamera("127.0.0.1", port, "admin", "secret", WSDL_DIR, no_cache=True)
+            try:
+                await aio(camera.update_xaddrs())
+                management = await aio(camera.create_devicemgmt_service())
+                services = await aio(management.GetServices({"IncludeCapability": False}))
+                capabilities = await aio(management.GetCapabilities({"Category": "All"}))
+                has_ptz = ns.TPTZ in camera.xaddrs
+                if not has_ptz:
+                    with pytest.raises(ONVIFError):
+                        await aio(camera.create_ptz_service())
+            finally:
+                await aio(camera.close())
+            listed = ns.TPTZ in [s.Namespace for s in services]
+            assert listed == has_ptz == (capabilities.PTZ is not None), cam_id
+            found[cam_id] = has_ptz
+        assert found == {"porch": False, "garden": True, "garage": False}
+    finally:
+        await relay.stopService()
+        await api.stopListening()

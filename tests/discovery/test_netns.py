@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Iterator, TypeVar
 
@@ -40,6 +41,8 @@ T = TypeVar("T")
 NETNS_ENV = "ATOMRELAY_NETNS"
 GROUP = ("239.255.255.250", 3702)
 ETH0, WLAN0 = "10.11.0.1", "10.12.0.1"
+ETH0_ALIAS = "10.11.0.2"
+"""A second address on eth0, added by the test that gives each per-camera device its own address."""
 WSDL_DIR = os.path.join(os.path.dirname(onvif.__file__), "wsdl")
 INSIDE = os.environ.get(NETNS_ENV) == "1"
 CAMERAS = (("porch", "Porch Cam"), ("garden", "Garden Cam"), ("garage", "Garage Cam"))
@@ -115,8 +118,9 @@ def aio(coroutine: Awaitable[T]) -> Deferred[T]:
 
 def config_text(state_dir: Path, api_port: int, http_port: int, mode: str = "aggregate",
                 camera_ports: list[int] | None = None, interface: str | None = None,
-                cameras: tuple[tuple[str, str], ...] = CAMERAS) -> str:
-    """A relay config listening on every address, with discovery on (optionally on one interface)."""
+                cameras: tuple[tuple[str, str], ...] = CAMERAS, binds: list[str] | None = None) -> str:
+    """A relay config listening on every address, with discovery on (optionally on one interface; per_camera
+    devices on their ``binds`` addresses)."""
     lines = [
         "onvif:",
         f"  port: {http_port}",
@@ -133,9 +137,10 @@ def config_text(state_dir: Path, api_port: int, http_port: int, mode: str = "agg
         "cameras:",
     ]
     ports = camera_ports or [None] * len(cameras)
-    for (cam_id, name), port in zip(cameras, ports):
+    for index, ((cam_id, name), port) in enumerate(zip(cameras, ports)):
         lines += [f"  - id: {cam_id}", f"    name: {name}", "    host: 192.0.2.10",
                   *([f"    onvif_port: {port}"] if port else []),
+                  *([f"    onvif_bind: {binds[index]}"] if binds else []),
                   "    streams: [{name: main, rtsp_path: video0_unicast}]"]
     return "\n".join(lines) + "\n"
 
@@ -191,6 +196,38 @@ def client(namespace: None) -> Iterator[ThreadedWSDiscovery]:
         yield wsd
     finally:
         wsd.stop()
+
+
+class SourceRecorder(ThreadedWSDiscovery):
+    """The wsdiscovery client, also noting the source address of every message it receives."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.lock = threading.Lock()
+        self.seen: list[tuple[str, str, tuple[str, ...], str]] = []
+        """(action, EPR, XAddrs, source address) of every Hello, Bye and ProbeMatch received."""
+
+    def envReceived(self, env: Any, addr: tuple[str, int]) -> None:
+        """Note the message's devices and where it came from, then handle it as the client does."""
+        action = env.getAction().rsplit("/", 1)[-1]
+        if action in ("Hello", "Bye"):
+            entries = [(env.getEPR(), tuple(env.getXAddrs()))]
+        else:
+            entries = [(m.getEPR(), tuple(m.getXAddrs())) for m in env.getProbeResolveMatches()]
+        with self.lock:
+            self.seen += [(action, epr, xaddrs, addr[0]) for epr, xaddrs in entries]
+        super().envReceived(env, addr)
+
+    def sources(self, action: str) -> set[tuple[str, str]]:
+        """(EPR, source address) of every ``action`` message received so far."""
+        with self.lock:
+            return {(epr, source) for seen_action, epr, _, source in self.seen if seen_action == action}
+
+    def xaddr_hosts(self, action: str) -> set[tuple[str, str]]:
+        """(XAddrs host, source address) of every ``action`` message received so far."""
+        with self.lock:
+            return {(xaddr.split("/")[2].rsplit(":", 1)[0], source)
+                    for seen_action, _, xaddrs, source in self.seen if seen_action == action for xaddr in xaddrs}
 
 
 def search(wsd: ThreadedWSDiscovery, **kw: Any) -> Deferred[list[Any]]:
@@ -412,3 +449,38 @@ async def test_reload_says_bye_only_for_a_removed_device(
     assert {s.getEPR() for s in found} == {eprs["porch"], eprs["garden"]}
     assert set(byes) == {garage}
     assert [h.getEPR() for h in hellos] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_per_camera_devices_with_their_own_addresses_speak_from_them(running: RunningRelay) -> None:
+    """per_camera with onvif_bind on two addresses of eth0: the wsdiscovery client finds both devices, and each
+    device's Hello, ProbeMatch and Bye come from its own address, the host of its XAddrs."""
+    _ip("addr", "add", f"{ETH0_ALIAS}/24", "dev", "eth0")
+    recorder = SourceRecorder()
+    recorder.start()
+    try:
+        ports = [free_port() for _ in range(2)]
+        relay = running.start(mode="per_camera", camera_ports=ports, cameras=CAMERAS[:2], binds=[ETH0, ETH0_ALIAS])
+        own = {device.plan.identity.endpoint_reference: address
+               for device, address in zip(relay.devices, (ETH0, ETH0_ALIAS))}
+        await poll(lambda: recorder.sources("Hello") == set(own.items()), timeout=10,
+                   what="one Hello per device, from its own address")
+
+        async def both_found() -> bool:
+            recorder.clearRemoteServices()
+            found = await search(recorder, types=[NVT])
+            return {service.getEPR() for service in found} == set(own)
+
+        await poll(both_found, timeout=20, what="both devices found")
+        assert recorder.sources("ProbeMatches") == set(own.items())
+        for action in ("Hello", "ProbeMatches"):
+            assert {host for host, source in recorder.xaddr_hosts(action)} == {ETH0, ETH0_ALIAS}
+            assert all(host == source for host, source in recorder.xaddr_hosts(action)), recorder.seen
+
+        await running.stop()
+        await poll(lambda: recorder.sources("Bye") == set(own.items()), timeout=10,
+                   what="one Bye per device, from its own address")
+    finally:
+        recorder.stop()
+        await running.stop()
+        _ip("addr", "del", f"{ETH0_ALIAS}/24", "dev", "eth0")

@@ -350,3 +350,55 @@ def test_reload_update_keeps_versions_across_a_restart(tmp_path: Path) -> None:
     harness.stop()
     saved = harness.store.load("discovery", {})
     assert saved["devices"][moved[0].endpoint_reference]["metadata_version"] == 2
+
+
+def sent(harness: Harness) -> list[tuple[str, str, str, str]]:
+    """(action, EPR's device name, outgoing interface, bound address of the sending socket) of every write."""
+    names = {target.endpoint_reference: device.name for target, device in zip(harness.targets, harness.devices)}
+    found = []
+    for data, _, outgoing, bound in harness.reactor.sources():
+        env = parse(data)
+        eprs = [env.getEPR()] if env.getEPR() else [m.getEPR() for m in env.getProbeResolveMatches()]
+        found += [(env.getAction().rsplit("/", 1)[1], names[epr], outgoing, bound) for epr in eprs]
+    return found
+
+
+def test_a_device_with_its_own_address_speaks_from_a_socket_bound_to_it(tmp_path: Path) -> None:
+    """A device bound to 10.1.0.7 (an alias on eth0) gets an ephemeral socket on that address: its Hello leaves from
+    it on eth0 only, its ProbeMatch and Bye from it too; the device on every address keeps the shared socket."""
+    alias = interface("eth0", "10.1.0.7/24", label="eth0:cam")
+    devices = [FakeDevice("porch", "02:00:00:00:00:01"), FakeDevice("garden", "02:00:00:00:00:02")]
+    harness = Harness(tmp_path, devices=devices, interfaces=[ETH0, alias, WLAN0])
+    harness.targets[1].bind = "10.1.0.7"
+    harness.service.startService()
+    assert harness.reactor.listen_calls[1] == {"port": 0, "interface": "10.1.0.7", "maxPacketSize": 8192,
+                                                "listenMultiple": False}
+    assert sent(harness) == [("Hello", "porch", "10.1.0.5", ""), ("Hello", "garden", "10.1.0.5", "10.1.0.7"),
+                             ("Hello", "porch", "10.2.0.5", "")]
+    harness.reactor.log.clear()
+    harness.service.responder.datagramReceived(probe_bytes()[0], ("10.2.0.77", 5000))
+    harness.reactor.advance(0.5)
+    assert sorted(sent(harness)) == [("ProbeMatches", "garden", "10.1.0.5", "10.1.0.7"),
+                                     ("ProbeMatches", "porch", "10.2.0.5", "")]
+    harness.reactor.log.clear()
+    harness.stop()
+    assert [entry for entry in sent(harness) if entry[1] == "garden"] == [("Bye", "garden", "10.1.0.5", "10.1.0.7")]
+    assert all(port.stopped for port in harness.reactor.ports)
+
+
+def test_a_device_whose_address_is_not_up_yet_speaks_from_the_shared_socket_until_it_is(tmp_path: Path) -> None:
+    """While its own address cannot be bound, a device answers from the shared socket; the bind is retried."""
+    harness = Harness(tmp_path, interfaces=[ETH0, interface("eth0", "10.1.0.7/24", label="eth0:cam")])
+    harness.targets[0].bind = "10.1.0.7"
+    harness.reactor.failing_binds.add("10.1.0.7")
+    harness.service.startService()
+    harness.service.responder.datagramReceived(probe_bytes()[0], ("10.1.0.77", 5000))
+    harness.reactor.advance(0.5)
+    assert ("ProbeMatches", "porch", "10.1.0.5", "") in sent(harness)
+    harness.reactor.failing_binds.clear()
+    harness.reactor.advance(1.0)
+    harness.reactor.log.clear()
+    harness.service.responder.datagramReceived(probe_bytes()[0], ("10.1.0.77", 5000))
+    harness.reactor.advance(0.5)
+    assert sent(harness) == [("ProbeMatches", "porch", "0.0.0.0", "10.1.0.7")]
+    harness.stop()

@@ -6,6 +6,8 @@ import base64
 import hashlib
 import os
 import re
+import shutil
+import subprocess
 from datetime import datetime, timezone
 from typing import Any
 
@@ -536,3 +538,32 @@ async def test_real_zeep_token_over_loopback(soap_port: Any) -> None:
 
     assert await deferToThread(post) == 200
     assert relay.calls[-1].caller == Caller("operator", "Operator")
+
+
+def _curl_digest(url: str) -> tuple[int, bytes, str]:
+    """The real ``curl --digest`` posting GetHostname: its final status, body and verbose trace."""
+    curl = shutil.which("curl")
+    assert curl is not None, "curl is missing: `make system-deps` installs it"
+    command = [curl, "--silent", "--show-error", "--verbose", "--max-time", "10", "--digest", "-u", "admin:admin-secret",
+               "-H", "Content-Type: application/soap+xml", "--data-binary", "@-", "-w", "\n%{http_code}", url]
+    result = subprocess.run(command, input=GET_HOSTNAME, capture_output=True, timeout=30, check=True)
+    body, _, status = result.stdout.rpartition(b"\n")
+    return int(status), body, result.stderr.decode("utf-8", "replace")
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_curl_digest_logs_in(soap_port: Any) -> None:
+    """curl --digest sends its first POST with an empty body, gets the 401 challenge, then logs in."""
+    relay, port = soap_port
+    status, body, trace = await deferToThread(_curl_digest, f"http://127.0.0.1:{port}{PATH}")
+    assert "Content-Length: 0" in trace and "HTTP/1.1 401" in trace, trace
+    assert status == 200 and b"GetHostnameResponse" in body, (status, body, trace)
+    assert [call.caller.username for call in relay.calls] == ["admin"]
+
+
+def test_empty_body_without_credentials_is_challenged(soap_relay: SoapRelay) -> None:
+    """An empty POST without credentials gets 401 with the Digest challenges, not a malformed-XML 400."""
+    reply = soap_relay.post(b"")
+    assert any(value.startswith("Digest ") for value in reply.header("www-authenticate"))
+    assert_fault(reply, "Sender", ("NotAuthorized",), 401)

@@ -225,9 +225,10 @@ def test_operation_of_an_unknown_namespace_is_sender_action_not_supported(soap_r
 # --- malformed and hostile documents ------------------------------------------------------
 
 
-@pytest.mark.parametrize("body", [b"hello", b"", b"<s:Envelope", b'{"json": true}', b"\xff\xfe<\x00a\x00/\x00>\x00"])
+@pytest.mark.parametrize("body", [b"hello", b"<s:Envelope", b'{"json": true}', b"\xff\xfe<\x00a\x00/\x00>\x00"])
 def test_non_xml_is_well_formed_fault(soap_relay: SoapRelay, body: bytes) -> None:
-    """Bytes that are not a UTF-8 XML document are env:Sender/ter:WellFormed."""
+    """Bytes that are not a UTF-8 XML document are env:Sender/ter:WellFormed (an empty body without credentials is
+    challenged instead: test_empty_body_without_credentials_is_challenged)."""
     reason = assert_fault(soap_relay.post(body), "Sender", ("WellFormed",), 400)
     assert reason.startswith("Well-formed Error")
 

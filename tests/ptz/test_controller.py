@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 
 from atomrelay.camera.model import ModelRegistry
 from atomrelay.camera.ptz import (
@@ -282,3 +284,61 @@ def test_camera_without_motors(tmp_path: Path) -> None:
         ptz.absolute(0, 0)
     with pytest.raises(NotPtz):
         bench.wait(ptz.set_preset())
+
+
+class SlowHalt:
+    """The simulated Swing's client, except that a halt is answered ``delay`` seconds late (a motor slowing down)."""
+
+    def __init__(self, client: Any, clock: Any, delay: float) -> None:
+        self._client = client
+        self._clock = clock
+        self.delay = delay
+
+    def move(self, pan: float, tilt: float, speed: int = 9, priority: int = 2, timeout: float | None = None) -> Any:
+        async def later() -> Any:
+            position = await self._client.move(pan, tilt, speed, priority, timeout)
+            if priority == 0:
+                await deferLater(self._clock, self.delay, lambda: None)
+            return position
+
+        return Deferred.fromCoroutine(later())
+
+    def position(self, timeout: float | None = None) -> Any:
+        return self._client.position(timeout)
+
+    def command(self, command: str, timeout: float | None = None) -> Any:
+        return self._client.command(command, timeout)
+
+
+def slow_halt_rig(tmp_path: Path, delay: float) -> tuple[Bench, PtzController]:
+    bench = Bench()
+    camera = camera_config(model=SWING)
+    bench.add(camera)
+    client = SlowHalt(bench.clients["swing"], bench.clock, delay)
+    models = ModelRegistry(bench.clock, [camera], bench.clients, StateStore(tmp_path))
+    return bench, PtzController(bench.clock, camera, client, models, StateStore(tmp_path))
+
+
+def test_stop_returns_when_the_camera_has_stopped_so_a_preset_can_be_set(tmp_path: Path) -> None:
+    """Stop during ContinuousMove answers once the camera answered the halt (0.5 s later), and SetPreset right
+    after it succeeds."""
+    bench, ptz = slow_halt_rig(tmp_path, delay=0.5)
+    ptz.continuous(1.0, 0.0, timeout=10.0)
+    bench.pump(1.2)
+    start = bench.clock.seconds()
+    bench.wait(ptz.stop(), step=0.01)
+    assert bench.clock.seconds() - start == pytest.approx(0.5, abs=0.05)
+    assert not ptz.moving
+    token = bench.wait(ptz.set_preset(name="Stopped"), limit=0.1)
+    assert [p.token for p in ptz.presets()] == [token]
+
+
+def test_stop_waits_for_the_halt_at_most_stop_wait(tmp_path: Path) -> None:
+    """A camera slow to answer the halt holds Stop for ``stop_wait`` seconds, not longer."""
+    bench, ptz = slow_halt_rig(tmp_path, delay=60.0)
+    ptz.continuous(1.0, 0.0, timeout=10.0)
+    bench.pump(1.2)
+    start = bench.clock.seconds()
+    bench.wait(ptz.stop(), step=0.01)
+    assert bench.clock.seconds() - start == pytest.approx(ptz.stop_wait, abs=0.05)
+    assert ptz.moving

@@ -355,3 +355,24 @@ async def test_user_made_profile_with_ptz(relay: Relay) -> None:
             await aio(ptz.GetStatus({"ProfileToken": "made-up"}))
     finally:
         await aio(camera.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_then_set_preset_in_a_row(relay: Relay) -> None:
+    """ContinuousMove, Stop and SetPreset sent back to back save the preset: Stop answers once the camera stopped."""
+    camera = await connect(relay)
+    try:
+        ptz = await aio(camera.create_ptz_service())
+        for name in ("Gate", "Porch", "Shed"):
+            move = ptz.create_type("ContinuousMove")
+            move.ProfileToken = "swing.main"
+            move.Velocity = {"PanTilt": {"x": -0.5, "y": 0.2}}
+            await aio(ptz.ContinuousMove(move))
+            await poll(lambda: relay.swing.moving, timeout=10, what="moving")
+            await aio(ptz.Stop({"ProfileToken": "swing.main", "PanTilt": True}))
+            assert not relay.swing.moving
+            token = await aio(ptz.SetPreset({"ProfileToken": "swing.main", "PresetName": name}))
+            [preset] = [p for p in await aio(ptz.GetPresets({"ProfileToken": "swing.main"})) if p.token == token]
+            assert preset.Name == name
+    finally:
+        await aio(camera.close())

@@ -167,14 +167,14 @@ def test_same_nonce_from_another_user_is_no_replay(soap_relay: SoapRelay) -> Non
     _assert_not_authorized(soap_relay.post(_signed(soap_relay, user="viewer", nonce=b"shared-nonce-123")))
 
 
-def _iso(seconds: float) -> str:
+def iso_microseconds(seconds: float) -> str:
     """An xs:dateTime with microseconds, in Zulu form."""
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _token(relay: SoapRelay, user: str = "admin") -> _Element:
     """A Security header with a PasswordDigest token for ``user`` created now (to the microsecond)."""
-    return soap_security(user, SOAP_USERS[user].password, _iso(relay.clock.seconds()))
+    return soap_security(user, SOAP_USERS[user].password, iso_microseconds(relay.clock.seconds()))
 
 
 def test_replay_memory_expires_and_is_capped(soap_relay: SoapRelay) -> None:

@@ -27,6 +27,7 @@ from atomrelay.onvif.base import ANONYMOUS, Caller
 from atomrelay.onvif.security import AuthenticationFailed, Authenticator, _ReplayMemory
 from atomrelay.onvif.server import BoundedRequest, OnvifResource
 from tests.onvif.conftest import (
+    SOAP_NOW,
     SOAP_SKEW,
     SOAP_USERS,
     SoapRelay,
@@ -37,6 +38,7 @@ from tests.onvif.conftest import (
     soap_security,
     soap_services,
 )
+from tests.onvif.test_reply_cache import counted_relay, signed
 from tests.onvif.test_soap import assert_fault
 
 GET_HOSTNAME = soap_envelope(soap_op("GetHostname"))
@@ -95,6 +97,36 @@ def test_zeep_password_text_is_accepted(soap_relay: SoapRelay) -> None:
     """zeep's bare PasswordText token (Frigate tls_insecure) is accepted, and a wrong one is not."""
     assert soap_relay.post(_zeep_signed(soap_relay, "admin-secret")).status == 200
     _assert_not_authorized(soap_relay.post(_zeep_signed(soap_relay, "admin-wrong")))
+
+
+def test_password_text_can_be_turned_off(soap_log: list[dict[str, Any]]) -> None:
+    """With allow_password_text off, a correct PasswordText token gets the wrong-password fault, logged with why."""
+    relay = SoapRelay()
+    relay.authenticator.allow_password_text = False
+    wrong = relay.post(_zeep_signed(relay, "admin-wrong"))
+    refused = relay.post(_zeep_signed(relay, "admin-secret"))
+    _assert_not_authorized(refused)
+    assert refused.body == wrong.body
+    assert relay.post(_signed(relay)).status == 200
+    reasons = [event["reason"] for event in soap_log if "authentication failed" in event.get("log_format", "")]
+    assert reasons[-1] == "PasswordText token, and onvif.allow_password_text is false"
+
+
+def test_created_with_a_raw_carriage_return_means_what_the_xml_parser_reads(soap_log: list[dict[str, Any]]) -> None:
+    """A CR in Created is read as LF, parsed or cut from the raw bytes: a digest over the CR text fails both ways."""
+    relay, _ = counted_relay()
+    nonce = os.urandom(16)
+    created = soap_iso(SOAP_NOW).replace("T", "\r")
+
+    def body(digest_over: str) -> bytes:
+        digest = base64.b64encode(hashlib.sha1(nonce + digest_over.encode() + b"admin-secret").digest()).decode()
+        security = soap_security("admin", "admin-secret", "CREATED", nonce=nonce)
+        security[0][1].text = digest
+        return soap_envelope(soap_op("GetHostname"), [security]).replace(b"CREATED", created.encode())
+
+    assert relay.post(signed(soap_op("GetHostname"))).status == 200  # a warm reply cache
+    assert relay.post(body(created)).status == 400
+    assert relay.post(body(created.replace("\r", "\n"))).status == 200
 
 
 def _agsh_security(username: str, password: str, created: str, nonce: bytes) -> _Element:

@@ -71,6 +71,7 @@ _PASSWORD = ns.q(ns.WSSE, "Password")
 _NONCE = ns.q(ns.WSSE, "Nonce")
 _MAX_NONCE_BYTES = 256
 _CALLERS_KEPT = 256
+_HORIZONS_KEPT = 256
 _MAX_LOGGED_NAME = 64
 _DUMMY_PASSWORD = "\x00atomrelay-no-such-user\x00"
 
@@ -171,14 +172,16 @@ _NO_HTTP_CREDENTIALS = HttpAuthResult(None, presented=False)
 
 
 class _ReplayMemory:
-    """What was accepted lately, as 64-bit fingerprints with a time and a small integer; capped in size.
+    """What was accepted lately, as 64-bit fingerprints with a time, an owner and a small integer; capped in size.
 
-    The time is a token's Created or a Digest nonce's issue time. Entries are forgotten in
-    time order (a heap): when their time leaves the window, or the oldest when the cap is
-    reached. ``horizon`` is the latest time forgotten: the memory no longer knows every
-    token of that time or earlier, so the caller refuses those unless their entry is still
-    held. Under a load the cap cannot hold, the horizon therefore comes closer to now and
-    only fresh tokens pass; nothing the memory forgot can be replayed.
+    The time is a token's Created or a Digest nonce's issue time; the owner is the token's
+    user ("" for Digest nonces). Entries are forgotten in time order (a heap): when their
+    time leaves the window, or the oldest when the cap is reached. ``horizon(owner)`` is
+    the latest time of an owner's forgotten entry: the memory no longer knows every token
+    of that owner of that time or earlier, so the caller refuses those unless their entry is
+    still held. Under a load the cap cannot hold, horizons therefore come closer to now and
+    only fresh tokens pass; nothing the memory forgot can be replayed. Horizons are kept per
+    owner so that one account's flood of tokens dated ahead does not hold off the others.
 
     A fingerprint is ``hash(key)`` (SipHash with this process's random key), the same size
     whatever the key's: two keys share one with a probability of about 1e-10 at 50,000
@@ -188,12 +191,13 @@ class _ReplayMemory:
     log = Logger()
 
     def __init__(self, cap: int, what: str) -> None:
-        self._times: list[tuple[float, int]] = []
+        self._times: list[tuple[float, int, str]] = []
         self._values: dict[int, int] = {}
         self._cap = cap
         self._what = what
-        self.horizon = float("-inf")
-        """The latest time of a forgotten entry."""
+        self._horizons: dict[str, float] = {}
+        self._floor = float("-inf")
+        """The horizon of every owner whose own horizon is no longer kept."""
         self._filling_since: float | None = None
         self._filled = 0
         self._warned = False
@@ -204,28 +208,36 @@ class _ReplayMemory:
         while times and times[0][0] < oldest:
             self._forget_first()
 
+    def horizon(self, owner: str) -> float:
+        """The latest time of a forgotten entry of ``owner``."""
+        return max(self._floor, self._horizons.get(owner, self._floor))
+
     def get(self, fingerprint: int) -> int | None:
         """The value held for ``fingerprint``, None when it is not held."""
         return self._values.get(fingerprint)
 
-    def put(self, fingerprint: int, when: float, value: int, now: float) -> None:
+    def put(self, fingerprint: int, when: float, owner: str, value: int, now: float) -> None:
         """Hold ``value`` for ``fingerprint`` (a known one keeps its time), forgetting the oldest beyond the cap.
 
-        A new ``fingerprint``'s ``when`` must be later than ``horizon``.
+        A new ``fingerprint``'s ``when`` must be later than ``horizon(owner)``.
         """
         values = self._values
         new = fingerprint not in values
         values[fingerprint] = value
         if new:
-            heapq.heappush(self._times, (when, fingerprint))
+            heapq.heappush(self._times, (when, fingerprint, owner))
             self._count_fill(now)
         while len(values) > self._cap:
             self._forget_first()
 
     def _forget_first(self) -> None:
-        when, fingerprint = heapq.heappop(self._times)
+        when, fingerprint, owner = heapq.heappop(self._times)
         del self._values[fingerprint]
-        self.horizon = max(self.horizon, when)
+        horizons = self._horizons
+        if owner not in horizons and len(horizons) >= _HORIZONS_KEPT:
+            self._floor = max(self._floor, *horizons.values())
+            horizons.clear()
+        horizons[owner] = max(when, horizons.get(owner, when))
 
     def _count_fill(self, now: float) -> None:
         """Warn once when the memory reaches its cap, with the rate since it was last half full."""
@@ -340,22 +352,24 @@ class Authenticator:
         if not hmac.compare_digest(expected, presented) or user is None:
             raise AuthenticationFailed("unknown user or wrong password")
         if nonce is not None and created_at is not None:
-            self._admit_token(hash((username, nonce)), created_at, now)
+            self._admit_token(username, nonce, created_at, now)
         return self._caller(username, user.role)
 
-    def _admit_token(self, fingerprint: int, created_at: float, now: float) -> None:
+    def _admit_token(self, username: str, nonce: bytes, created_at: float, now: float) -> None:
         """Remember an accepted token until its Created leaves the window; refuse a replay, or one it may have forgotten."""
+        fingerprint = hash((username, nonce))
         seen = self._ws_nonces
         seen.forget_before(now - self.max_clock_skew)
         if seen.get(fingerprint) is not None:
             raise AuthenticationFailed("replayed UsernameToken nonce")
-        if created_at <= seen.horizon:
-            forgotten = datetime.fromtimestamp(seen.horizon, timezone.utc).isoformat()
+        horizon = seen.horizon(username)
+        if created_at <= horizon:
+            forgotten = datetime.fromtimestamp(horizon, timezone.utc).isoformat()
             raise AuthenticationFailed(
                 f"Created is not newer than {forgotten}, up to which the full replay memory forgot tokens",
                 hint="the relay is under load: send a fresh UsernameToken",
             )
-        seen.put(fingerprint, created_at, 0, now)
+        seen.put(fingerprint, created_at, username, 0, now)
 
     def _caller(self, username: str, level: str) -> Caller:
         """The (immutable, shared) Caller for a verified user at ``level``."""
@@ -514,11 +528,11 @@ class Authenticator:
         counts = self._digest_counts
         counts.forget_before(now - self.nonce_lifetime)
         previous = counts.get(fingerprint)
-        if previous is None and issued <= counts.horizon:
+        if previous is None and issued <= counts.horizon(""):
             raise _StaleNonce()
         if previous is not None and count <= previous:
             raise AuthenticationFailed("Digest nonce count replayed")
-        counts.put(fingerprint, issued, count, now)
+        counts.put(fingerprint, issued, "", count, now)
 
     def _check_basic(self, token: str, remote: str) -> HttpAuthResult:
         username = ""

@@ -241,6 +241,24 @@ def test_a_flood_past_the_cap_does_not_reopen_a_replay(soap_relay: SoapRelay, mo
     assert "100 a second" in warnings[0]  # 50 tokens in 0.5 s since the memory was half full
 
 
+def test_one_accounts_flood_dated_ahead_does_not_hold_off_another(soap_relay: SoapRelay) -> None:
+    """A User account filling the memory with tokens dated ahead locks out itself, not the Administrator."""
+    clock = soap_relay.clock
+    authenticator = Authenticator(clock, SOAP_USERS.get, SOAP_SKEW, False, replay_cap=100)
+    for _ in range(150):
+        clock.advance(0.01)
+        ahead = soap_security("viewer", "viewer-secret", iso_microseconds(clock.seconds() + SOAP_SKEW - 1))
+        assert authenticator.verify_security_header(ahead, "10.0.0.66") is not None
+    for _ in range(3):
+        clock.advance(0.01)
+        token = _token(soap_relay)
+        assert authenticator.verify_security_header(token, "10.0.0.9") == Caller("admin", "Administrator")
+        with pytest.raises(AuthenticationFailed, match="full replay memory forgot|replayed"):
+            authenticator.verify_security_header(token, "10.0.0.66")
+    with pytest.raises(AuthenticationFailed, match="full replay memory forgot"):
+        authenticator.verify_security_header(_token(soap_relay, "viewer"), "10.0.0.66")
+
+
 def test_a_digest_flood_past_the_cap_does_not_reopen_a_replay(soap_relay: SoapRelay) -> None:
     """A Digest request whose nonce the full memory forgot is answered stale, never accepted twice."""
     relay = soap_relay

@@ -67,6 +67,7 @@ class OnvifConfig:
     mode: str = "aggregate"
     device: DeviceInfo = field(default_factory=DeviceInfo)
     http_basic: bool = False
+    allow_password_text: bool = True
     users: tuple[User, ...] = ()
     max_clock_skew: float = 300.0
     max_profiles: int = 32
@@ -354,8 +355,8 @@ def _read_onvif(reader: _Reader, node: Node | None) -> OnvifConfig:
         node,
         "onvif",
         (
-            "bind", "port", "advertise_host", "mode", "device", "http_basic", "users", "max_clock_skew",
-            "max_profiles", "max_presets",
+            "bind", "port", "advertise_host", "mode", "device", "http_basic", "allow_password_text", "users",
+            "max_clock_skew", "max_profiles", "max_presets",
         ),
     )
     device = DeviceInfo()
@@ -385,6 +386,9 @@ def _read_onvif(reader: _Reader, node: Node | None) -> OnvifConfig:
         mode=mode,
         device=device,
         http_basic=reader.value(keys.get("http_basic"), "onvif.http_basic", False, reader.boolean),
+        allow_password_text=reader.value(
+            keys.get("allow_password_text"), "onvif.allow_password_text", default.allow_password_text, reader.boolean
+        ),
         users=_read_users(reader, keys.get("users"), "onvif.users"),
         max_clock_skew=reader.value(
             keys.get("max_clock_skew"), "onvif.max_clock_skew", default.max_clock_skew, reader.duration

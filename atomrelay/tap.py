@@ -273,6 +273,7 @@ class RelayService(MultiService):
         self.parts.events.update_cameras(config.cameras, config.events.motion_timeout)
         self.parts.authenticator.max_clock_skew = config.onvif.max_clock_skew
         self.parts.authenticator.http_basic = config.onvif.http_basic
+        self.parts.authenticator.allow_password_text = config.onvif.allow_password_text
         for device_id in [d for d in self.parts.subscriptions if d not in {p.device_id for p in new.plans}]:
             await _maybe_deferred(cast(Any, self.parts.subscriptions.pop(device_id)).disownServiceParent())
         self.install(new, fresh)
@@ -655,7 +656,8 @@ def build_relay(
                                              cookiejar=no_cookies()),
     )
     parts.authenticator = Authenticator(
-        reactor, parts.lookup_user, config.onvif.max_clock_skew, config.onvif.http_basic
+        reactor, parts.lookup_user, config.onvif.max_clock_skew, config.onvif.http_basic,
+        allow_password_text=config.onvif.allow_password_text,
     )
     relay = RelayService(reactor, parts, config_path, access_log)
     cast(Any, parts.events).setServiceParent(relay)

@@ -84,6 +84,8 @@ def test_durations() -> None:
         ("onvif:\n  users: [{username: a}]\n", "onvif.users[0].password: is required (line 2)"),
         ("onvif:\n  users: [{username: a, password: b}, {username: a, password: c}]\n", "onvif.users[1].username: 'a' is listed twice"),
         ("onvif:\n  http_basic: maybe\n  users: [{username: a, password: b}]\n", "onvif.http_basic: 'maybe' is not true or false"),
+        ("onvif:\n  users: [{username: a, password: b}]\n  allow_password_text: 0\n",
+         "onvif.allow_password_text: '0' is not true or false (line 3)"),
     ],
 )
 def test_onvif_errors(extra: str, expected: str) -> None:

@@ -164,7 +164,7 @@ async def test_sighup_removes_a_camera_and_its_path(tmp_path: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_reload_applies_clock_skew_and_http_basic(tmp_path: Path) -> None:
-    """onvif.max_clock_skew and onvif.http_basic take effect on a reload, as every key but state_dir does."""
+    """onvif.max_clock_skew, http_basic and allow_password_text take effect on a reload, as every key but state_dir does."""
     from atomrelay.config import load_config
     from atomrelay.tap import build_relay
 
@@ -173,14 +173,16 @@ async def test_reload_applies_clock_skew_and_http_basic(tmp_path: Path) -> None:
     write_config(path, *ports)
     relay = build_relay(load_config(str(path)), reactor, config_path=str(path))
     authenticator = relay.parts.authenticator
-    assert (authenticator.max_clock_skew, authenticator.http_basic) == (300.0, False)
+    assert (authenticator.max_clock_skew, authenticator.http_basic, authenticator.allow_password_text) == (
+        300.0, False, True)
     assert not any(value.startswith(b"Basic") for value in authenticator.challenge_headers())
 
-    write_config(path, *ports, onvif_extra=("max_clock_skew: 30s", "http_basic: true"))
+    write_config(path, *ports, onvif_extra=("max_clock_skew: 30s", "http_basic: true", "allow_password_text: false"))
     await relay.reload()
 
     assert relay.parts.authenticator is authenticator  # its replay memory is kept
-    assert (authenticator.max_clock_skew, authenticator.http_basic) == (30.0, True)
+    assert (authenticator.max_clock_skew, authenticator.http_basic, authenticator.allow_password_text) == (
+        30.0, True, False)
     assert any(value.startswith(b"Basic") for value in authenticator.challenge_headers())
 
 

@@ -6,10 +6,14 @@ WS-Security (OASIS UsernameToken Profile 1.0, ONVIF Core 5.12):
   both ``Nonce`` and ``Created`` (Core: "reject any Username Token not using both").
 * ``PasswordText`` is accepted without Nonce/Created, a deliberate leniency: python
   onvif-zeep-async (Frigate's ``tls_insecure``) sends a bare ``Password``. When it does
-  carry Created/Nonce they are checked like a digest's.
+  carry Created/Nonce they are checked like a digest's. It is not replay-protected (the
+  password travels in clear, and nothing binds the Nonce or Created to it);
+  ``allow_password_text`` False refuses it.
 * ``Created`` must lie within ``max_clock_skew`` of the injected clock (Zulu, offset or
   fractional forms; no offset means UTC); a (username, nonce) pair is accepted once
-  within that window. The replay memory expires by time and has a hard cap.
+  within that window. The replay memory holds each pair until its Created leaves the
+  window and has a hard cap; when the cap makes it forget a pair early, tokens created
+  no later than that pair are refused from then on (``_ReplayMemory``).
 * Elements are matched by namespace, never by prefix (npm ``onvif`` declares the
   Security namespace as the default namespace); ``Created`` is accepted in the wsu or
   the wsse namespace.
@@ -19,8 +23,9 @@ HTTP (RFC 7616 Digest, RFC 7617 Basic):
 * Challenges offer ``MD5`` then ``SHA-256`` (Core's example order) with ``qop="auth"``
   and one shared stateless nonce (issue time + random salt + HMAC), so memory is only
   spent on callers that authenticated; Basic is offered last, only if ``http_basic``.
-* A valid response to an expired or unknown nonce earns ``stale=true``; a nonce count
-  that does not increase is a replay and fails.
+* A valid response to an expired or unknown nonce earns ``stale=true``, as does one to a
+  nonce the full replay memory may have forgotten; a nonce count that does not increase
+  is a replay and fails.
 
 Every failure is logged with the peer address and the user name, never the password.
 """
@@ -30,13 +35,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import heapq
 import hmac
 import os
 import re
 import struct
 import weakref
-from collections import OrderedDict, deque
-from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Protocol, cast
@@ -67,6 +71,7 @@ _PASSWORD = ns.q(ns.WSSE, "Password")
 _NONCE = ns.q(ns.WSSE, "Nonce")
 _MAX_NONCE_BYTES = 256
 _CALLERS_KEPT = 256
+_HORIZONS_KEPT = 256
 _MAX_LOGGED_NAME = 64
 _DUMMY_PASSWORD = "\x00atomrelay-no-such-user\x00"
 
@@ -166,66 +171,91 @@ class HttpAuthResult:
 _NO_HTTP_CREDENTIALS = HttpAuthResult(None, presented=False)
 
 
-class _ExpiringMap:
-    """Small integers remembered until an expiry time; insertion order is expiry order; capped in size."""
+class _ReplayMemory:
+    """What was accepted lately, as 64-bit fingerprints with a time, an owner and a small integer; capped in size.
 
-    def __init__(self, cap: int) -> None:
-        self._entries: OrderedDict[Hashable, tuple[float, int]] = OrderedDict()
-        self._cap = cap
+    The time is a token's Created or a Digest nonce's issue time; the owner is the token's
+    user ("" for Digest nonces). Entries are forgotten in time order (a heap): when their
+    time leaves the window, or the oldest when the cap is reached. ``horizon(owner)`` is
+    the latest time of an owner's forgotten entry: the memory no longer knows every token
+    of that owner of that time or earlier, so the caller refuses those unless their entry is
+    still held. Under a load the cap cannot hold, horizons therefore come closer to now and
+    only fresh tokens pass; nothing the memory forgot can be replayed. Horizons are kept per
+    owner so that one account's flood of tokens dated ahead does not hold off the others.
 
-    def purge(self, now: float) -> None:
-        """Forget expired entries, and the oldest ones beyond the cap."""
-        entries = self._entries
-        while entries:
-            key, (expiry, _) = next(iter(entries.items()))
-            if expiry > now and len(entries) < self._cap:
-                break
-            del entries[key]
-
-    def get(self, key: Hashable) -> tuple[float, int] | None:
-        """The (expiry, value) remembered for ``key``."""
-        return self._entries.get(key)
-
-    def put(self, key: Hashable, expiry: float, value: int) -> None:
-        """Remember ``value`` for ``key`` until ``expiry`` (a known key keeps its place)."""
-        self._entries[key] = (expiry, value)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-class _SeenTokens:
-    """Fingerprints of (user, nonce) pairs remembered until an expiry time; insertion order is expiry order.
-
-    A fingerprint is the pair's 64-bit ``hash((username, nonce))`` (SipHash with this
-    process's random key): the same size whatever the nonce's, about 230 bytes of RSS per pair as measured
-    (``make bench``), 11 MiB for a full memory of 50,000 instead of the 25 MiB of keeping
-    the pairs. Two pairs share a fingerprint with a probability of
-    about 1e-10 at 50,000 pairs; the cost of that is one token refused as a replay.
+    A fingerprint is ``hash(key)`` (SipHash with this process's random key), the same size
+    whatever the key's: two keys share one with a probability of about 1e-10 at 50,000
+    entries, which costs one request refused as a replay.
     """
 
-    def __init__(self, cap: int) -> None:
-        self._order: deque[tuple[float, int]] = deque()
-        self._seen: set[int] = set()
+    log = Logger()
+
+    def __init__(self, cap: int, what: str) -> None:
+        self._times: list[tuple[float, int, str]] = []
+        self._values: dict[int, int] = {}
         self._cap = cap
+        self._what = what
+        self._horizons: dict[str, float] = {}
+        self._floor = float("-inf")
+        """The horizon of every owner whose own horizon is no longer kept."""
+        self._filling_since: float | None = None
+        self._filled = 0
+        self._warned = False
 
-    def admit(self, fingerprint: int, now: float, expiry: float) -> bool:
-        """Remember ``fingerprint`` until ``expiry`` unless it is remembered already (a replay: False).
+    def forget_before(self, oldest: float) -> None:
+        """Forget the entries whose time is earlier than ``oldest``."""
+        times = self._times
+        while times and times[0][0] < oldest:
+            self._forget_first()
 
-        Expired pairs, and the oldest ones beyond the cap, are forgotten first. ``expiry``
-        must not be earlier than that of any pair admitted before.
+    def horizon(self, owner: str) -> float:
+        """The latest time of a forgotten entry of ``owner``."""
+        return max(self._floor, self._horizons.get(owner, self._floor))
+
+    def get(self, fingerprint: int) -> int | None:
+        """The value held for ``fingerprint``, None when it is not held."""
+        return self._values.get(fingerprint)
+
+    def put(self, fingerprint: int, when: float, owner: str, value: int, now: float) -> None:
+        """Hold ``value`` for ``fingerprint`` (a known one keeps its time), forgetting the oldest beyond the cap.
+
+        A new ``fingerprint``'s ``when`` must be later than ``horizon(owner)``.
         """
-        order, seen = self._order, self._seen
-        while order and (order[0][0] <= now or len(order) >= self._cap):
-            seen.discard(order.popleft()[1])
-        if fingerprint in seen:
-            return False
-        order.append((expiry, fingerprint))
-        seen.add(fingerprint)
-        return True
+        values = self._values
+        new = fingerprint not in values
+        values[fingerprint] = value
+        if new:
+            heapq.heappush(self._times, (when, fingerprint, owner))
+            self._count_fill(now)
+        while len(values) > self._cap:
+            self._forget_first()
+
+    def _forget_first(self) -> None:
+        when, fingerprint, owner = heapq.heappop(self._times)
+        del self._values[fingerprint]
+        horizons = self._horizons
+        if owner not in horizons and len(horizons) >= _HORIZONS_KEPT:
+            self._floor = max(self._floor, *horizons.values())
+            horizons.clear()
+        horizons[owner] = max(when, horizons.get(owner, when))
+
+    def _count_fill(self, now: float) -> None:
+        """Warn once when the memory reaches its cap, with the rate since it was last half full."""
+        if self._filling_since is None or len(self._values) <= self._cap // 2:
+            self._filling_since, self._filled, self._warned = now, 0, False
+            return
+        self._filled += 1
+        if len(self._values) >= self._cap and not self._warned:
+            self._warned = True
+            elapsed = max(now - self._filling_since, 0.001)
+            self.log.warn(
+                "replay memory of {what} full at {cap} ({filled} added in {elapsed:.1f} s, {rate:.0f} a second): "
+                "while it stays full, only ones dated after the last one it forgets are accepted",
+                what=self._what, cap=self._cap, filled=self._filled, elapsed=elapsed, rate=self._filled / elapsed,
+            )
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._values)
 
 
 class Authenticator:
@@ -242,19 +272,26 @@ class Authenticator:
         realm: str = "atomrelay",
         nonce_lifetime: float = 300.0,
         replay_cap: int = 50_000,
+        allow_password_text: bool = True,
     ) -> None:
         self.clock = cast(Clock, clock)
         self.lookup = lookup
         self.max_clock_skew = max_clock_skew
         self.http_basic = http_basic
+        self.allow_password_text = allow_password_text
         self.realm = realm
         self.nonce_lifetime = nonce_lifetime
         self._secret = os.urandom(32)
         self._opaque = hmac.new(self._secret, b"opaque", "sha256").hexdigest()[:32]
-        self._ws_nonces = _SeenTokens(replay_cap)
+        self._ws_nonces = _ReplayMemory(replay_cap, "WS-Security tokens")
         self._callers: dict[tuple[str, str], Caller] = {}
-        self._digest_counts = _ExpiringMap(replay_cap)
+        self._digest_counts = _ReplayMemory(replay_cap, "HTTP Digest nonces")
         self._stale_requests: weakref.WeakSet[HttpRequest] = weakref.WeakSet()
+
+    @property
+    def replay_memory_size(self) -> int:
+        """How many WS-Security tokens and HTTP Digest nonces the replay memory holds now."""
+        return len(self._ws_nonces) + len(self._digest_counts)
 
     # --- WS-Security -------------------------------------------------------------------
 
@@ -283,17 +320,21 @@ class Authenticator:
         """
         # The Created check is written inline: this runs for every signed request, and a
         # method call costs about as much as the check (bench_breakdown.py measures in place).
+        if not form.digest and not self.allow_password_text:
+            raise AuthenticationFailed("PasswordText token, and onvif.allow_password_text is false")
         nonce = _decode_nonce(nonce_text, form.nonce_hex) if nonce_text is not None else None
-        created = created_text.strip() if created_text is not None else None
+        created = _xml_line_ends(created_text).strip() if created_text is not None else None
         if form.digest and (nonce is None or not created):
             raise AuthenticationFailed("PasswordDigest without Nonce and Created")
         now = self.clock.seconds()
+        created_at = None
         if created:
             try:
                 when = datetime.fromisoformat(created)
             except ValueError:
                 raise AuthenticationFailed(f"unparseable Created {created[:40]}") from None
-            skew = (when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)).timestamp() - now
+            created_at = (when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)).timestamp()
+            skew = created_at - now
             if abs(skew) > self.max_clock_skew:
                 raise AuthenticationFailed(
                     f"Created is {skew:+.0f} s off the relay clock (allowed: {self.max_clock_skew:.0f} s)",
@@ -302,7 +343,7 @@ class Authenticator:
         username = form.username
         user = self.lookup(username)
         secret = (user.password if user is not None else _DUMMY_PASSWORD).encode("utf-8")
-        presented = password.strip().encode("utf-8")
+        presented = _xml_line_ends(password).strip().encode("utf-8")
         if form.digest and nonce is not None and created:
             digest = hashlib.sha1(nonce + created.encode("utf-8") + secret).digest()
             expected = binascii.b2a_base64(digest, newline=False)
@@ -310,11 +351,25 @@ class Authenticator:
             expected = secret
         if not hmac.compare_digest(expected, presented) or user is None:
             raise AuthenticationFailed("unknown user or wrong password")
-        # Created is within the skew of now, so the token is stale by now + 2 * skew.
-        stale = now + 2 * self.max_clock_skew + 1
-        if nonce is not None and not self._ws_nonces.admit(hash((username, nonce)), now, stale):
-            raise AuthenticationFailed("replayed UsernameToken nonce")
+        if nonce is not None and created_at is not None:
+            self._admit_token(username, nonce, created_at, now)
         return self._caller(username, user.role)
+
+    def _admit_token(self, username: str, nonce: bytes, created_at: float, now: float) -> None:
+        """Remember an accepted token until its Created leaves the window; refuse a replay, or one it may have forgotten."""
+        fingerprint = hash((username, nonce))
+        seen = self._ws_nonces
+        seen.forget_before(now - self.max_clock_skew)
+        if seen.get(fingerprint) is not None:
+            raise AuthenticationFailed("replayed UsernameToken nonce")
+        horizon = seen.horizon(username)
+        if created_at <= horizon:
+            forgotten = datetime.fromtimestamp(horizon, timezone.utc).isoformat()
+            raise AuthenticationFailed(
+                f"Created is not newer than {forgotten}, up to which the full replay memory forgot tokens",
+                hint="the relay is under load: send a fresh UsernameToken",
+            )
+        seen.put(fingerprint, created_at, username, 0, now)
 
     def _caller(self, username: str, level: str) -> Caller:
         """The (immutable, shared) Caller for a verified user at ``level``."""
@@ -461,20 +516,23 @@ class Authenticator:
         issued = self._nonce_issued(nonce)
         if issued is None or not -1.0 <= now - issued <= self.nonce_lifetime:
             raise _StaleNonce()
-        if not self._advance_count(nonce, int(params["nc"], 16), now):
-            raise AuthenticationFailed("Digest nonce count replayed")
+        self._advance_count(hash(nonce), issued, int(params["nc"], 16), now)
         return self._caller(username, user.role)
 
-    def _advance_count(self, nonce: str, count: int, now: float) -> bool:
-        """Record ``count`` for ``nonce``; False when it does not exceed the last one (a replay)."""
+    def _advance_count(self, fingerprint: int, issued: float, count: int, now: float) -> None:
+        """Record ``count`` for a nonce issued at ``issued``; it must exceed the last count seen.
+
+        A nonce the full memory may have forgotten is answered as stale (the client retries
+        with a fresh one).
+        """
         counts = self._digest_counts
-        counts.purge(now)
-        previous = counts.get(nonce)
-        if previous is not None and count <= previous[1]:
-            return False
-        expiry = previous[0] if previous is not None else now + self.nonce_lifetime + 1
-        counts.put(nonce, expiry, count)
-        return True
+        counts.forget_before(now - self.nonce_lifetime)
+        previous = counts.get(fingerprint)
+        if previous is None and issued <= counts.horizon(""):
+            raise _StaleNonce()
+        if previous is not None and count <= previous:
+            raise AuthenticationFailed("Digest nonce count replayed")
+        counts.put(fingerprint, issued, "", count, now)
 
     def _check_basic(self, token: str, remote: str) -> HttpAuthResult:
         username = ""
@@ -514,6 +572,14 @@ def remote_address(request: HttpRequest) -> str:
     address = request.getClientAddress()
     host = getattr(address, "host", None)
     return str(host) if host is not None else str(address)
+
+
+def _xml_line_ends(text: str) -> str:
+    """``text`` with its line ends as an XML parser reads them (XML 1.0 section 2.11): CR LF and CR become LF.
+
+    lxml has done this to parsed texts already; texts cut from the raw bytes need it to mean the same.
+    """
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 def _text(element: _Element | None) -> str:

@@ -19,15 +19,17 @@ from lxml import etree
 from lxml.etree import _Element
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
+from twisted.logger import Logger, formatEvent
 from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyRequest
 from zeep.wsse.username import UsernameToken
 
 from atomrelay.onvif import ns
 from atomrelay.onvif.base import ANONYMOUS, Caller
-from atomrelay.onvif.security import Authenticator
-from atomrelay.onvif.server import BoundedRequest
+from atomrelay.onvif.security import AuthenticationFailed, Authenticator, _ReplayMemory
+from atomrelay.onvif.server import BoundedRequest, OnvifResource
 from tests.onvif.conftest import (
+    SOAP_NOW,
     SOAP_SKEW,
     SOAP_USERS,
     SoapRelay,
@@ -36,7 +38,9 @@ from tests.onvif.conftest import (
     soap_iso,
     soap_op,
     soap_security,
+    soap_services,
 )
+from tests.onvif.test_reply_cache import counted_relay, signed
 from tests.onvif.test_soap import assert_fault
 
 GET_HOSTNAME = soap_envelope(soap_op("GetHostname"))
@@ -95,6 +99,36 @@ def test_zeep_password_text_is_accepted(soap_relay: SoapRelay) -> None:
     """zeep's bare PasswordText token (Frigate tls_insecure) is accepted, and a wrong one is not."""
     assert soap_relay.post(_zeep_signed(soap_relay, "admin-secret")).status == 200
     _assert_not_authorized(soap_relay.post(_zeep_signed(soap_relay, "admin-wrong")))
+
+
+def test_password_text_can_be_turned_off(soap_log: list[dict[str, Any]]) -> None:
+    """With allow_password_text off, a correct PasswordText token gets the wrong-password fault, logged with why."""
+    relay = SoapRelay()
+    relay.authenticator.allow_password_text = False
+    wrong = relay.post(_zeep_signed(relay, "admin-wrong"))
+    refused = relay.post(_zeep_signed(relay, "admin-secret"))
+    _assert_not_authorized(refused)
+    assert refused.body == wrong.body
+    assert relay.post(_signed(relay)).status == 200
+    reasons = [event["reason"] for event in soap_log if "authentication failed" in event.get("log_format", "")]
+    assert reasons[-1] == "PasswordText token, and onvif.allow_password_text is false"
+
+
+def test_created_with_a_raw_carriage_return_means_what_the_xml_parser_reads(soap_log: list[dict[str, Any]]) -> None:
+    """A CR in Created is read as LF, parsed or cut from the raw bytes: a digest over the CR text fails both ways."""
+    relay, _ = counted_relay()
+    nonce = os.urandom(16)
+    created = soap_iso(SOAP_NOW).replace("T", "\r")
+
+    def body(digest_over: str) -> bytes:
+        digest = base64.b64encode(hashlib.sha1(nonce + digest_over.encode() + b"admin-secret").digest()).decode()
+        security = soap_security("admin", "admin-secret", "CREATED", nonce=nonce)
+        security[0][1].text = digest
+        return soap_envelope(soap_op("GetHostname"), [security]).replace(b"CREATED", created.encode())
+
+    assert relay.post(signed(soap_op("GetHostname"))).status == 200  # a warm reply cache
+    assert relay.post(body(created)).status == 400
+    assert relay.post(body(created.replace("\r", "\n"))).status == 200
 
 
 def _agsh_security(username: str, password: str, created: str, nonce: bytes) -> _Element:
@@ -167,16 +201,85 @@ def test_same_nonce_from_another_user_is_no_replay(soap_relay: SoapRelay) -> Non
     _assert_not_authorized(soap_relay.post(_signed(soap_relay, user="viewer", nonce=b"shared-nonce-123")))
 
 
+def iso_microseconds(seconds: float) -> str:
+    """An xs:dateTime with microseconds, in Zulu form."""
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _token(relay: SoapRelay, user: str = "admin") -> _Element:
+    """A Security header with a PasswordDigest token for ``user`` created now (to the microsecond)."""
+    return soap_security(user, SOAP_USERS[user].password, iso_microseconds(relay.clock.seconds()))
+
+
 def test_replay_memory_expires_and_is_capped(soap_relay: SoapRelay) -> None:
-    """Remembered nonces are forgotten after the window and never exceed the cap."""
+    """Remembered tokens are forgotten once their Created leaves the window, and never exceed the cap."""
     authenticator = Authenticator(soap_relay.clock, SOAP_USERS.get, SOAP_SKEW, False, replay_cap=3)
     for _ in range(6):
-        security = soap_security("admin", "admin-secret", _now(soap_relay))
-        assert authenticator.verify_security_header(security, "10.0.0.9") is not None
-        assert len(authenticator._ws_nonces) <= 4
-    soap_relay.clock.advance(2 * SOAP_SKEW + 2)
-    authenticator.verify_security_header(soap_security("admin", "admin-secret", _now(soap_relay)), "10.0.0.9")
-    assert len(authenticator._ws_nonces) == 1
+        soap_relay.clock.advance(0.5)
+        assert authenticator.verify_security_header(_token(soap_relay), "10.0.0.9") is not None
+        assert authenticator.replay_memory_size == min(_ + 1, 3)
+    soap_relay.clock.advance(SOAP_SKEW + 1)
+    authenticator.verify_security_header(_token(soap_relay), "10.0.0.9")
+    assert authenticator.replay_memory_size == 1
+
+
+def test_a_flood_past_the_cap_does_not_reopen_a_replay(soap_relay: SoapRelay, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After more fresh tokens than the memory holds, a token admitted before them is refused; a fresh one is not."""
+    log: list[dict[str, Any]] = []
+    monkeypatch.setattr(_ReplayMemory, "log", Logger(observer=log.append))
+    authenticator = Authenticator(soap_relay.clock, SOAP_USERS.get, SOAP_SKEW, False, replay_cap=100)
+    administrator = _token(soap_relay)
+    assert authenticator.verify_security_header(administrator, "10.0.0.9") == Caller("admin", "Administrator")
+    for _ in range(150):
+        soap_relay.clock.advance(0.01)
+        assert authenticator.verify_security_header(_token(soap_relay, "viewer"), "10.0.0.66") is not None
+    assert authenticator.replay_memory_size == 100
+    with pytest.raises(AuthenticationFailed, match="full replay memory forgot"):
+        authenticator.verify_security_header(administrator, "10.0.0.66")
+    soap_relay.clock.advance(0.01)
+    assert authenticator.verify_security_header(_token(soap_relay), "10.0.0.9") == Caller("admin", "Administrator")
+    warnings = [formatEvent(event) for event in log if event["log_level"].name == "warn"]
+    assert len(warnings) == 1 and "WS-Security tokens full at 100" in warnings[0]
+    assert "100 a second" in warnings[0]  # 50 tokens in 0.5 s since the memory was half full
+
+
+def test_one_accounts_flood_dated_ahead_does_not_hold_off_another(soap_relay: SoapRelay) -> None:
+    """A User account filling the memory with tokens dated ahead locks out itself, not the Administrator."""
+    clock = soap_relay.clock
+    authenticator = Authenticator(clock, SOAP_USERS.get, SOAP_SKEW, False, replay_cap=100)
+    for _ in range(150):
+        clock.advance(0.01)
+        ahead = soap_security("viewer", "viewer-secret", iso_microseconds(clock.seconds() + SOAP_SKEW - 1))
+        assert authenticator.verify_security_header(ahead, "10.0.0.66") is not None
+    for _ in range(3):
+        clock.advance(0.01)
+        token = _token(soap_relay)
+        assert authenticator.verify_security_header(token, "10.0.0.9") == Caller("admin", "Administrator")
+        with pytest.raises(AuthenticationFailed, match="full replay memory forgot|replayed"):
+            authenticator.verify_security_header(token, "10.0.0.66")
+    with pytest.raises(AuthenticationFailed, match="full replay memory forgot"):
+        authenticator.verify_security_header(_token(soap_relay, "viewer"), "10.0.0.66")
+
+
+def test_a_digest_flood_past_the_cap_does_not_reopen_a_replay(soap_relay: SoapRelay) -> None:
+    """A Digest request whose nonce the full memory forgot is answered stale, never accepted twice."""
+    relay = soap_relay
+    relay.authenticator = Authenticator(relay.clock, SOAP_USERS.get, SOAP_SKEW, False, replay_cap=20)
+    relay.resource = OnvifResource(soap_services(relay), relay.authenticator, None, device_id="dev1")
+    relay.root.putChild(b"onvif", relay.resource)
+    first = {"Authorization": _digest(_challenge(relay), "admin", "admin-secret")}
+    assert relay.post(GET_HOSTNAME, headers=first).status == 200
+    for _ in range(30):
+        relay.clock.advance(0.1)
+        flood = {"Authorization": _digest(_challenge(relay), "viewer", "viewer-secret")}
+        assert relay.post(GET_HOSTNAME, headers=flood).status == 200
+    assert relay.authenticator.replay_memory_size == 20
+    replay = relay.post(GET_HOSTNAME, headers=first)
+    _assert_not_authorized(replay, 401)
+    assert all(c.get("stale") == "true" for c in _challenges(replay))
+    retry = {"Authorization": _digest(_challenges(replay)[0], "admin", "admin-secret")}
+    assert relay.post(GET_HOSTNAME, headers=retry).status == 200
+    assert [call.caller.username for call in relay.calls].count("admin") == 2
 
 
 def test_digest_without_nonce_or_created_is_refused(soap_relay: SoapRelay) -> None:

@@ -138,7 +138,8 @@ class RelayService(MultiService):
                 continue
             switch = SwitchRoot(root)
             site: Any = GuardedSite(
-                switch, requestFactory=BoundedRequest, logFormatter=access_log_formatter, access_log=self.access_log
+                switch, requestFactory=BoundedRequest, logFormatter=access_log_formatter(self.parts.events),
+                access_log=self.access_log,
             )
             site.displayTracebacks = False
             listener: Any = strports.service(_strport(*key), site, reactor=self.reactor)

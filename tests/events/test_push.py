@@ -180,11 +180,11 @@ def test_refused_consumer_addresses(consumer: str) -> None:
     ],
 )
 def test_camera_and_loopback_addresses_are_refused_in_every_form(consumer: str) -> None:
-    """Decimal, hex, octal, short, trailing-dot, IPv4-mapped and DNS-name forms of a camera or loopback address are refused after resolution."""
+    """A User's Subscribe to a decimal, hex, octal, short, trailing-dot, IPv4-mapped or DNS-name form of a camera or loopback address is refused after resolution."""
     names = NameTable()
     names.names.update({"camera-alias.test": ["192.0.2.13"], "loopback.test": ["::1", "127.0.0.5"]})
     relay = EventsRelay(resolver=names)
-    reply = relay.soap(WSNT.Subscribe(WSNT.ConsumerReference(WSA.Address(consumer))))
+    reply = relay.soap(WSNT.Subscribe(WSNT.ConsumerReference(WSA.Address(consumer))), user="viewer")
     code, subcodes, reason = reply.fault()
     assert (code, subcodes) == ("SOAP-ENV:Receiver", ["ter:InvalidArgVal", "ter:SubscribeCreationFailed"])
     assert "does not send notifications to" in reason or "does not resolve" in reason

@@ -64,7 +64,7 @@ class ConsumerRefused(Exception):
     """A push consumer address the relay will not send to; the message says why."""
 
 
-def ip_of(host: str) -> Address | None:
+def _ip_of(host: str) -> Address | None:
     """The IP address written in ``host`` (scope id dropped, IPv4-mapped IPv6 as IPv4), or None."""
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
@@ -83,7 +83,7 @@ class ConsumerPolicy:
 
     def address_allowed(self, host: str) -> bool:
         """Whether an IP address (text) is an acceptable Notify destination."""
-        address = ip_of(host)
+        address = _ip_of(host)
         if address is None:
             return False
         if address.is_loopback:
@@ -112,7 +112,7 @@ class ConsumerPolicy:
             raise ConsumerRefused("the consumer address must not carry user credentials")
         if port == 0:
             raise ConsumerRefused("the consumer address has port 0")
-        literal = ip_of(parts.hostname)
+        literal = _ip_of(parts.hostname)
         if literal is not None and not self.address_allowed(str(literal)):
             raise ConsumerRefused(f"the relay does not send notifications to {literal}")
         return url
@@ -138,7 +138,7 @@ class _Collector:
         self.done.callback(self.addresses)
 
 
-def resolve(
+def _resolve(
     resolver: Any, host: str, port: int = 0, address_types: Sequence[type[IAddress]] | None = None
 ) -> Deferred[list[IAddress]]:
     """The addresses ``resolver`` finds for ``host`` (none when it does not resolve)."""
@@ -203,14 +203,14 @@ class ConsumerGuard:
     ) -> tuple[list[IAddress], list[tuple[IAddress, str]]]:
         """``host``'s addresses, split into allowed ones and refused ones with the reason."""
         hosts = sorted(set(self._camera_hosts()))
-        lookups = [resolve(self._resolver, host, port, address_types)]
-        lookups += [resolve(self._resolver, camera_host) for camera_host in hosts]
+        lookups = [_resolve(self._resolver, host, port, address_types)]
+        lookups += [_resolve(self._resolver, camera_host) for camera_host in hosts]
         resolved = await gatherResults(lookups, consumeErrors=True)
-        cameras = {ip_of(_address_text(address)) for addresses in resolved[1:] for address in addresses}
+        cameras = {_ip_of(_address_text(address)) for addresses in resolved[1:] for address in addresses}
         allowed: list[IAddress] = []
         refused: list[tuple[IAddress, str]] = []
         for address in resolved[0]:
-            ip = ip_of(_address_text(address))
+            ip = _ip_of(_address_text(address))
             if ip is not None and ip in cameras:
                 refused.append((address, "a camera of this relay"))
             elif not self.policy.address_allowed(_address_text(address)):

@@ -168,12 +168,12 @@ class ConsumerGuard:
         policy: ConsumerPolicy = ConsumerPolicy(),
     ) -> None:
         self._resolver = resolver
-        self.policy = policy
+        self._policy = policy
         self._camera_hosts = camera_hosts
 
     async def check(self, url: str) -> str:
         """The consumer URL if it is acceptable and its host has an allowed address, else raise ConsumerRefused."""
-        url = self.policy.check_url(url)
+        url = self._policy.check_url(url)
         parts = urlsplit(url)
         host = parts.hostname or ""
         allowed, refused = await self._sort(host, parts.port or (443 if parts.scheme == "https" else 80), None)
@@ -213,8 +213,8 @@ class ConsumerGuard:
             ip = _ip_of(_address_text(address))
             if ip is not None and ip in cameras:
                 refused.append((address, "a camera of this relay"))
-            elif not self.policy.address_allowed(_address_text(address)):
-                refused.append((address, "not a unicast LAN address"))
+            elif not self._policy.address_allowed(_address_text(address)):
+                refused.append((address, "loopback, link-local, multicast or reserved"))
             else:
                 allowed.append(address)
         return allowed, refused

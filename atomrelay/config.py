@@ -7,6 +7,7 @@ Unknown keys are errors so that typos never pass silently.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ class MediamtxConfig:
     wait_timeout: float = 30.0
     auth: str = "relay"
     relay_address: str = "127.0.0.1"
+    """The relay's IP address as mediamtx sees it (an IP address: mediamtx's ``ips`` take no names)."""
 
     def __repr__(self) -> str:
         return (
@@ -315,6 +317,18 @@ def _host(reader: _Reader, node: Node, path: str) -> str | None:
     return value
 
 
+def _ip_address(reader: _Reader, node: Node, path: str) -> str | None:
+    value = reader.string(node, path)
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        reader.fail(path, node, f"{value!r} is not an IP address: write the address mediamtx sees the relay's "
+                    "requests come from (127.0.0.1 when both run on this machine)")
+        return None
+
+
 def _read_users(reader: _Reader, node: Node | None, path: str) -> tuple[User, ...]:
     if node is None:
         reader.errors.append(f"{path}: at least one user is required (line 1)")
@@ -466,7 +480,8 @@ def _read_mediamtx(reader: _Reader, node: Node | None) -> MediamtxConfig:
         ),
         auth=reader.value(keys.get("auth"), "mediamtx.auth", default.auth, lambda n, p: reader.choice(n, p, MEDIAMTX_AUTH)),
         relay_address=reader.value(
-            keys.get("relay_address"), "mediamtx.relay_address", default.relay_address, lambda n, p: _host(reader, n, p)
+            keys.get("relay_address"), "mediamtx.relay_address", default.relay_address,
+            lambda n, p: _ip_address(reader, n, p),
         ),
     )
 

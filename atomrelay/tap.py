@@ -41,7 +41,8 @@ from atomrelay.discovery.responder import Target
 from atomrelay.discovery.service import DiscoveryService
 from atomrelay.events.service import EventsService
 from atomrelay.events.state import EventHub
-from atomrelay.events.subscriptions import ConsumerPolicy, Subscriptions, guarded_agent, saved_state_name
+from atomrelay.events.consumers import NotifyClient, notify_client
+from atomrelay.events.subscriptions import Subscriptions, saved_state_name
 from atomrelay.events.webhook import WebhookResource, access_log_formatter
 from atomrelay.httpguard import GuardedSite
 from atomrelay.identity import Identity, load_identity
@@ -143,7 +144,8 @@ class RelayService(MultiService):
                 continue
             switch = SwitchRoot(root)
             site: Any = GuardedSite(
-                switch, requestFactory=BoundedRequest, logFormatter=access_log_formatter, access_log=self.access_log
+                switch, requestFactory=BoundedRequest, logFormatter=access_log_formatter(self.parts.events),
+                access_log=self.access_log,
             )
             site.displayTracebacks = False
             listener = Listener(self.reactor, key[0], key[1], site)
@@ -457,8 +459,8 @@ class Persistent:
     http_client: Any
     events: EventHub
     """Motion, object and health state of every camera; webhooks and the health monitor feed it."""
-    notify_client: Any
-    """treq HTTPClient for push Notify requests (on guarded_agent: refused destinations stay refused)."""
+    notify_client: NotifyClient
+    """Checks push consumer addresses and sends Notify requests (to allowed addresses only)."""
     users: UserStore | None = None
     """The current generation's user store (the Authenticator looks users up here)."""
     subscriptions: dict[str, Subscriptions] = field(default_factory=dict)
@@ -646,14 +648,14 @@ def build_relay(
         raise ConfigError(f"state_dir: {exc}") from None
     notify_pool: Any = cast(Any, HTTPConnectionPool)(reactor, persistent=True)
     notify_pool.maxPersistentPerHost = 2
+    events = EventHub(reactor, config.cameras, config.events.motion_timeout)
     parts = Persistent(
         reactor=reactor,
         store=store,
         identity=identity,
         http_client=http_client,
-        events=EventHub(reactor, config.cameras, config.events.motion_timeout),
-        notify_client=treq.client.HTTPClient(guarded_agent(reactor, ConsumerPolicy(), notify_pool),
-                                             cookiejar=no_cookies()),
+        events=events,
+        notify_client=notify_client(reactor, events.camera_hosts, notify_pool),
     )
     parts.authenticator = Authenticator(
         reactor, parts.lookup_user, config.onvif.max_clock_skew, config.onvif.http_basic,

@@ -94,6 +94,15 @@ def test_onvif_errors(extra: str, expected: str) -> None:
     assert expected in error_of(text)
 
 
+def test_mediamtx_relay_address_must_be_an_ip_address() -> None:
+    """A host name for mediamtx.relay_address (mediamtx's ips take none) is an error naming key and line; IPs are normalised."""
+    error = error_of(BASE + "mediamtx:\n  relay_address: raspberrypi.local\n")
+    assert "mediamtx.relay_address: 'raspberrypi.local' is not an IP address" in error
+    assert error.endswith("(line 11)")
+    assert parse_config(BASE + "mediamtx:\n  relay_address: 192.168.1.5\n").mediamtx.relay_address == "192.168.1.5"
+    assert parse_config(BASE + "mediamtx:\n  relay_address: '0:0::1'\n").mediamtx.relay_address == "::1"
+
+
 def test_missing_users_section() -> None:
     """A config without users is refused: the relay must never run wide open."""
     assert "onvif.users: at least one user is required" in error_of("cameras:" + BASE.split("cameras:", 1)[1])

@@ -56,7 +56,7 @@ async def test_no_cookie_is_kept_or_sent() -> None:
 
 
 def test_the_relay_s_clients_use_it(tmp_path: Path) -> None:
-    """build_relay gives the camera/mediamtx client and the event-consumer client a jar that refuses every cookie."""
+    """build_relay gives the camera/mediamtx client a jar that refuses every cookie (Notify requests go through a plain
+    Agent, which keeps none: tests/events/test_consumers.py)."""
     relay: Any = build_relay(load_config(str(relay_config(tmp_path, 9, 9, 8080))), reactor)
-    for client in (relay.parts.http_client, relay.parts.notify_client):
-        assert client._cookiejar._policy.allowed_domains() == ()
+    assert relay.parts.http_client._cookiejar._policy.allowed_domains() == ()

@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 
+from atomrelay.events.state import EventHub
 from atomrelay.events.webhook import access_log_formatter
 from atomrelay.httpguard import GuardedSite
 from atomrelay.onvif.server import BoundedRequest
@@ -37,7 +38,7 @@ def serve(site: GuardedSite, requests: int) -> bytes:
 @pytest.mark.parametrize("access_log", [False, True])
 def test_access_log_only_when_asked_for(access_log: bool) -> None:
     """Off: no line is formatted or written. On: one line per request, through the relay's formatter."""
-    site = GuardedSite(Hello(), requestFactory=BoundedRequest, logFormatter=access_log_formatter,
+    site = GuardedSite(Hello(), requestFactory=BoundedRequest, logFormatter=access_log_formatter(EventHub(Clock(), (), 20.0)),
                        access_log=access_log, reactor=Clock())
     log = io.StringIO()
     site._logFile = log  # where HTTPFactory.log writes (startFactory points it at twisted's log)

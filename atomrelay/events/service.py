@@ -38,10 +38,10 @@ from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig
 from atomrelay.events.messages import notification_message
 from atomrelay.events.state import Event, EventHub
+from atomrelay.events.consumers import ConsumerRefused
 from atomrelay.events.subscriptions import (
     DEFAULT_TERMINATION,
     MAX_TERMINATION,
-    ConsumerRefused,
     PullInProgress,
     Subscriptions,
     TooManySubscriptions,
@@ -164,8 +164,9 @@ class EventsService:
             WSNT("TerminationTime", xs_datetime(sub.termination)),
         )
 
-    def subscribe(self, ctx: RequestContext) -> _Element:
-        """Subscribe: a push subscription that POSTs Notify to the consumer reference."""
+    def subscribe(self, ctx: RequestContext) -> Deferred[_Element]:
+        """Subscribe: a push subscription that POSTs Notify to the consumer reference (answered once the
+        consumer's address is resolved and checked)."""
         now = self._clock.seconds()
         reference = _child(ctx.body, "ConsumerReference")
         address = _child(reference, "Address") if reference is not None else None
@@ -175,10 +176,13 @@ class EventsService:
             )
         filters = _filters(_child(ctx.body, "Filter"))
         termination = self._termination(_child(ctx.body, "InitialTerminationTime"), now, "UnacceptableInitialTerminationTime")
+        return Deferred.fromCoroutine(self._subscribe(ctx, address.text or "", filters, termination, now))
+
+    async def _subscribe(
+        self, ctx: RequestContext, consumer: str, filters: tuple[TopicFilter, ...], termination: float, now: float
+    ) -> _Element:
         try:
-            sub = self._subscriptions.subscribe(
-                address.text or "", _address_prefix(ctx), filters, termination, _owner(ctx)
-            )
+            sub = await self._subscriptions.subscribe(consumer, _address_prefix(ctx), filters, termination, _owner(ctx))
         except ConsumerRefused as exc:
             raise receiver_fault("InvalidArgVal", "SubscribeCreationFailed", reason=str(exc)) from None
         except TooManySubscriptions as exc:

@@ -23,46 +23,31 @@ or Renew after a relay restart finds its subscription. Queued messages are not s
 restored subscription starts with the current value of every property (Initialized).
 Expired subscriptions are not restored; an unreadable file is logged and ignored.
 
-Consumer addresses (SSRF): only ``http`` and ``https`` URLs with a host and without
-user info are accepted, at most 2048 characters, and never a configured camera's host.
-Addresses must be unicast and routable on a LAN: loopback (unless the policy allows it),
-unspecified, ``0.0.0.0/8``, link-local (``169.254/16``, cloud metadata, ``fe80::/10``),
-multicast, broadcast and reserved addresses are refused, both for IP literals at
-Subscribe time and, through ``guarded_agent``, for every address a host name resolves
-to when the Notify is sent (so DNS tricks cannot reach them either).
+
+Consumer addresses (SSRF) are checked by ``events.consumers`` on resolved addresses, at
+Subscribe and again at each connection: never a camera, loopback, link-local, multicast
+and the like.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, cast
-from urllib.parse import urlsplit
+from typing import Any, Sequence, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import (
-    IHostnameResolver,
-    IReactorPluggableNameResolver,
-    IReactorTCP,
-    IReactorTime,
-    IResolutionReceiver,
-)
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent
-from twisted.web.iweb import IAgent
-from zope.interface import implementer
 
-from atomrelay import tls
 from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import CameraConfig
-from atomrelay.events.messages import NOTIFY_CONTENT_TYPE, notify_document
+from atomrelay.events.consumers import NotifyClient
+from atomrelay.events.messages import notify_document
 from atomrelay.events.state import Event, EventHub
 from atomrelay.events.topics import TOPICS, TopicFilter
 from atomrelay.state import StateStore
@@ -83,7 +68,6 @@ RETRY_DELAYS = (1.0, 2.0, 4.0)
 """Waits before the retries of a failed Notify; then the subscription is dropped."""
 PULL_GRACE = 10.0
 """A pull keeps its pull point alive this long past its timeout."""
-MAX_CONSUMER_URL = 2048
 SAVED_VERSION = 1
 """Version of the saved subscriptions document."""
 _DISCARD_LIMIT = 64 * 1024
@@ -105,74 +89,6 @@ class TooManySubscriptions(Exception):
 
 class PullInProgress(Exception):
     """A PullMessages is already waiting on this pull point."""
-
-
-class ConsumerRefused(Exception):
-    """A push consumer address the relay will not send to; the message says why."""
-
-
-@dataclass(frozen=True)
-class ConsumerPolicy:
-    """Where Notify requests may go (see the module docstring)."""
-
-    allow_loopback: bool = False
-    denied_hosts: frozenset[str] = frozenset()
-    """Host names or literals never to send to (lower case); the store adds the camera hosts."""
-
-    def address_allowed(self, host: str) -> bool:
-        """Whether an IP address (text) is an acceptable Notify destination."""
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if address.is_loopback:
-            return self.allow_loopback
-        if isinstance(address, ipaddress.IPv4Address) and (
-            address in _THIS_NETWORK or address == _BROADCAST
-        ):
-            return False
-        return not (address.is_unspecified or address.is_link_local or address.is_multicast or address.is_reserved)
-
-    def check_url(self, url: str, denied: frozenset[str] = frozenset()) -> str:
-        """The consumer URL if acceptable, else raise ConsumerRefused with the reason."""
-        url = url.strip()
-        if not url or len(url) > MAX_CONSUMER_URL or any(c.isspace() or ord(c) < 32 for c in url):
-            raise ConsumerRefused("the consumer address is empty, too long or contains spaces")
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError:
-            raise ConsumerRefused("the consumer address is not a valid URL") from None
-        if parts.scheme not in ("http", "https"):
-            raise ConsumerRefused("the consumer address must be an http:// or https:// URL")
-        host = (parts.hostname or "").lower()
-        if not host:
-            raise ConsumerRefused("the consumer address has no host")
-        if "@" in parts.netloc:
-            raise ConsumerRefused("the consumer address must not carry user credentials")
-        if port == 0:
-            raise ConsumerRefused("the consumer address has port 0")
-        if host in self.denied_hosts or host in denied:
-            raise ConsumerRefused("the consumer address is a camera of this relay")
-        literal = _ip_literal(host)
-        if literal is not None and not self.address_allowed(literal):
-            raise ConsumerRefused(f"the relay does not send notifications to {literal}")
-        if literal is None and host in ("localhost", "localhost.") and not self.allow_loopback:
-            raise ConsumerRefused("the relay does not send notifications to loopback addresses")
-        return url
-
-
-_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
-_BROADCAST = ipaddress.ip_address("255.255.255.255")
-
-
-def _ip_literal(host: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(host.split("%", 1)[0]))
-    except ValueError:
-        return None
 
 
 @dataclass(eq=False)
@@ -245,12 +161,11 @@ class Subscriptions(Service):
     """The event subscriptions of one ONVIF device (pull points and push).
 
     ``cameras`` are the cameras the device exposes: only their events reach its
-    subscriptions. ``http_client`` (a treq ``HTTPClient``) sends the Notify requests;
-    build it on ``guarded_agent`` so that host names resolving to refused addresses are
-    refused too. With a ``store``, subscriptions are saved there under ``state_name``
-    and restored on start. Stopping the service ends every subscription in memory (the
-    saved ones come back on the next start); a config reload should keep it running
-    and call ``update_cameras``.
+    subscriptions. ``notify`` checks consumer addresses and sends the Notify requests.
+    With a ``store``, subscriptions are saved there under ``state_name`` and restored on
+    start. Stopping the service ends every subscription in memory (the saved ones come
+    back on the next start); a config reload should keep it running and call
+    ``update_cameras``.
     """
 
     log = Logger()
@@ -260,8 +175,7 @@ class Subscriptions(Service):
         clock: Clock,
         hub: EventHub,
         cameras: Sequence[CameraConfig],
-        http_client: Any,
-        policy: ConsumerPolicy = ConsumerPolicy(),
+        notify: NotifyClient,
         max_subscriptions: int = MAX_SUBSCRIPTIONS,
         queue_limit: int = QUEUE_LIMIT,
         notify_timeout: float = NOTIFY_TIMEOUT,
@@ -273,8 +187,7 @@ class Subscriptions(Service):
         self._store = store
         self._state_name = state_name
         self._hub = hub
-        self._http = http_client
-        self.policy = policy
+        self._notify = notify
         self.max_subscriptions = max_subscriptions
         self.queue_limit = queue_limit
         self.notify_timeout = notify_timeout
@@ -316,7 +229,7 @@ class Subscriptions(Service):
         self._add(sub)
         return sub
 
-    def subscribe(
+    async def subscribe(
         self,
         consumer: str,
         address_prefix: str,
@@ -324,8 +237,9 @@ class Subscriptions(Service):
         termination: float,
         owner: str,
     ) -> PushSubscription:
-        """A new push subscription to ``consumer``; its first Notify (Initialized events) follows soon."""
-        consumer = self.policy.check_url(consumer, self._hub.camera_hosts())
+        """A new push subscription to ``consumer`` once its address is checked (ConsumerRefused if it is not
+        acceptable); its first Notify (Initialized events) follows soon."""
+        consumer = await self._notify.check(consumer)
         sub = PushSubscription(*self._new_fields(address_prefix, filters, termination, owner), consumer=consumer)
         self._add(sub)
         return sub
@@ -470,13 +384,7 @@ class Subscriptions(Service):
         for sub in saved:
             if sub.termination <= now or sub.id in self._subs or len(self._subs) >= self.max_subscriptions:
                 continue
-            if isinstance(sub, PushSubscription):
-                try:
-                    sub.consumer = self.policy.check_url(sub.consumer, self._hub.camera_hosts())
-                except ConsumerRefused as exc:
-                    self.log.warn("push subscription {sub_id} of {owner} not restored: {error}",
-                                  sub_id=sub.id[:8], owner=sub.owner, error=str(exc))
-                    continue
+            # A restored push consumer was checked at Subscribe; every connection to it is checked again.
             sub.saved_termination = sub.termination
             self._add(sub, restored=True)
 
@@ -583,9 +491,7 @@ class Subscriptions(Service):
 
     async def _post(self, sub: PushSubscription, batch: list[Event]) -> None:
         body = notify_document(sub.consumer, batch, sub.address)
-        request: Deferred[Any] = self._http.post(
-            sub.consumer, data=body, headers={b"Content-Type": [NOTIFY_CONTENT_TYPE]}
-        )
+        request: Deferred[Any] = self._notify.post(sub.consumer, body)
         timed_out: list[bool] = []
 
         def give_up() -> None:
@@ -711,81 +617,3 @@ def _list(value: Any, where: str) -> list[Any]:
     if not isinstance(value, list) or len(value) > 100:
         raise ValueError(f"{where} is not a list of at most 100 items")
     return value
-
-
-# --- the Notify HTTP agent: refuses destinations the policy forbids, after name resolution ----
-
-
-@implementer(IResolutionReceiver)
-class _GuardedReceiver:
-    """Passes on only the resolved addresses the policy allows."""
-
-    log = Logger()
-
-    def __init__(self, receiver: Any, policy: ConsumerPolicy, host: str) -> None:
-        self._receiver = receiver
-        self._policy = policy
-        self._host = host
-
-    def resolutionBegan(self, resolution: Any) -> None:
-        """Forward."""
-        self._receiver.resolutionBegan(resolution)
-
-    def addressResolved(self, address: Any) -> None:
-        """Forward an allowed address; drop (and log) a refused one."""
-        if self._policy.address_allowed(str(getattr(address, "host", ""))):
-            self._receiver.addressResolved(address)
-        else:
-            self.log.warn(
-                "refused to send a notification to {host} ({address}): not an allowed destination",
-                host=self._host,
-                address=str(getattr(address, "host", "?")),
-            )
-
-    def resolutionComplete(self) -> None:
-        """Forward."""
-        self._receiver.resolutionComplete()
-
-
-@implementer(IHostnameResolver)
-class _GuardedResolver:
-    """A name resolver whose answers are filtered through the consumer policy."""
-
-    def __init__(self, resolver: Any, policy: ConsumerPolicy) -> None:
-        self._resolver = resolver
-        self._policy = policy
-
-    def resolveHostName(
-        self,
-        resolutionReceiver: Any,
-        hostName: str,
-        portNumber: int = 0,
-        addressTypes: Any = None,
-        transportSemantics: str = "TCP",
-    ) -> Any:
-        """Resolve with the real resolver, filtering its addresses."""
-        receiver = _GuardedReceiver(resolutionReceiver, self._policy, hostName)
-        return self._resolver.resolveHostName(receiver, hostName, portNumber, addressTypes, transportSemantics)
-
-
-@implementer(IReactorPluggableNameResolver, IReactorTCP, IReactorTime)
-class _GuardedReactor:
-    """The reactor, seen through a filtering name resolver (for HostnameEndpoint)."""
-
-    def __init__(self, reactor: Any, policy: ConsumerPolicy) -> None:
-        self._reactor = reactor
-        self.nameResolver = _GuardedResolver(reactor.nameResolver, policy)
-
-    def installNameResolver(self, resolver: Any) -> Any:
-        """Not for this view of the reactor."""
-        raise NotImplementedError("the guarded reactor's resolver is fixed")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reactor, name)
-
-
-def guarded_agent(reactor: Any, policy: ConsumerPolicy, pool: Any = None, connect_timeout: float = 5.0) -> IAgent:
-    """A twisted.web Agent for Notify requests that connects only to addresses ``policy`` allows."""
-    endpoints = tls.Endpoints(_GuardedReactor(reactor, policy), connect_timeout)
-    factory: Callable[..., Agent] = cast(Any, Agent).usingEndpointFactory
-    return cast(IAgent, factory(reactor, endpoints, pool=pool))

@@ -30,7 +30,8 @@ count only when their value is truthy, so ``{"person": 0}`` is no person). A
 recognition without a known word raises no event.
 
 The token is the only credential (the firmware cannot authenticate), compared in
-constant time and never logged; ``access_log_formatter`` keeps it out of the access log.
+constant time and never logged; ``access_log_formatter`` keeps it out of the access log,
+whatever form the URL takes.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ import hmac
 import json
 import re
 from dataclasses import dataclass
-from typing import IO, Any, Iterator, Protocol
+from typing import IO, Any, Callable, Iterator, Protocol
+from urllib.parse import unquote_to_bytes
 
 from twisted.logger import Logger
 from twisted.web.http import combinedLogFormatter
@@ -76,7 +78,7 @@ _CLASS_WORDS = {
     "cat": "Animal",
 }
 _FALSY_TEXT = frozenset({"", "0", "false", "no", "off", "none", "null"})
-_WEBHOOK_URI = re.compile(rb"^(/webhook/[^/?#]*/)[^/?#]+")
+_DECODE_ROUNDS = 4
 _MAX_WORDS = 2000
 
 
@@ -165,7 +167,7 @@ class WebhookResource(Resource):
             self._log_once(
                 f"404:{remote_address(request)}",
                 "webhook for unknown camera {camera_id!r} or with a wrong token from {remote}",
-                camera_id=camera_id[:40],
+                camera_id=camera_id if camera is not None else "?",  # an odd URL may have the token there
                 remote=remote_address(request),
             )
             return None
@@ -270,13 +272,42 @@ class _RedactedRequest:
         return getattr(self._request, name)
 
 
-def access_log_formatter(timestamp: str, request: Any) -> str:
-    """twisted.web's combined access log line with webhook tokens replaced by ``<token>``.
+def access_log_formatter(hub: EventHub) -> Callable[[str, Any], str]:
+    """twisted.web's combined access log formatter for the relay's Sites, never showing a webhook token.
 
-    Use it for the relay's Site: ``Site(root, logFormatter=access_log_formatter)``.
+    A URI that mentions ``webhook`` in any case or percent-encoding is logged as
+    ``/webhook/<camera id>/<token>``, the id being the path segment after ``webhook`` when
+    it names one of ``hub``'s cameras, else ``?``: odd forms (``/webhook//cam1/TOKEN``,
+    ``/webhook/x/../cam1/TOKEN``, ``%2F``, a query string) show no more than the right one.
     """
-    uri = request.uri
-    if isinstance(uri, bytes) and uri.startswith(b"/webhook/"):
-        request = _RedactedRequest(request, _WEBHOOK_URI.sub(rb"\1<token>", uri))
-    line: str = combinedLogFormatter(timestamp, request)
-    return line
+
+    def formatter(timestamp: str, request: Any) -> str:
+        uri = request.uri
+        if isinstance(uri, bytes):
+            shown = _logged_uri(uri, hub)
+            if shown is not None:
+                request = _RedactedRequest(request, shown)
+        line: str = combinedLogFormatter(timestamp, request)
+        return line
+
+    return formatter
+
+
+def _logged_uri(uri: bytes, hub: EventHub) -> bytes | None:
+    """The redacted URI for a webhook request, None for any other."""
+    decoded = uri
+    for _ in range(_DECODE_ROUNDS):
+        once = unquote_to_bytes(decoded)
+        if once == decoded:
+            break
+        decoded = once
+    segments = [segment for segment in decoded.replace(b"?", b"/").split(b"/") if segment]
+    webhook = next((index for index, segment in enumerate(segments) if b"webhook" in segment.lower()), None)
+    if webhook is None:
+        return None
+    camera = b"?"
+    if webhook + 1 < len(segments):
+        candidate = segments[webhook + 1].decode("utf-8", "replace")
+        if hub.camera(candidate) is not None:
+            camera = candidate.encode("ascii")
+    return b"/webhook/" + camera + b"/<token>"

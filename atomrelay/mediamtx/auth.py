@@ -7,8 +7,8 @@ mediamtx POSTs JSON ``{"ip", "user", "password", "token", "action", "path",
 * ``read`` / ``playback``: a valid ONVIF user (looked up live, so ONVIF user changes
   apply at once);
 * ``publish``: only from 127.0.0.1 / ::1 (the relay's own ffmpeg pipelines);
-* ``api`` / ``metrics`` / ``pprof``: only the relay's own mediamtx API user (from the
-  relay's address when that is an IP address).
+* ``api`` / ``metrics`` / ``pprof``: only the relay's own mediamtx API user, from
+  ``mediamtx.relay_address`` (an IP address; if it is not, nobody).
 
 Everything else gets 401. Denials are logged with ip, user and action, never the password.
 
@@ -179,7 +179,7 @@ class MediamtxAuthResource(Resource):
         return None
 
     def _check_relay_user(self, auth: AuthRequest) -> str | None:
-        if self._relay_ip is not None and _parse_ip(auth.ip) != self._relay_ip:
+        if self._relay_ip is None or _parse_ip(auth.ip) != self._relay_ip:
             return "only the relay may use the mediamtx API"
         expected_user, expected_password = self._config.username, self._config.password
         if expected_user is None or expected_password is None:

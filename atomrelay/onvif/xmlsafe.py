@@ -12,8 +12,9 @@ parsed here and nowhere else. The rules, cheapest first:
 * the parser never resolves entities, never touches the network, never loads or
   validates a DTD, keeps libxml2's default size limits (``huge_tree=False``) and answers
   every external load it might still attempt with nothing;
-* a parsed tree deeper than ``MAX_DEPTH`` or with more than ``MAX_ELEMENTS`` elements
-  is refused.
+* a parsed tree deeper than ``MAX_DEPTH``, with more than ``MAX_ELEMENTS`` elements or
+  with more than ``MAX_ATTRIBUTES`` attributes and namespace declarations is refused
+  (a 256 KiB body holds 23,000 empty attributes: each costs a few hundred bytes of tree).
 
 Comments and processing instructions are dropped while parsing, so callers only ever
 see elements and text.
@@ -28,6 +29,9 @@ MAX_DEPTH = 64
 """Deepest element nesting accepted (a SOAP request needs about 10)."""
 MAX_ELEMENTS = 4096
 """Most elements accepted in one document (a large SOAP request has a few hundred)."""
+MAX_ATTRIBUTES = 4096
+"""Most attributes and namespace declarations accepted in one document, counted together
+(a large SOAP request has a few hundred, a gSOAP envelope declares about 60 namespaces)."""
 
 _DOCTYPE = b"<!DOCTYPE"
 
@@ -76,7 +80,9 @@ def _make_parser() -> etree.XMLParser:
 _PARSER = _make_parser()
 
 
-def parse_untrusted(data: bytes, max_depth: int = MAX_DEPTH, max_elements: int = MAX_ELEMENTS) -> _Element:
+def parse_untrusted(
+    data: bytes, max_depth: int = MAX_DEPTH, max_elements: int = MAX_ELEMENTS, max_attributes: int = MAX_ATTRIBUTES
+) -> _Element:
     """Parse an untrusted UTF-8 XML document and return its root element.
 
     Raises ``UnsafeXML`` for a DOCTYPE or a tree over the limits and ``MalformedXML``
@@ -91,11 +97,12 @@ def parse_untrusted(data: bytes, max_depth: int = MAX_DEPTH, max_elements: int =
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as exc:
         raise MalformedXML(_syntax_reason(exc)) from None
-    # Every element has a start tag, so no document has more elements (or levels) than
-    # "<" bytes (the parser reads UTF-8 only, and without a DTD no entity makes elements):
-    # a small request cannot break a limit, and is not walked.
-    if data.count(b"<") > min(max_depth, max_elements):
-        _check_shape(root, max_depth, max_elements)
+    # Every element has a start tag and every attribute or namespace declaration an "=",
+    # so no document has more elements (or levels) than "<" bytes, nor more attributes
+    # than "=" bytes (the parser reads UTF-8 only, and without a DTD no entity makes
+    # elements or attributes): a small request cannot break a limit, and is not walked.
+    if data.count(b"<") > min(max_depth, max_elements) or data.count(b"=") > max_attributes:
+        _check_shape(root, max_depth, max_elements, max_attributes)
     return root
 
 
@@ -117,16 +124,23 @@ def _syntax_reason(exc: etree.XMLSyntaxError) -> str:
     return "".join(char if " " <= char <= "~" else "?" for char in message)
 
 
-def _check_shape(root: _Element, max_depth: int, max_elements: int) -> None:
+def _check_shape(root: _Element, max_depth: int, max_elements: int, max_attributes: int) -> None:
     depth = 0
     count = 0
-    for event, _element in etree.iterwalk(root, events=("start", "end")):
+    attributes = 0
+    for event, item in etree.iterwalk(root, events=("start", "end", "start-ns")):
         if event == "end":
             depth -= 1
             continue
-        depth += 1
-        count += 1
+        if event == "start-ns":
+            attributes += 1
+        else:
+            depth += 1
+            count += 1
+            attributes += len(item.attrib)
         if depth > max_depth:
             raise UnsafeXML(f"elements are nested deeper than {max_depth} levels")
         if count > max_elements:
             raise UnsafeXML(f"the document has more than {max_elements} elements")
+        if attributes > max_attributes:
+            raise UnsafeXML(f"the document has more than {max_attributes} attributes and namespace declarations")

@@ -10,23 +10,29 @@ and in the loopback tests).
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from lxml import etree
 from lxml.builder import ElementMaker
 from lxml.etree import _Element
-from treq.testing import StubTreq
+from treq.testing import RequestTraversalAgent, StubTreq
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IHostnameResolver, IHostResolution
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from atomrelay.config import Config, User, parse_config
 from atomrelay.events.service import PATH, EventsService
 from atomrelay.events.state import EventHub
-from atomrelay.events.subscriptions import ConsumerPolicy, Subscriptions
+from atomrelay.events.consumers import ConsumerGuard, ConsumerPolicy, NotifyClient
+from atomrelay.events.subscriptions import Subscriptions
 from atomrelay.events.webhook import WebhookResource
 from atomrelay.onvif import ns
 from atomrelay.onvif.security import Authenticator
@@ -61,6 +67,69 @@ WSA = ElementMaker(namespace=ns.WSA, nsmap={"wsa": ns.WSA})
 ENV = ElementMaker(namespace=ns.SOAP12, nsmap={"s": ns.SOAP12})
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
+
+
+NAMES = {
+    "consumer.test": ["192.0.2.50"],
+    "ha.example": ["192.0.2.60", "2001:db8::60"],
+    "homeassistant.local": ["192.168.1.30", "fe80::30"],
+    "cam3.lan": ["192.0.2.13"],
+    "localhost": ["127.0.0.1", "::1"],
+}
+"""The names ``NameTable`` resolves by default (camera hosts of CONFIG: 192.0.2.11, 192.0.2.12, cam3.lan)."""
+
+
+@implementer(IHostResolution)
+class _Resolution:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cancel(self) -> None:
+        pass
+
+
+@implementer(IHostnameResolver)
+class NameTable:
+    """A name resolver for tests: names from a table (case and a trailing dot ignored, as DNS does),
+    numeric hosts as getaddrinfo reads them (AI_NUMERICHOST: no network); answers after ``delay``
+    seconds on ``clock`` when given, else at once."""
+
+    def __init__(self, names: dict[str, list[str]] | None = None, clock: Clock | None = None, delay: float = 0.0) -> None:
+        self.names = dict(NAMES if names is None else names)
+        self.clock = clock
+        self.delay = delay
+        self.asked: list[str] = []
+
+    def addresses(self, host: str) -> list[str]:
+        """What ``host`` resolves to now."""
+        known = self.names.get(host.lower().rstrip("."))
+        if known is not None:
+            return known
+        try:
+            infos = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+        except (socket.gaierror, UnicodeError):
+            return []
+        return [str(info[4][0]) for info in infos]
+
+    def resolveHostName(self, resolutionReceiver: Any, hostName: str, portNumber: int = 0,
+                        addressTypes: Sequence[type] | None = None, transportSemantics: str = "TCP") -> Any:
+        """Answer from the table (or the numeric parse)."""
+        self.asked.append(hostName)
+        resolution = _Resolution(hostName)
+        resolutionReceiver.resolutionBegan(resolution)
+
+        def answer() -> None:
+            for text in self.addresses(hostName):
+                kind = IPv6Address if ipaddress.ip_address(text.split("%")[0]).version == 6 else IPv4Address
+                if addressTypes is None or kind in addressTypes:
+                    resolutionReceiver.addressResolved(kind("TCP", text, portNumber))
+            resolutionReceiver.resolutionComplete()
+
+        if self.clock is not None and self.delay:
+            self.clock.callLater(self.delay, answer)
+        else:
+            answer()
+        return resolution
 
 
 def load_config(text: str = CONFIG) -> Config:
@@ -157,6 +226,7 @@ class EventsRelay:
 
     config_text: str = CONFIG
     policy: ConsumerPolicy = field(default_factory=ConsumerPolicy)
+    resolver: NameTable = field(default_factory=NameTable)
     max_subscriptions: int = 64
     device_cameras: tuple[str, ...] | None = None
     clock: Clock = field(default_factory=Clock)
@@ -173,9 +243,11 @@ class EventsRelay:
         self.consumer.clock = self.clock
         consumer_root = Resource()
         consumer_root.putChild(b"hook", self.consumer)
-        self.consumer_http = StubTreq(consumer_root)
+        self.consumer_agent = RequestTraversalAgent(consumer_root)
+        guard = ConsumerGuard(self.resolver, self.hub.camera_hosts, self.policy)
         self.subscriptions = Subscriptions(
-            self.clock, self.hub, cameras, self.consumer_http, self.policy, max_subscriptions=self.max_subscriptions,
+            self.clock, self.hub, cameras, NotifyClient(self.consumer_agent, guard),
+            max_subscriptions=self.max_subscriptions,
             store=StateStore(self.state_dir) if self.state_dir is not None else None,
         )
         self.events = EventsService(self.clock, cameras, self.hub, self.subscriptions)
@@ -262,7 +334,7 @@ class EventsRelay:
         """Run what is due now (zero-delay calls) and deliver pending HTTP on both sides."""
         for _ in range(5):
             self.clock.advance(0)
-            self.consumer_http.flush()
+            self.consumer_agent.flush()
             self.http.flush()
 
     # --- Events operations ----------------------------------------------------------------------

@@ -34,7 +34,8 @@ from twisted.web.server import Site
 from atomrelay.config import parse_config
 from atomrelay.events.service import EventsService
 from atomrelay.events.state import EventHub
-from atomrelay.events.subscriptions import ConsumerPolicy, Subscriptions, guarded_agent
+from atomrelay.events.consumers import ConsumerGuard, ConsumerPolicy, NotifyClient, guarded_agent
+from atomrelay.events.subscriptions import Subscriptions
 from atomrelay.events.webhook import WebhookResource
 from atomrelay.identity import Identity
 from atomrelay.onvif.base import Service
@@ -121,10 +122,9 @@ cameras:
     )
     store = StateStore(tmp_path)
     users = UserStore(config.onvif.users, store)
-    policy = ConsumerPolicy(allow_loopback=True)
-    http = HTTPClient(guarded_agent(reactor, policy))
     hub = EventHub(reactor, config.cameras, config.events.motion_timeout)
-    subscriptions = Subscriptions(reactor, hub, config.cameras, http, policy)
+    guard = ConsumerGuard(reactor.nameResolver, hub.camera_hosts, ConsumerPolicy(allow_loopback=True))
+    subscriptions = Subscriptions(reactor, hub, config.cameras, NotifyClient(guarded_agent(reactor, guard), guard))
     events = EventsService(reactor, config.cameras, hub, subscriptions)
     services: list[Service] = []
     device = DeviceService(
@@ -335,12 +335,12 @@ async def asyncio_gather(deferreds: list[Deferred[T]]) -> list[T]:
 async def test_guarded_agent_refuses_names_that_resolve_to_refused_addresses(loopback: Loopback) -> None:
     """With the default policy a host name resolving to loopback never gets a connection; a permissive policy reaches it."""
     url = f"http://localhost:{loopback.consumer_port}/hook"
-    strict = HTTPClient(guarded_agent(reactor, ConsumerPolicy()))
+    strict = HTTPClient(guarded_agent(reactor, ConsumerGuard(reactor.nameResolver, frozenset)))
     with pytest.raises(Exception) as refused:
         await strict.post(url, data=b"<x/>")
     assert "localhost" in str(refused.value) or "DNS" in type(refused.value).__name__
     assert loopback.consumer.bodies == []
-    permissive = HTTPClient(guarded_agent(reactor, ConsumerPolicy(allow_loopback=True)))
+    permissive = HTTPClient(guarded_agent(reactor, ConsumerGuard(reactor.nameResolver, frozenset, ConsumerPolicy(allow_loopback=True))))
     response = await permissive.post(url, data=b"<x/>")
     await treq.content(response)
     assert response.code == 200 and loopback.consumer.bodies == [b"<x/>"]

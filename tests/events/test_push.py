@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from atomrelay.events.subscriptions import ConsumerPolicy, ConsumerRefused
+from atomrelay.events.consumers import ConsumerPolicy, ConsumerRefused
 from atomrelay.onvif import ns
-from tests.events.support import CONSUMER, NOW, TEV, WSA, WSNT, EventsRelay
+from twisted.internet.task import Clock
+
+from tests.events.support import CONSUMER, NOW, TEV, WSA, WSNT, EventsRelay, NameTable
 
 MOTION = "tns1:VideoSource/MotionAlarm"
 CELL = "tns1:RuleEngine/CellMotionDetector/Motion"
@@ -156,12 +160,77 @@ def test_refused_consumer_addresses(consumer: str) -> None:
 
 @pytest.mark.parametrize(
     "consumer",
+    [
+        "http://3221225995:8103/cgi-bin/cmd.cgi?port=socket",
+        "http://0xc000020b:8103/cgi-bin/cmd.cgi",
+        "http://0300.0.2.11/cgi-bin/cmd.cgi",
+        "http://0xc0.0.0x2.013/cgi-bin/cmd.cgi",
+        "http://192.0.523/cgi-bin/cmd.cgi",
+        "http://192.0.2.12./cgi-bin/cmd.cgi",
+        "http://[::ffff:192.0.2.11]/cgi-bin/cmd.cgi",
+        "http://[::ffff:c000:20c]:80/cgi-bin/cmd.cgi",
+        "http://cam3.lan./hook",
+        "http://camera-alias.test/hook",
+        "http://2130706433:8123/hook",
+        "http://127.1/hook",
+        "http://0x7f.1/hook",
+        "http://[::ffff:7f00:1]/hook",
+        "http://loopback.test/hook",
+        "http://nowhere.test/hook",
+    ],
+)
+def test_camera_and_loopback_addresses_are_refused_in_every_form(consumer: str) -> None:
+    """A User's Subscribe to a decimal, hex, octal, short, trailing-dot, IPv4-mapped or DNS-name form of a camera or loopback address is refused after resolution."""
+    names = NameTable()
+    names.names.update({"camera-alias.test": ["192.0.2.13"], "loopback.test": ["::1", "127.0.0.5"]})
+    relay = EventsRelay(resolver=names)
+    reply = relay.soap(WSNT.Subscribe(WSNT.ConsumerReference(WSA.Address(consumer))), user="viewer")
+    code, subcodes, reason = reply.fault()
+    assert (code, subcodes) == ("SOAP-ENV:Receiver", ["ter:InvalidArgVal", "ter:SubscribeCreationFailed"])
+    assert "does not send notifications to" in reason or "does not resolve" in reason
+    assert len(relay.subscriptions) == 0
+    relay.advance(10)
+    assert relay.consumer.bodies == []
+
+
+def test_a_name_with_one_allowed_address_is_accepted() -> None:
+    """A consumer name resolving to a LAN address and a link-local one (mDNS answers both) is accepted."""
+    relay = EventsRelay()
+    assert subscribe(relay, "http://homeassistant.local:8123/hook")
+
+
+def test_subscribe_waits_for_name_resolution_without_blocking() -> None:
+    """Subscribe is answered only once the (slow) resolver has answered; the relay serves meanwhile."""
+    clock = Clock()
+    relay = EventsRelay(clock=clock, resolver=NameTable(clock=clock, delay=2.0))
+    pending = relay.soap_start(WSNT.Subscribe(WSNT.ConsumerReference(WSA.Address(CONSUMER))))
+    relay.pump()
+    assert pending == [] and len(relay.subscriptions) == 0
+    assert relay.soap(TEV.GetServiceCapabilities()).status == 200
+    relay.advance(2)
+    assert relay.result(pending).status == 200 and len(relay.subscriptions) == 1
+    assert "consumer.test" in relay.resolver.asked and "cam3.lan" in relay.resolver.asked
+
+
+def test_cameras_added_by_a_reload_are_refused() -> None:
+    """The camera addresses come from the hub of the moment: a camera added later cannot be a consumer."""
+    relay = EventsRelay()
+    assert subscribe(relay, "http://192.0.2.77/hook")
+    added = dataclasses.replace(relay.config.cameras[0], id="cam9", host="192.0.2.77")
+    relay.hub.update_cameras([*relay.config.cameras, added])
+    reply = relay.soap(WSNT.Subscribe(WSNT.ConsumerReference(WSA.Address("http://3221226061/hook"))))
+    assert "192.0.2.77 (a camera of this relay)" in reply.fault()[2]
+
+
+@pytest.mark.parametrize(
+    "consumer",
     ["http://192.168.1.20:8123/api/webhook/onvifabc", "https://ha.example/api/webhook/x", "http://[2001:db8::5]/x",
      "http://100.64.1.2/tailscale", "http://homeassistant.local:8123/api/webhook/x"],
 )
 def test_accepted_consumer_addresses(consumer: str) -> None:
     """LAN, public, CGNAT and named consumers are accepted (names are checked again when resolved)."""
     assert ConsumerPolicy().check_url(consumer) == consumer
+    assert subscribe(EventsRelay(), consumer)
 
 
 def test_loopback_only_when_the_policy_allows_it() -> None:

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
-from twisted.logger import Logger, formatEvent
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.web.test.requesthelper import DummyRequest
 
+from atomrelay.config import parse_config
 from atomrelay.events.webhook import WebhookResource, access_log_formatter, recognised_classes
-from tests.events.support import TOKEN1, TOKEN2, EventsRelay
+from atomrelay.tap import build_relay
+from tests.events.support import CONFIG, TOKEN1, TOKEN2, EventsRelay
+from tests.robustness.support import relay_sites
 
 ALARM = {"type": "alarmEvent", "device": "atomcam"}
 
@@ -174,16 +181,73 @@ def test_recognition_word_mapping(data: Any, classes: list[str]) -> None:
     assert recognised_classes(data) == classes
 
 
-def test_access_log_never_shows_the_token() -> None:
-    """The access log line keeps the camera id but replaces the token."""
-    request = DummyRequest([b"webhook", b"cam1", TOKEN1.encode()])
-    request.uri = f"/webhook/cam1/{TOKEN1}?x=1".encode()
+ENCODED_TOKEN1 = "".join(f"%{byte:02X}" for byte in TOKEN1.encode())
+
+
+def fully_decoded(text: str) -> str:
+    """``text`` with percent-escapes decoded until none is left."""
+    while unquote(text) != text:
+        text = unquote(text)
+    return text
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        (f"/webhook/cam1/{TOKEN1}", "/webhook/cam1/<token>"),
+        (f"/webhook/cam1/{TOKEN1}/?x=1", "/webhook/cam1/<token>"),
+        (f"/webhook//cam1/{TOKEN1}", "/webhook/cam1/<token>"),
+        (f"//webhook/cam1/{TOKEN1}", "/webhook/cam1/<token>"),
+        (f"/webhook/x/../cam1/{TOKEN1}", "/webhook/?/<token>"),
+        (f"/webhook/cam1%2F{TOKEN1}", "/webhook/cam1/<token>"),
+        (f"/webhook/cam1%252F{TOKEN1}", "/webhook/cam1/<token>"),
+        (f"/webhook/cam1/{ENCODED_TOKEN1}", "/webhook/cam1/<token>"),
+        (f"/%77ebhook/cam1/{TOKEN1}", "/webhook/cam1/<token>"),
+        (f"/WEBHOOK/cam1/{TOKEN1}", "/webhook/cam1/<token>"),
+        (f"/webhook?camera=cam1&token={TOKEN1}", "/webhook/?/<token>"),
+        (f"/webhook/{TOKEN1}/cam1", "/webhook/?/<token>"),
+        (f"/webhooks{TOKEN1}", "/webhook/?/<token>"),
+        (f"/x/webhook/cam1/{TOKEN1}#top", "/webhook/cam1/<token>"),
+    ],
+)
+def test_access_log_never_shows_the_token(uri: str, shown: str) -> None:
+    """The relay's access log shows a webhook URL, however odd, as /webhook/<known camera or ?>/<token>."""
+    relay = EventsRelay()
+    request = DummyRequest([b"webhook"])
+    request.uri = uri.encode()
     request.method = b"POST"
     request.clientproto = b"HTTP/1.1"
-    request.code = 204
+    request.code = 404
     request.sentLength = 0
-    line = access_log_formatter("[25/Nov/2026:00:00:00 +0000]", request)
-    assert TOKEN1 not in line
-    assert "/webhook/cam1/<token>?x=1" in line
-    request.uri = b"/onvif/device_service"
-    assert "/onvif/device_service" in access_log_formatter("[t]", request)
+    line = access_log_formatter(relay.hub)("[25/Nov/2026:00:00:00 +0000]", request)
+    assert TOKEN1 not in fully_decoded(line)
+    assert f'"POST {shown} HTTP/1.1" 404' in line
+    request.uri = b"/onvif/device_service?x=%41"
+    assert '"POST /onvif/device_service?x=%41 HTTP/1.1"' in access_log_formatter(relay.hub)("[t]", request)
+
+
+def test_relay_access_log_never_shows_the_token(tmp_path: Path) -> None:
+    """With the access log on, the relay's own Site logs odd webhook URLs (here /webhook/x/../cam1/TOKEN) without the token."""
+    relay: Any = build_relay(parse_config(CONFIG + f"state_dir: {tmp_path}\n"), MemoryReactorClock(), access_log=True)
+    site = relay_sites(relay)[0]
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    site.startFactory()
+    try:
+        for uri in (f"/webhook/x/../cam1/{TOKEN1}", f"/webhook/cam1%2F{TOKEN1}", f"/webhook/cam1/{TOKEN1}?a=b"):
+            channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+            transport = StringTransport()
+            channel.makeConnection(transport)
+            channel.dataReceived(f"POST {uri} HTTP/1.1\r\nHost: relay\r\nContent-Length: 2\r\n\r\n{{}}".encode())
+            channel.connectionLost(None)
+            assert b" 404 " in transport.value() or b" 400 " in transport.value()
+    finally:
+        site.stopFactory()
+        globalLogPublisher.removeObserver(observe)
+    access = [line for line in lines if '"POST ' in line]
+    assert len(access) == 3, lines
+    assert not [line for line in lines if TOKEN1 in fully_decoded(line)]

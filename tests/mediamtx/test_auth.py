@@ -91,6 +91,13 @@ def test_api_without_configured_credentials_is_anonymous_from_the_relay_only() -
     assert ask(stub, request("api", "admin", "s3cret!", ip="10.0.0.2")) == 401
 
 
+def test_api_is_denied_to_everyone_when_the_relay_address_is_no_ip_address() -> None:
+    """A relay_address that is a host name (config refuses it; built by hand here) matches no caller: the API is denied."""
+    stub, _, _ = make(MediamtxConfig(relay_address="relay.lan"))
+    assert ask(stub, request("api", ip="10.0.0.3")) == 401
+    assert ask(stub, request("metrics", ip="127.0.0.1")) == 401
+
+
 def test_unknown_action_is_denied() -> None:
     """An action the relay does not know is denied."""
     stub, _, _ = make()

@@ -260,6 +260,29 @@ def test_parser_refuses_doctype_and_deep_or_huge_trees() -> None:
     assert parse_untrusted(b"<a><!-- note --><?pi x?><b/></a>")[0].tag == "b"
 
 
+def test_parser_counts_attributes_and_namespace_declarations() -> None:
+    """parse_untrusted accepts 4096 attributes and namespace declarations together, and refuses one more of either."""
+    attributes = b" ".join(b'a%d=""' % n for n in range(4096))
+    assert len(parse_untrusted(b"<a " + attributes + b"/>").attrib) == 4096
+    with pytest.raises(UnsafeXML, match="4096 attributes"):
+        parse_untrusted(b'<a xmlns:p="u" ' + attributes + b"/>")
+    declarations = b" ".join(b'xmlns:p%d="u"' % n for n in range(2048))
+    half = b" ".join(b'a%d=""' % n for n in range(2048))
+    assert parse_untrusted(b"<a " + declarations + b"><b " + half + b"/></a>")[0].tag == "b"
+    with pytest.raises(UnsafeXML, match="namespace declarations"):
+        parse_untrusted(b"<a " + declarations + b'><b x="" ' + half + b"/></a>")
+
+
+def test_attribute_flood_is_a_well_formed_fault(soap_relay: SoapRelay) -> None:
+    """GetSystemDateAndTime with 23,000 empty attributes in a header block is refused as env:Sender/ter:WellFormed."""
+    attributes = " ".join(f'a{n}=""' for n in range(23_000))
+    header = etree.fromstring(f'<h:Pad xmlns:h="urn:pad" {attributes}/>')
+    body = soap_envelope(soap_op("GetSystemDateAndTime"), headers=[header])
+    reason = assert_fault(soap_relay.post(body), "Sender", ("WellFormed",), 400)
+    assert "more than 4096 attributes" in reason
+    assert not soap_relay.calls
+
+
 def test_deep_document_is_a_well_formed_fault(soap_relay: SoapRelay) -> None:
     """A request nested past the depth limit is refused as env:Sender/ter:WellFormed."""
     deep = etree.tostring(soap_op("SetHostname"))

@@ -1,0 +1,149 @@
+"""Push consumers over real loopback sockets: addresses compared after resolution, at Subscribe and at each connection.
+
+A "camera" HTTP server listens on 127.0.0.2 (a configured camera's host) and records every
+request; consumers listen on 127.0.0.1 and ::1. The policy allows loopback, so that only
+the camera rule can refuse 127.0.0.2. Names resolve through the reactor's own resolver
+(getaddrinfo in a thread) or through a ``NameTable`` that tests can change between
+Subscribe and the Notify.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.logger import Logger, formatEvent
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from atomrelay.config import parse_config
+from atomrelay.events.consumers import ConsumerGuard, ConsumerPolicy, ConsumerRefused, NotifyClient, guarded_agent
+from atomrelay.events.state import EventHub
+from atomrelay.events.subscriptions import PushSubscription, Subscriptions
+from tests.events.support import NameTable
+from tests.helpers import poll
+
+pytestmark = pytest.mark.integration
+
+
+class Recorder(Resource):
+    """Records every request (path and Cookie header) and sets a new cookie on each answer."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[tuple[bytes, bytes | None]] = []
+
+    def render(self, request: Any) -> bytes:
+        self.requests.append((request.uri, request.getHeader(b"cookie")))
+        request.addCookie(f"s{len(self.requests)}".encode(), b"x", path=b"/")
+        return b""
+
+
+@dataclass
+class Rig:
+    """A camera server on 127.0.0.2, consumer servers on 127.0.0.1 and ::1 (the same port where possible)."""
+
+    camera: Recorder = field(default_factory=Recorder)
+    consumer: Recorder = field(default_factory=Recorder)
+    consumer6: Recorder = field(default_factory=Recorder)
+    ports: list[Any] = field(default_factory=list)
+    port: int = 0
+    port6: int = 0
+    stores: list[Subscriptions] = field(default_factory=list)
+    hubs: list[EventHub] = field(default_factory=list)
+    logged: list[str] = field(default_factory=list)
+
+    def store(self, resolver: Any) -> Subscriptions:
+        """A subscription store for camera 127.0.0.2 that resolves with ``resolver`` and allows loopback consumers."""
+        config = parse_config(
+            "onvif: {users: [{username: admin, password: secret}]}\n"
+            "cameras:\n  - {id: cam, host: 127.0.0.2, streams: [{name: main, rtsp_path: v0}]}\n"
+        )
+        hub = EventHub(reactor, config.cameras, 20.0)
+        guard = ConsumerGuard(resolver, hub.camera_hosts, ConsumerPolicy(allow_loopback=True))
+        guard.log = Logger(observer=lambda event: self.logged.append(formatEvent(event)))
+        store = Subscriptions(reactor, hub, config.cameras, NotifyClient(guarded_agent(reactor, guard), guard),
+                              retry_delays=(30.0,))
+        self.stores.append(store)
+        self.hubs.append(hub)
+        return store
+
+    def motion(self) -> None:
+        """The camera reports motion (one more Notify for every subscription)."""
+        self.hubs[-1].motion_detected("cam")
+
+
+@pytest_twisted.async_yield_fixture
+async def rig() -> AsyncIterator[Rig]:
+    """The servers, listening; every store made from the rig is stopped afterwards."""
+    rig = Rig()
+    consumer = reactor.listenTCP(0, Site(rig.consumer), interface="127.0.0.1")
+    rig.port = consumer.getHost().port
+    rig.ports += [consumer, reactor.listenTCP(rig.port, Site(rig.camera), interface="127.0.0.2")]
+    consumer6 = reactor.listenTCP(0, Site(rig.consumer6), interface="::1")
+    rig.port6 = consumer6.getHost().port
+    rig.ports.append(consumer6)
+    try:
+        yield rig
+    finally:
+        for store in rig.stores:
+            store.stopService()
+        for hub in rig.hubs:
+            hub.stopService()
+        for port in rig.ports:
+            await port.stopListening()
+
+
+async def subscribe(store: Subscriptions, consumer: str) -> PushSubscription:
+    """Subscribe ``consumer`` for every topic."""
+    sub = await store.subscribe(consumer, "http://relay.test/onvif/subscription/", (), reactor.seconds() + 600, "viewer")
+    assert isinstance(sub, PushSubscription)
+    return sub
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize(
+    "host",
+    ["2130706434", "0x7f000002", "0177.0.0.2", "127.2", "0x7f.0.0.2", "[::ffff:127.0.0.2]", "[::ffff:7f00:2]"],
+)
+async def test_every_form_of_a_camera_address_is_refused(rig: Rig, host: str) -> None:
+    """Decimal, hex, octal, short and IPv4-mapped forms of the camera's address, read by the reactor's resolver, are refused."""
+    store = rig.store(reactor.nameResolver)
+    with pytest.raises(ConsumerRefused, match=r"127\.0\.0\.2 \(a camera of this relay\)"):
+        await subscribe(store, f"http://{host}:{rig.port}/cgi-bin/cmd.cgi?port=socket")
+    assert len(store) == 0 and rig.camera.requests == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_names_are_checked_again_at_each_connection(rig: Rig) -> None:
+    """A name that resolved to the consumer at Subscribe and to the camera later gets no connection to the camera."""
+    names = NameTable({"rebind.test": ["127.0.0.1"]})
+    store = rig.store(names)
+    sub = await subscribe(store, f"http://rebind.test:{rig.port}/hook")
+    await poll(lambda: len(rig.consumer.requests) == 1, timeout=10, what="the first Notify")
+    names.names["rebind.test"] = ["127.0.0.2"]
+    rig.motion()
+    await poll(lambda: sub.failures == 1, timeout=10, what="the second Notify to fail")
+    assert rig.camera.requests == [] and len(rig.consumer.requests) == 1
+    assert any("rebind.test (127.0.0.2): a camera of this relay" in line for line in rig.logged), rig.logged
+    with pytest.raises(ConsumerRefused, match="a camera of this relay"):
+        await subscribe(store, f"http://REBIND.test.:{rig.port}/hook")
+
+
+@pytest_twisted.ensureDeferred
+async def test_ipv6_consumers_get_their_notifications(rig: Rig) -> None:
+    """A consumer at http://[::1]:port/ gets every Notify; cookies it sets are never sent back."""
+    logged: list[str] = []
+    store = rig.store(reactor.nameResolver)
+    store.log = Logger(observer=lambda event: logged.append(formatEvent(event)))
+    sub = await subscribe(store, f"http://[::1]:{rig.port6}/hook")
+    await poll(lambda: len(rig.consumer6.requests) == 1, timeout=10, what="the first Notify over IPv6")
+    rig.motion()
+    await poll(lambda: len(rig.consumer6.requests) == 2, timeout=10, what="the second Notify over IPv6")
+    assert rig.consumer6.requests == [(b"/hook", None), (b"/hook", None)]
+    assert sub.failures == 0 and not [line for line in logged if "crashed" in line or "failed" in line], logged

@@ -221,10 +221,6 @@ class HealthMonitor(PeriodicService):
             return HealthState(UNKNOWN, "not monitored", 0.0)
         return state
 
-    def states(self) -> dict[str, HealthState]:
-        """Every watched camera's HealthState, in configuration order."""
-        return dict(self._states)
-
     # --- one round ---------------------------------------------------------------------------
 
     async def round(self) -> None:

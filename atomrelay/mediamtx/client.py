@@ -243,15 +243,6 @@ class MediamtxClient:
         """``GET /v3/paths/list``, all pages: the runtime paths (ready, readers, tracks...)."""
         return self._call(self._paged("/v3/paths/list"), "GET /v3/paths/list")
 
-    def get_path_conf(self, name: str) -> Deferred[dict[str, Any]]:
-        """``GET /v3/config/paths/get/<name>``; fails with PathNotFound if it does not exist."""
-
-        async def call() -> dict[str, Any]:
-            route = "/v3/config/paths/get"
-            return _object(await self._json("GET", route, name), f"GET {route}/{name}")
-
-        return self._call(call(), f"GET /v3/config/paths/get/{name}")
-
     def _write(self, method: str, route: str, name: str, conf: Mapping[str, Any] | None) -> Deferred[None]:
         async def call() -> None:
             self.log.debug("mediamtx {method} {route}/{name}", method=method, route=route, name=name)
@@ -262,10 +253,6 @@ class MediamtxClient:
     def add_path(self, name: str, conf: Mapping[str, Any]) -> Deferred[None]:
         """``POST /v3/config/paths/add/<name>``; fails with PathExists if it exists."""
         return self._write("POST", "/v3/config/paths/add", name, conf)
-
-    def patch_path(self, name: str, conf: Mapping[str, Any]) -> Deferred[None]:
-        """``PATCH /v3/config/paths/patch/<name>``: change only the given fields."""
-        return self._write("PATCH", "/v3/config/paths/patch", name, conf)
 
     def replace_path(self, name: str, conf: Mapping[str, Any]) -> Deferred[None]:
         """``POST /v3/config/paths/replace/<name>``: set exactly these fields.

@@ -29,9 +29,10 @@ from typing import Any, cast
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from atomrelay.clock import Clock, DelayedCall
+from atomrelay.clock import Clock
 from atomrelay.config import Config
 from atomrelay.mediamtx.client import (
     MediamtxAuthFailed,
@@ -86,10 +87,7 @@ class Reconciler(Service):
         self._backoff = 0.0
         self._has_replace: bool | None = None
         self._loop: Deferred[None] | None = None
-        self._sleeping: tuple[Deferred[None], DelayedCall] | None = None
         self._stopping = False
-        self._rerun = False
-        self._pending_waiters: list[Deferred[None]] = []
         self._path_errors: dict[str, str] = {}
         self._conf_errors: dict[str, str] = {}
         self._warned_foreign: set[str] = set()
@@ -115,22 +113,6 @@ class Reconciler(Service):
         loop.cancel()
         return done
 
-    def update_config(self, config: Config) -> Deferred[None]:
-        """Apply a new config (SIGHUP): paths are added, changed and removed accordingly.
-
-        The Deferred fires after the next reconcile pass that used ``config`` (at once
-        when the service is not running: the config applies when it starts).
-        """
-        self._config = config
-        self._conf_errors.clear()
-        if not self.running:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._pending_waiters.append(waiter)
-        self._rerun = True
-        self._wake()
-        return waiter
-
     @property
     def owned_paths(self) -> frozenset[str]:
         """The path names the relay has recorded as its own."""
@@ -148,16 +130,11 @@ class Reconciler(Service):
             if not self.ready.called:
                 self.ready.callback(None)
             while True:
-                if not self._rerun:
-                    await self._sleep(delay)
+                await deferLater(cast(IReactorTime, self._clock), delay)
                 delay = await self._pass(None)
         except CancelledError:
             if not self._stopping:
                 raise
-        finally:
-            for waiter in self._pending_waiters:
-                waiter.cancel()
-            self._pending_waiters = []
 
     async def _wait_ready(self) -> Info | None:
         """Poll /v3/info until it answers or ``wait_timeout`` passes; the info, or None on giving up."""
@@ -183,7 +160,7 @@ class Reconciler(Service):
                     if not self.ready.called:
                         self.ready.callback(None)
                     return None
-                await self._sleep(max(0.0, min(attempt + WAIT_POLL_INTERVAL, deadline) - now))
+                await deferLater(cast(IReactorTime, self._clock), max(0.0, min(attempt + WAIT_POLL_INTERVAL, deadline) - now))
                 continue
             self.log.info(
                 "mediamtx {version} at {url} is ready after {elapsed:.1f}s",
@@ -194,8 +171,6 @@ class Reconciler(Service):
 
     async def _pass(self, info: Info | None) -> float:
         """One reconcile pass that never raises (except cancellation); the delay before the next."""
-        waiters, self._pending_waiters = self._pending_waiters, []
-        self._rerun = False
         poll_interval = self._config.mediamtx.poll_interval
         try:
             await self._reconcile(info)
@@ -216,9 +191,6 @@ class Reconciler(Service):
             self._note_recovered()
             self._backoff = 0.0
             delay = poll_interval
-        for waiter in waiters:
-            if not waiter.called:
-                waiter.callback(None)
         return delay
 
     def _note_problem(self, error: MediamtxError) -> None:
@@ -385,29 +357,3 @@ class Reconciler(Service):
 
     def _save_owned(self) -> None:
         self._store.save_in_background(STATE_NAME, {"paths": sorted(self._owned)}, "the relay's mediamtx paths")
-
-    # -- timing -------------------------------------------------------------------
-
-    def _sleep(self, delay: float) -> Deferred[None]:
-        """A Deferred that fires after ``delay`` seconds, early on :meth:`_wake`, cancellable."""
-        if self._stopping:
-            raise CancelledError()
-
-        def cancel(_: Deferred[None]) -> None:
-            self._sleeping = None
-            if call.active():
-                call.cancel()
-
-        deferred: Deferred[None] = Deferred(cancel)
-        call = self._clock.callLater(delay, self._wake)
-        self._sleeping = (deferred, call)
-        return deferred
-
-    def _wake(self) -> None:
-        sleeping, self._sleeping = self._sleeping, None
-        if sleeping is None:
-            return
-        deferred, call = sleeping
-        if call.active():
-            call.cancel()
-        deferred.callback(None)

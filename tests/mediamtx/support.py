@@ -80,6 +80,16 @@ class Harness:
         if start:
             self.reconciler.startService()
 
+    def reload(self, config: Config) -> None:
+        """What a config reload does: the running reconciler stops, one for ``config`` (same store) starts."""
+        result_of(self.reconciler.stopService())
+        self.config = config
+        self.client = MediamtxClient(self.stub, config.mediamtx, clock=self.clock)
+        self.reconciler = Reconciler(self.clock, self.client, config, self.store)
+        self.events = capture(self.reconciler)
+        self.reconciler.startService()
+        self.stub.flush()
+
     def advance(self, seconds: float, step: float = 0.25) -> None:
         """Advance the clock in small steps, flushing the in-memory HTTP traffic after each."""
         remaining = seconds

@@ -100,15 +100,15 @@ def test_basic_auth_is_sent_and_refusal_is_typed() -> None:
 
 
 def test_path_names_with_slashes_go_into_the_url_as_they_are() -> None:
-    """add/get/delete put 'cam1/main' into the route literally, as mediamtx's *name routes expect."""
+    """add/replace/delete put 'cam1/main' into the route literally, as mediamtx's *name routes expect."""
     client, fake, recorder, stub, _ = setup()
     run(client.add_path("cam1/main", {"source": "publisher"}), stub)
-    conf = run(client.get_path_conf("cam1/main"), stub)
-    assert conf["name"] == "cam1/main"
+    run(client.replace_path("cam1/main", {"source": "publisher"}), stub)
+    assert run(client.list_path_confs(), stub)["cam1/main"]["name"] == "cam1/main"
     run(client.delete_path("cam1/main"), stub)
-    assert recorder.uris == [
+    assert [uri for uri in recorder.uris if "/list" not in uri] == [
         "/v3/config/paths/add/cam1/main",
-        "/v3/config/paths/get/cam1/main",
+        "/v3/config/paths/replace/cam1/main",
         "/v3/config/paths/delete/cam1/main",
     ]
     assert fake.paths == {}
@@ -122,11 +122,7 @@ def test_typed_path_errors() -> None:
         run(client.add_path("a/b", {}), stub)
     assert exists.value.status == 400 and exists.value.message == "path already exists"
     with pytest.raises(PathNotFound):
-        run(client.get_path_conf("x/y"), stub)
-    with pytest.raises(PathNotFound):
         run(client.delete_path("x/y"), stub)
-    with pytest.raises(PathNotFound):
-        run(client.patch_path("x/y", {}), stub)
     with pytest.raises(RouteNotFound) as route:
         run(client.replace_path("a/b", {}), stub)
     assert route.value.status == 404 and "404 page not found" in str(route.value)
@@ -141,15 +137,6 @@ def test_replace_on_missing_path_depends_on_the_server() -> None:
     with pytest.raises(PathNotFound):
         run(client.replace_path("n/m", {"source": "publisher"}), stub)
     assert fake.paths == {}
-
-
-def test_patch_changes_only_given_fields() -> None:
-    """patch_path changes the given field and keeps the others."""
-    client, fake, _, stub, _ = setup()
-    run(client.add_path("p/q", {"source": "rtsp://h/x", "sourceOnDemand": True}), stub)
-    run(client.patch_path("p/q", {"sourceOnDemandCloseAfter": "1m"}), stub)
-    assert fake.paths["p/q"]["sourceOnDemandCloseAfter"] == "1m0s"
-    assert fake.paths["p/q"]["source"] == "rtsp://h/x"
 
 
 def test_server_validation_error_text_is_kept() -> None:

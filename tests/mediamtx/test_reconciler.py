@@ -196,16 +196,17 @@ def test_foreign_path_with_configured_name_is_replaced_with_a_warning(tmp_path: 
 
 
 def test_changes_without_replace_route_use_delete_and_add(tmp_path: Path) -> None:
-    """Without the replace route a changed path is deleted and re-added; the route is probed only once."""
+    """Without the replace route a changed path is deleted and re-added; each generation probes the route once."""
     h = Harness(tmp_path, has_replace=False)
     h.fake.writes.clear()
     for step, audio in enumerate(("none", "transcode", "none")):
         cameras = CAMERAS.replace("codec: h265}", f"codec: h265, audio: {audio}}}")
-        h.reconciler.update_config(make_config(tmp_path, cameras))
-        h.stub.flush()
+        h.reload(make_config(tmp_path, cameras))
         assert_registered_with(h, make_config(tmp_path, cameras))
-    assert h.writes().count(("POST", "/v3/config/paths/replace/cam1/sub")) == 1
+    assert h.writes().count(("POST", "/v3/config/paths/replace/cam1/sub")) == 3
     assert h.writes().count(("DELETE", "/v3/config/paths/delete/cam1/sub")) == 3
+    h.advance(10)
+    assert h.writes().count(("POST", "/v3/config/paths/replace/cam1/sub")) == 3
 
 
 @pytest.mark.parametrize("creates_missing", [True, False])
@@ -279,7 +280,7 @@ def test_foreign_paths_are_never_touched(tmp_path: Path) -> None:
     h.fake.writes.clear()
     h.reconciler.startService()
     h.advance(10)
-    h.reconciler.update_config(make_config(tmp_path, CAMERAS.split("  - id: cam2")[0]))
+    h.reload(make_config(tmp_path, CAMERAS.split("  - id: cam2")[0]))
     h.advance(10)
     assert all("garage" not in path and "all_others" not in path for _, path in h.writes())
     assert {k: v for k, v in h.fake.paths.items() if k in foreign_before} == foreign_before
@@ -302,17 +303,16 @@ def test_recorded_stale_paths_are_deleted_and_forgotten(tmp_path: Path) -> None:
     assert h.events.count("deleted mediamtx path old/main") == 1
 
 
-def test_update_config_adds_changes_and_removes(tmp_path: Path) -> None:
-    """update_config registers new streams, replaces changed ones and deletes removed ones, then fires."""
+def test_a_reload_adds_changes_and_removes(tmp_path: Path) -> None:
+    """The reconciler of a reloaded config registers new streams, replaces changed ones and deletes removed ones."""
     h = Harness(tmp_path)
     h.fake.writes.clear()
     cameras = CAMERAS.split("  - id: cam2")[0].replace("codec: h265}", "codec: h265, audio: none}") + (
         "  - id: cam3\n    host: cam3.local\n    streams:\n      - {name: main, rtsp_path: video0_unicast}\n"
     )
     new_config = make_config(tmp_path, cameras)
-    done = h.reconciler.update_config(new_config)
-    h.stub.flush()
-    assert done.called
+    h.reload(new_config)
+    assert h.reconciler.ready.called
     assert sorted(h.writes()) == sorted([
         ("POST", "/v3/config/paths/replace/cam1/sub"),
         ("DELETE", "/v3/config/paths/delete/cam2/main"),

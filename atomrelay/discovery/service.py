@@ -37,12 +37,14 @@ import random
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Protocol, Sequence
+from typing import Any, Callable, Collection, Protocol, Sequence, cast
 
 from twisted.application.service import Service
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock
 from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from atomrelay.config import DiscoveryConfig
@@ -239,15 +241,9 @@ class DiscoveryService(Service):
                 else:
                     delay = min(RETRY_MAX, RETRY_MIN * 2**self._attempts)
                     self._attempts += 1
-                await self._sleep(delay)
+                await deferLater(cast(IReactorTime, self._reactor), delay)
         except CancelledError:
             pass
-
-    def _sleep(self, delay: float) -> Deferred[None]:
-        call: list[DelayedCall] = []
-        waiting: Deferred[None] = Deferred(lambda _: call[0].cancel() if call[0].active() else None)
-        call.append(self._reactor.callLater(delay, waiting.callback, None))
-        return waiting
 
     def _listen(self) -> bool:
         if self._port is not None:

@@ -172,7 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the relay against three simulated cameras and a mediamtx stand-in."""
     from twisted.python import usage
 
-    from atomrelay import tap
+    from atomrelay import demo
 
     class DemoOptions(usage.Options):
         optParameters = [["port", "p", "8080", "ONVIF port on 127.0.0.1", int]]
@@ -180,7 +180,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     def make(options: Any) -> Any:
         from twisted.internet import reactor
 
-        return tap.make_demo_service(reactor, options["port"])
+        return demo.make_demo_service(reactor, options["port"])
 
     return _twistd("atomrelay-demo", DemoOptions, ["--port", str(args.port)], make, args.verbose)
 

@@ -36,6 +36,9 @@ DEMO_CAMERAS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
 )
 """id, name, model and hack.ini settings of each simulated camera: together the three mediamtx path shapes."""
 
+MEDIAMTX_STOP_TIMEOUT = 5.0
+"""Seconds mediamtx gets to exit after SIGTERM before it is killed."""
+
 MEDIAMTX_INSTALL = ("download the mediamtx release for this machine from "
                     "https://github.com/bluenviron/mediamtx/releases and put the mediamtx executable on PATH")
 
@@ -163,15 +166,21 @@ class DemoService(MultiService):
             for port in self._ports:
                 await _maybe_deferred(port.stopListening())
             if self._mediamtx is not None and not self._mediamtx.ended.called:
-                try:
-                    self._mediamtx_process.signalProcess("TERM")
-                except ProcessExitedAlready:
-                    pass
+                self._signal_mediamtx("TERM")
+                kill = self.reactor.callLater(MEDIAMTX_STOP_TIMEOUT, self._signal_mediamtx, "KILL")
                 await self._mediamtx.ended
+                if kill.active():
+                    kill.cancel()
             if self._own_state:
                 shutil.rmtree(self.state_dir, ignore_errors=True)
 
         return Deferred.fromCoroutine(stop())
+
+    def _signal_mediamtx(self, signal: str) -> None:
+        try:
+            self._mediamtx_process.signalProcess(signal)
+        except ProcessExitedAlready:
+            pass
 
 
 def _free_ports() -> tuple[int, int, int]:

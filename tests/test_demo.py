@@ -60,21 +60,32 @@ def spawn_demo(port: int, env: dict[str, str], cwd: Path) -> tuple[Collect, Any]
     return proto, process
 
 
+async def all_online(proto: Collect) -> None:
+    await poll(lambda: all(f"camera {c} is online".encode() in proto.output for c in CAMERAS),
+               timeout=40, what="every demo camera online")
+
+
+async def stop(proto: Collect, process: Any) -> None:
+    """SIGTERM the demo; it must exit 0 without a traceback (SIGKILL if it does not exit)."""
+    try:
+        process.signalProcess("TERM")
+        code = await proto.ended
+    finally:
+        if process.pid is not None:
+            process.signalProcess("KILL")
+    assert code == (0, None) and b"Traceback" not in proto.output, proto.output.decode()
+
+
 @pytest_twisted.ensureDeferred
 async def test_demo_without_mediamtx_has_online_cameras_and_says_what_video_needs(tmp_path: Path) -> None:
     """Without mediamtx every camera goes online, the banner lists snapshot and stream URLs and how to get video, and the state directory is removed."""
     port = free_port()
     proto, process = spawn_demo(port, demo_env(tmp_path, []), tmp_path)
     try:
-        await poll(lambda: all(f"camera {c} is online".encode() in proto.output for c in CAMERAS),
-                   timeout=40, what="every demo camera online")
-        process.signalProcess("TERM")
-        code = await proto.ended
+        await all_online(proto)
     finally:
-        if process.pid is not None:
-            process.signalProcess("KILL")
+        await stop(proto, process)
     output = proto.output.decode()
-    assert code == (0, None), output
     assert f"http://127.0.0.1:{port}/snapshot/cam2.jpg" in output
     assert "rtsp://127.0.0.1:8554/cam2/main" in output and "rtsp://127.0.0.1:8554/swing/sub" in output
     assert "mediamtx is not on PATH" in output and "github.com/bluenviron/mediamtx/releases" in output
@@ -97,8 +108,7 @@ async def test_demo_runs_mediamtx_on_path(tmp_path: Path) -> None:
     proto, process = spawn_demo(port, env, tmp_path)
     try:
         await poll(lambda: answers(port), timeout=30, what="the demo to answer SOAP")
-        await poll(lambda: all(f"camera {c} is online".encode() in proto.output for c in CAMERAS),
-                   timeout=40, what="every demo camera online")
+        await all_online(proto)
         await poll(lambda: b"registered mediamtx path wyze/sub" in proto.output, timeout=30,
                    what="the paths registered with the stand-in")
         recorded = json.loads(record.read_text())
@@ -116,13 +126,9 @@ async def test_demo_runs_mediamtx_on_path(tmp_path: Path) -> None:
                 "ffprobe", ["-v", "error", "-rtsp_transport", "tcp", "-show_entries", "stream=codec_name",
                             "-of", "csv=p=0", match.group(0)], env=env, reactor=reactor)
             probed[name] = out.decode().split()
-        process.signalProcess("TERM")
-        code = await proto.ended
     finally:
-        if process.pid is not None:
-            process.signalProcess("KILL")
+        await stop(proto, process)
     output = proto.output.decode()
-    assert code == (0, None), output
     rtsp_port = int(config["rtspAddress"].rsplit(":", 1)[1])
     assert all(config[key].startswith("127.0.0.1:") for key in ("apiAddress", "rtspAddress", "srtAddress"))
     assert config["authMethod"] == "http" and config["authHTTPAddress"] == f"http://127.0.0.1:{port}/mediamtx/auth"

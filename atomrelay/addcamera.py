@@ -117,7 +117,7 @@ def camera_entry(camera: CameraConfig, firmware: Firmware, streams: list[Planned
         else:
             lines.append("  # RTSP_AUTH is on in the camera: add rtsp_username and rtsp_password")
     lines.append(f"  model: {model if model in MODELS else 'auto'}")
-    lines.append(f"  webhook_token: {camera.webhook_token}   # the secret in the camera's WEBHOOK_URL")
+    lines.append(f"  webhook_token: \"{camera.webhook_token}\"   # the secret in the camera's WEBHOOK_URL")
     lines.append("  streams:")
     for stream in streams:
         source = f"video{stream.index}_unicast"

@@ -130,7 +130,7 @@ def camera_entry(camera: CameraConfig, firmware: Firmware, streams: list[Planned
             lines += ["      audio: passthrough # the camera sends AAC, which NVRs play (or transcode)",
                       "      audio_codec: aac"]
         else:
-            lines.append("      audio: none        # RTSP_AUDIO" + f"{stream.index} is off in the camera")
+            lines.append(f"      audio: none        # RTSP_AUDIO{stream.index} is off in the camera")
         lines += [f"      width: {stream.width}", f"      height: {stream.height}", f"      fps: {stream.fps}"]
     return "\n".join(indent + line for line in lines) + "\n"
 
@@ -352,13 +352,13 @@ async def firmware_findings(reactor: Any, http: Any, config: Config, camera: Cam
 
 async def _probe(reactor: Any, ffprobe: str | None, camera: CameraConfig, stream: StreamConfig,
                  env: dict[str, str] | None) -> StreamProbe | str:
-    from atomrelay.mediamtx.paths import camera_rtsp_url
+    from atomrelay.mediamtx.paths import PathConfError, camera_rtsp_url
 
     if ffprobe is None:
         return "no ffprobe on PATH"
     try:
         return await probe_stream(reactor, ffprobe, camera_rtsp_url(camera, stream), PROBE_TIMEOUT, env)
-    except ProbeError as exc:
+    except (ProbeError, PathConfError) as exc:
         return f"probe failed: {exc}"
 
 
@@ -477,7 +477,7 @@ def run(args: argparse.Namespace) -> int:
                     print("cameras:\n" + entry, end="")
                 print(advice, end="")
                 outcome.append(0)
-            except (AddCameraError, OSError) as exc:
+            except (AddCameraError, ConfigError, OSError) as exc:
                 print(f"atomrelay add-camera: {exc}", file=sys.stderr)
                 outcome.append(1)
 

@@ -262,4 +262,5 @@ async def test_check_reports_each_firmware_mismatch(tmp_path: Path) -> None:
     assert failed("camera living webhook", "WEBHOOK_ALARM_EVENT is off")
     assert failed("camera living model", "configured AC1 but the camera reports ATOM_CamV3C")
     assert token not in out and "wrong-token" not in out
+    assert not any(secret in out + shown for secret in SECRET_VALUES)
     assert f"set it to http://127.0.0.1:{onvif_port}/webhook/living/{token}" in shown

@@ -1,4 +1,4 @@
-"""``atomrelay run|check|demo|mediamtx-config``: the console entry point.
+"""``atomrelay run|check|add-camera|demo|mediamtx-config``: the console entry point.
 
 ``run`` and ``demo`` start twistd through its application runner with an explicit
 options class, so the frozen binary never depends on Twisted's plugin discovery.
@@ -172,7 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the relay against three simulated cameras and a mediamtx stand-in."""
     from twisted.python import usage
 
-    from atomrelay import tap
+    from atomrelay import demo
 
     class DemoOptions(usage.Options):
         optParameters = [["port", "p", "8080", "ONVIF port on 127.0.0.1", int]]
@@ -180,9 +180,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     def make(options: Any) -> Any:
         from twisted.internet import reactor
 
-        return tap.make_demo_service(reactor, options["port"])
+        return demo.make_demo_service(reactor, options["port"])
 
     return _twistd("atomrelay-demo", DemoOptions, ["--port", str(args.port)], make, args.verbose)
+
+
+def cmd_add_camera(args: argparse.Namespace) -> int:
+    """Read a camera's firmware and print (or ``--write``) its config entry."""
+    from atomrelay import addcamera
+
+    if (args.user is None) != (args.password is None) or (args.rtsp_user is None) != (args.rtsp_password is None):
+        print("atomrelay add-camera: --user/--password and --rtsp-user/--rtsp-password go in pairs", file=sys.stderr)
+        return 2
+    return addcamera.run(args)
 
 
 def cmd_mediamtx_config(args: argparse.Namespace) -> int:
@@ -592,6 +602,10 @@ async def camera_rows(reactor: Any, http: Any, config: Config, camera: CameraCon
         rows.insert(0, CheckResult("OK", subject, detail))
         if hardware:
             rows += model_rows(camera, hardware)
+        from atomrelay.addcamera import firmware_findings
+
+        findings = await firmware_findings(reactor, http, config, camera, show_webhooks, child_environ())
+        rows += [CheckResult(*finding) for finding in findings]
     endpoint_cls = TCP6ClientEndpoint if ":" in camera.host else TCP4ClientEndpoint
     endpoint = endpoint_cls(reactor, camera.host, camera.rtsp_port, timeout=5)
     try:
@@ -603,10 +617,6 @@ async def camera_rows(reactor: Any, http: Any, config: Config, camera: CameraCon
     if camera.webhook_token is None:
         rows.append(CheckResult("WARN", f"{subject} webhook",
                                 f"no webhook_token: motion events off; e.g. webhook_token: {secrets.token_urlsafe(18)}"))
-    elif show_webhooks:
-        host = config.onvif.advertise_host or "<relay address>"
-        rows.append(CheckResult("OK", f"{subject} webhook",
-                                f"WEBHOOK_URL=http://{host}:{config.onvif.port}/webhook/{camera.id}/{camera.webhook_token}"))
     return rows
 
 
@@ -639,6 +649,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", required=True)
     check.add_argument("--show-webhooks", action="store_true", help="print each camera's WEBHOOK_URL (a secret)")
     check.set_defaults(func=cmd_check)
+    add = sub.add_parser("add-camera", help="print a config entry for a camera, read from its firmware")
+    add.add_argument("host", help="the camera's address")
+    add.add_argument("--http-port", type=int, default=80)
+    add.add_argument("--rtsp-port", type=int, default=8554)
+    add.add_argument("--user", help="the camera web page's Digest user, if it has one")
+    add.add_argument("--password")
+    add.add_argument("--rtsp-user", help="the RTSP user, when RTSP_AUTH is on")
+    add.add_argument("--rtsp-password")
+    add.add_argument("--id", help="config id (default: from the camera's HOSTNAME)")
+    add.add_argument("--name", help="display name (default: the camera's HOSTNAME)")
+    add.add_argument("-c", "--config", help="the relay's config: its address and port go into WEBHOOK_URL")
+    add.add_argument("--write", action="store_true", help="append the entry to -c CONFIG (comments are kept)")
+    add.set_defaults(func=cmd_add_camera)
     demo = sub.add_parser("demo", help="run on simulated cameras and a mediamtx stand-in, on 127.0.0.1")
     demo.add_argument("-p", "--port", type=int, default=8080)
     demo.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")

@@ -32,7 +32,9 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from atomrelay.camera.firmware import STREAM_DEFAULTS, Firmware, stream_index
 from atomrelay.clock import Clock, DelayedCall
+from atomrelay.sim.rtsp import SimStream
 
 
 # Typed views of the Twisted objects used here: zope interfaces and twisted.web's
@@ -123,6 +125,26 @@ SNAPSHOT_JPEG: bytes = base64.b64decode(
     "AAAAAAAAAAAAAAAA/8AAEQgACAAIAwESAAISAAMSAP/aAAwDAQACEQMRAD8AAA//2Q=="
 )
 """The image every ``get_jpeg.cgi`` call returns."""
+
+FIRMWARE_DEFAULTS: dict[str, str] = {
+    "FRAMERATE": "20",
+    "RTSP_VIDEO0": "on",
+    "RTSP_AUDIO0": "S16_BE",
+    "RTSP_VIDEO1": "on",
+    "RTSP_AUDIO1": "off",
+    "RTSP_VIDEO2": "off",
+    "RTSP_AUDIO2": "off",
+    "RTSP_AUTH": "off",
+    "RTSP_OVER_HTTP": "off",
+    "WEBHOOK": "off",
+    "WEBHOOK_URL": "",
+    "WEBHOOK_ALARM_EVENT": "off",
+    "WEBHOOK_ALARM_INFO": "off",
+    "WEBHOOK_ALARM_VIDEO_FINISH": "off",
+    "WEBHOOK_ALARM_PICT_FINISH": "off",
+    "ONVIF_ENABLE": "off",
+}
+"""The simulated hack.ini's RTSP and webhook settings, before the ``firmware`` argument's changes."""
 
 _FIFO_COMMANDS = frozenset({"reboot", "posrec", "moveinit", "rtspserver on", "rtspserver off", "rtspserver restart"})
 _NIGHT_MODES = frozenset({"on", "off", "auto"})
@@ -283,6 +305,9 @@ class _PendingSnapshot:
 class SimulatedCamera(Resource):
     """The HTTP side of one ATOM Cam, as a twisted.web resource to serve with a ``Site`` or ``StubTreq``.
 
+    ``firmware`` holds the hack.ini settings (:data:`FIRMWARE_DEFAULTS` updated with the
+    argument), which ``hack_ini.cgi`` serves and :meth:`rtsp_stream` follows.
+
     Knobs for tests: ``snapshot_delay`` (seconds each snapshot takes, default 0),
     ``busy`` (every snapshot answers 503), ``reply_suffix`` (what socket-command replies
     end with, default ``b"\\n\\x00"``), ``set_offline()``, ``fail_next()``, and the
@@ -305,6 +330,7 @@ class SimulatedCamera(Resource):
         password: str | None = None,
         move_speed_deg_per_s: float = 60.0,
         queue_limit: int = 8,
+        firmware: dict[str, str] | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         if model not in MODELS:
@@ -328,6 +354,7 @@ class SimulatedCamera(Resource):
         self.properties: dict[str, str] = {"nightVision": "auto", "IrLED": "auto", "motionDet": "on"}
         self.video_flip = ""
         self.rtsp_server = "on"
+        self.firmware = {**FIRMWARE_DEFAULTS, **(firmware or {})}
         self.snapshot_delay = 0.0
         self.busy = False
         self.reply_suffix = b"\n\x00"
@@ -386,6 +413,15 @@ class SimulatedCamera(Resource):
         if self._move is not None:
             return self._move.position_at(self._clock.seconds())
         return (self.pan, self.tilt)
+
+    def rtsp_stream(self, path: str) -> SimStream | None:
+        """What the RTSP server sends on ``path``: None for an unknown path, a stream switched off, or RTSP off."""
+        index = stream_index(path)
+        firmware = Firmware(self.firmware)
+        if index is None or self.rtsp_server != "on" or not firmware.video_on(index):
+            return None
+        defaults = STREAM_DEFAULTS[index]
+        return SimStream(defaults.codec, defaults.width, defaults.height, firmware.framerate, firmware.audio(index))
 
     # HTTP
 
@@ -457,19 +493,13 @@ class SimulatedCamera(Resource):
             f"WIFI_PASSWORD={wifi}",
             "USER=admin",
             f"PASSWORD={web}",
-            "RTSP_VIDEO0=on",
-            "RTSP_AUDIO0=off",
-            "RTSP_VIDEO1=on",
-            "RTSP_AUDIO1=off",
-            "RTSP_AUTH=on",
             "RTSP_USER=viewer",
-            f"RTSP_PASSWORD={rtsp}",
+            f"RTSP_PASSWD={rtsp}",
             "STORAGE_CIFS=off",
             "STORAGE_CIFSSERVER=//nas.invalid/share",
             "STORAGE_CIFSUSER=camera",
             f"STORAGE_CIFSPASSWD={cifs}",
-            "WEBHOOK=on",
-            "WEBHOOK_URL=",
+            *(f"{key}={value}" for key, value in self.firmware.items()),
         ]
         request.setHeader(b"content-type", b"text/plain")
         return ("\n".join(lines) + "\n").encode("utf-8")

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.protocol import Factory, Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from atomrelay.sim.camera import SimulatedCamera, listen_camera
 from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
+from atomrelay.sim.rtsp import SimulatedRtspServer, listen_rtsp
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "packaging"
@@ -62,12 +63,14 @@ class TunedMediamtx(Resource):
 
 @dataclass
 class Simulators:
-    """A fake mediamtx, one simulated camera and a TCP port standing in for its RTSP server."""
+    """A fake mediamtx and one simulated camera with its RTSP server (streaming when ffmpeg is installed)."""
 
     fake: FakeMediamtx
     api_port: int
     camera_port: int
     rtsp_port: int
+    camera: SimulatedCamera
+    rtsp: SimulatedRtspServer
     ports: list[Any] = field(default_factory=list)
     api_scheme: str = "http"
 
@@ -77,7 +80,8 @@ class Simulators:
         return f"{self.api_scheme}://127.0.0.1:{self.api_port}"
 
     async def stop(self) -> None:
-        """Close every listening port."""
+        """Close every listening port and RTSP session."""
+        self.rtsp.stop()
         for port in self.ports:
             await port.stopListening()
 
@@ -100,15 +104,17 @@ def start_simulators(reactor: Any, model: str = "ATOM_CamV3C", settings: dict[st
             api = reactor.listenSSL(0, site, tls.options(), interface="127.0.0.1")
         else:
             api = reactor.listenTCP(0, site, interface="127.0.0.1")
-    camera = listen_camera(reactor, SimulatedCamera(reactor, model))
-    rtsp = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
-    return Simulators(fake, api.getHost().port, camera.getHost().port, rtsp.getHost().port, [api, camera, rtsp],
-                      "https" if tls is not None else "http")
+    camera = SimulatedCamera(reactor, model, firmware={"RTSP_AUDIO1": "AAC"})
+    http = listen_camera(reactor, camera)
+    server = SimulatedRtspServer(reactor, camera.rtsp_stream, shutil.which("ffmpeg"))
+    rtsp = listen_rtsp(reactor, server)
+    return Simulators(fake, api.getHost().port, http.getHost().port, rtsp.getHost().port, camera, server,
+                      [api, http, rtsp], "https" if tls is not None else "http")
 
 
 def write_config(path: Path, sims: Simulators, onvif_port: int, state_dir: Path, *, model: str = "auto",
                  streams: str | None = None, extra_mediamtx: str = "", http_basic: bool = False) -> Path:
-    """A relay config for ``sims`` with user admin / s3cret! and a webhook token."""
+    """A relay config for ``sims`` with user admin / s3cret! and a webhook token, which the camera is set to send to."""
     streams = streams or (
         "      - {name: main, rtsp_path: video0_unicast, codec: h264, audio: transcode}\n"
         "      - {name: sub, rtsp_path: video1_unicast, codec: h265, audio: transcode, width: 640, height: 360}\n"
@@ -140,6 +146,11 @@ def write_config(path: Path, sims: Simulators, onvif_port: int, state_dir: Path,
         encoding="utf-8",
     )
     path.chmod(0o600)
+    sims.camera.firmware.update({
+        "WEBHOOK": "on",
+        "WEBHOOK_URL": f"http://127.0.0.1:{onvif_port}/webhook/living/abcdefghijklmnopqrstuvwx",
+        "WEBHOOK_ALARM_EVENT": "on",
+    })
     return path
 
 

@@ -46,6 +46,7 @@ from atomrelay.identity import Identity, load_identity
 from atomrelay.mediamtx.auth import MediamtxAuthResource
 from atomrelay.mediamtx.client import MediamtxClient
 from atomrelay.mediamtx.reconciler import Reconciler
+from atomrelay.metrics import Registry
 from atomrelay.onvif.base import Service
 from atomrelay.onvif.device import DeviceService
 from atomrelay.onvif.imaging import ImagingService
@@ -58,6 +59,9 @@ from atomrelay.onvif.server import BoundedRequest, OnvifResource
 from atomrelay.onvif.users import UserStore
 from atomrelay.state import StateError, StateStore
 from atomrelay.systemd import SystemdNotifier, when_listening
+from atomrelay.web.dashboard import DashboardResource, assets
+from atomrelay.web.metrics import MetricsResource, RelayGauges, listener_sites
+from atomrelay.web.report import Device, StatusReport
 
 log = Logger(namespace="atomrelay.tap")
 
@@ -362,6 +366,10 @@ class Persistent:
     """WS-Discovery; kept across reloads that leave the discovery settings alone (see ``RelayService``)."""
     authenticator: Authenticator = field(init=False)
     """WS-Security / HTTP Digest checks (its replay caches survive reloads)."""
+    metrics: Registry = field(default_factory=Registry)
+    """The counters of ``/metrics`` (they survive reloads)."""
+    started: float = 0.0
+    """When the relay was built (reactor seconds), for its uptime."""
 
     def lookup_user(self, username: str) -> User | None:
         """The user named ``username`` in the current config and saved users."""
@@ -397,6 +405,7 @@ class Wiring:
     notify_client: Any
     subscriptions: dict[str, Subscriptions]
     """Each device's event subscriptions by device id (the Persistent dict)."""
+    metrics: Registry
 
 
 @dataclass
@@ -432,10 +441,12 @@ def device_services(wiring: Wiring, plan: DevicePlan, root: Resource) -> list[Se
     )
     wiring.models.on_change.append(lambda camera_id, facts: media.invalidate() if media is not None else None)
     cameras = {camera.id: wiring.cameras[camera.id] for camera in plan.cameras}
-    cast(Any, root).putChild(b"snapshot", SnapshotResource(wiring.reactor, cameras, wiring.authenticator))
+    snapshots = SnapshotResource(wiring.reactor, cameras, wiring.authenticator, metrics=wiring.metrics)
+    cast(Any, root).putChild(b"snapshot", snapshots)
     subscriptions = wiring.subscriptions.get(plan.device_id)
     if subscriptions is None:
-        subscriptions = Subscriptions(wiring.reactor, wiring.events, plan.cameras, wiring.notify_client)
+        subscriptions = Subscriptions(wiring.reactor, wiring.events, plan.cameras, wiring.notify_client,
+                                      metrics=wiring.metrics)
         cast(Any, subscriptions).setServiceParent(wiring.relay)
         wiring.subscriptions[plan.device_id] = subscriptions
     else:
@@ -464,7 +475,8 @@ def build_device(wiring: Wiring, plan: DevicePlan, root: Resource) -> OnvifDevic
     )
     services.append(device.service())
     services.extend(device_services(wiring, plan, root))
-    resource = OnvifResource(services, wiring.authenticator, plan.advertise_host, device_id=plan.device_id)
+    resource = OnvifResource(services, wiring.authenticator, plan.advertise_host, device_id=plan.device_id,
+                             metrics=wiring.metrics)
     cast(Any, root).putChild(b"onvif", resource)
     return OnvifDevice(plan, device, services, resource, root)
 
@@ -528,14 +540,17 @@ def build_relay(
         raise ConfigError(f"state_dir: {exc}") from None
     notify_pool: Any = cast(Any, HTTPConnectionPool)(reactor, persistent=True)
     notify_pool.maxPersistentPerHost = 2
+    metrics = Registry()
     parts = Persistent(
         reactor=reactor,
         store=store,
         identity=identity,
         http_client=http_client,
-        events=EventHub(reactor, config.cameras, config.events.motion_timeout),
+        events=EventHub(reactor, config.cameras, config.events.motion_timeout, metrics),
         notify_client=treq.client.HTTPClient(guarded_agent(reactor, ConsumerPolicy(), notify_pool),
                                              cookiejar=no_cookies()),
+        metrics=metrics,
+        started=reactor.seconds(),
     )
     parts.authenticator = Authenticator(
         reactor, parts.lookup_user, config.onvif.max_clock_skew, config.onvif.http_basic
@@ -554,8 +569,8 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
     parts.users = users
     workers: Any = cast(Any, MultiService)()
     workers.setName("generation")
-    mediamtx = MediamtxClient(parts.http_client, config.mediamtx, clock=reactor)
-    reconciler = Reconciler(reactor, mediamtx, config, store)
+    mediamtx = MediamtxClient(parts.http_client, config.mediamtx, clock=reactor, metrics=parts.metrics)
+    reconciler = Reconciler(reactor, mediamtx, config, store, metrics=parts.metrics)
 
     def reboot() -> None:
         reactor.callLater(1.0, relay.restart_workers)
@@ -566,12 +581,12 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
     http_root.putChild(b"mediamtx", mediamtx_root)
     clients = {camera.id: CameraClient(parts.http_client, camera, clock=reactor) for camera in config.cameras}
     models = ModelRegistry(reactor, config.cameras, clients, store, retry_interval=config.health.interval)
-    health = HealthMonitor(reactor, config.cameras, clients, mediamtx, RtspOptionsProbe(reactor), config.health.interval)
+    health = HealthMonitor(reactor, config.cameras, clients, mediamtx, RtspOptionsProbe(reactor), config.health.interval,
+                           metrics=parts.metrics)
     events = parts.events
     health.on_change.append(lambda camera_id, old, new: events.camera_health_changed(camera_id, new.state, new.reason))
     for worker in (models, health):
         cast(Any, worker).setServiceParent(workers)
-    http_root.putChild(b"status", StatusResource(reactor, parts.authenticator, config.cameras, health.state, models))
     http_root.putChild(b"webhook", WebhookResource(reactor, events))
     wiring = Wiring(
         reactor=reactor,
@@ -595,10 +610,24 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
         events=events,
         notify_client=parts.notify_client,
         subscriptions=parts.subscriptions,
+        metrics=parts.metrics,
     )
     aggregate = config.onvif.mode != "per_camera"
     plans = plan_devices(config, parts.identity)
     devices = [build_device(wiring, plan, http_root if aggregate else _Root()) for plan in plans]
+    if not aggregate:  # the dashboard's thumbnails come from the relay's own port
+        http_root.putChild(b"snapshot", SnapshotResource(reactor, clients, parts.authenticator, metrics=parts.metrics))
+    report = StatusReport(
+        reactor, config, health.state, models, events, mediamtx, reconciler, parts.subscriptions,
+        [Device(plan.device_id, plan.port, plan.advertise_host) for plan in plans], parts.started, __version__,
+    )
+    http_root.putChild(b"", DashboardResource(parts.authenticator, report))
+    http_root.putChild(b"assets", assets())
+    http_root.putChild(b"status", StatusResource(parts.authenticator, report.document))
+    gauges = RelayGauges(reactor, parts.metrics, health.states, parts.subscriptions,
+                         lambda: listener_sites(relay.listeners), parts.started, __version__)
+    http_root.putChild(b"metrics", MetricsResource(parts.authenticator, parts.metrics, gauges,
+                                                   public=config.http.metrics_public))
     roots: dict[tuple[str, int], tuple[str, Resource]] = {(config.onvif.bind, config.onvif.port): ("http", http_root)}
     for device in devices if not aggregate else []:
         roots[(device.plan.bind, device.plan.port)] = (f"onvif-{device.plan.device_id}", device.root)

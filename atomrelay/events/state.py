@@ -9,7 +9,8 @@ stores), which filter and deliver it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Callable, Collection, Sequence
 
 from twisted.application.service import Service
@@ -17,9 +18,12 @@ from twisted.logger import Logger
 
 from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import CameraConfig
+from atomrelay.metrics import Registry
 from atomrelay.events.topics import CELL_MOTION, MOTION_ALARM, OBJECT, SIGNAL_LOSS, TOPICS, Topic
 
 HEALTH_STATES = ("unknown", "online", "degraded", "offline")
+RECENT_EVENTS = 20
+"""Motion, object and signal-loss events kept per camera for the dashboard."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class _CameraState:
     motion_end: DelayedCall | None = None
     health: str = "online"
     reason: str = ""
+    recent: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
 
 
 def _bool(value: bool) -> str:
@@ -64,10 +69,15 @@ class EventHub(Service):
 
     log = Logger()
 
-    def __init__(self, clock: Clock, cameras: Sequence[CameraConfig], motion_timeout: float) -> None:
+    def __init__(
+        self, clock: Clock, cameras: Sequence[CameraConfig], motion_timeout: float, metrics: Registry | None = None
+    ) -> None:
         self._clock = clock
         self.motion_timeout = motion_timeout
         self.listeners: list[Callable[[Event], None]] = []
+        self._raised = (metrics or Registry()).counter(
+            "atomrelay_events_raised_total", "Event messages raised, by camera and topic", ("camera", "topic")
+        )
         self._cameras: dict[str, _CameraState] = {}
         self.update_cameras(cameras)
 
@@ -149,6 +159,11 @@ class EventHub(Service):
         state = self._cameras.get(camera_id)
         return (state.health, state.reason) if state is not None else ("online", "")
 
+    def recent(self, camera_id: str) -> list[Event]:
+        """The camera's last motion, object and signal-loss events, newest first."""
+        state = self._cameras.get(camera_id)
+        return list(reversed(state.recent)) if state is not None else []
+
     def properties(self, camera_ids: Collection[str], operation: str = "Initialized") -> list[Event]:
         """The current value of every property of these cameras, as events with ``operation``."""
         now = self._clock.seconds()
@@ -204,6 +219,10 @@ class EventHub(Service):
         state.motion = False
 
     def _emit(self, event: Event) -> None:
+        self._raised.inc(event.camera_id, event.topic.text)
+        state = self._cameras.get(event.camera_id)
+        if state is not None and event.topic is not CELL_MOTION:
+            state.recent.append(event)
         for listener in list(self.listeners):
             try:
                 listener(event)

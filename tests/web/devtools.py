@@ -142,8 +142,9 @@ class Browser:
         return session
 
     async def evaluate(self, session: str, expression: str) -> Any:
-        """The value of a JavaScript expression in the page."""
-        result = await self.tools.send("Runtime.evaluate", {"expression": expression, "returnByValue": True}, session)
+        """The value of a JavaScript expression in the page (a promise's value once it settles)."""
+        params = {"expression": expression, "returnByValue": True, "awaitPromise": True}
+        result = await self.tools.send("Runtime.evaluate", params, session)
         assert "exceptionDetails" not in result, result["exceptionDetails"]
         return result["result"].get("value")
 

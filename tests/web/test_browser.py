@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 
 from atomrelay.camera.health import HealthMonitor
 from atomrelay.config import parse_config
+from atomrelay.sim import camera as camera_module
 from atomrelay.sim.camera import SimulatedCamera, listen_camera
 from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
 from atomrelay.tap import build_relay
@@ -23,7 +26,7 @@ from tests.web.devtools import Browser
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 CAMERAS = (
-    ("cam2", "Front door <b>&amp;</b>", "ATOM_CamV3C", True),
+    ("cam2", 'Front door & "porch"', "ATOM_CamV3C", True),
     ("swing", "Living room", "ATOM_CAKP1JZJP", True),
     ("wyze", "Garage", "WYZE_CAKP2JFUS", False),
 )
@@ -35,7 +38,7 @@ Array.from(document.querySelectorAll("article.card")).map(card => {
     id: card.dataset.camera,
     name: card.querySelector(".name").textContent,
     state: card.querySelector(".badge").dataset.state,
-    loaded: img.complete && img.naturalWidth > 0,
+    loaded: img.complete && img.naturalWidth === 640,
     refreshed: img.getAttribute("src").includes("?t="),
     rtsp: Array.from(card.querySelectorAll(".stream input")).map(input => input.value),
   };
@@ -82,10 +85,20 @@ def config_text(port: int, api_port: int, cameras: list[tuple[str, str, str, int
     return "\n".join(lines) + "\n"
 
 
+def pattern_jpeg() -> bytes:
+    """A 640x360 JPEG of ffmpeg's test pattern, standing in for a camera picture."""
+    return subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360", "-frames:v", "1", "-f", "mjpeg", "-"],
+        capture_output=True, check=True, timeout=30,
+    ).stdout
+
+
 @pytest_twisted.ensureDeferred
-async def test_dashboard_cards_thumbnails_and_layout_in_chromium(tmp_path: Path) -> None:
+async def test_dashboard_cards_thumbnails_and_layout_in_chromium(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Every camera card shows its state, escaped name, RTSP URIs and a decoded, refreshed thumbnail, on a
-    desktop and a phone viewport, and the page's script raises no error."""
+    desktop and a phone viewport; the page's script raises no error; /metrics parses as Prometheus text."""
+    monkeypatch.setattr(camera_module, "SNAPSHOT_JPEG", pattern_jpeg())
     ports: list[Any] = []
     rtsp = reactor.listenTCP(0, Factory.forProtocol(_RtspAnswer), interface="127.0.0.1")  # type: ignore[attr-defined]
     ports.append(rtsp)
@@ -138,6 +151,13 @@ async def test_dashboard_cards_thumbnails_and_layout_in_chromium(tmp_path: Path)
         shot = await browser.tools.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
                                         desktop)
         (tmp_path / "dashboard.png").write_bytes(base64.b64decode(shot["data"]))
+        exposition = await browser.evaluate(desktop, "fetch('/metrics').then(r => r.text())")
+        found = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                 for family in text_string_to_metric_families(exposition) for sample in family.samples}
+        assert found[("atomrelay_cameras", (("state", "online"),))] == 2
+        assert found[("atomrelay_snapshot_requests_total", (("camera", "wyze"),))] >= 2
+        assert found[("atomrelay_mediamtx_path_writes_total", (("kind", "add"),))] == 6
+        assert found[("atomrelay_open_connections", (("listener", "http"),))] >= 1
 
         phone = await browser.open(url, "admin", "admin-pw", 390, 844)
         await poll(lambda: browser.evaluate(phone, "document.readyState === 'complete' && "  # type: ignore[union-attr]

@@ -805,6 +805,7 @@ def print_demo_banner(config: Config, cameras: list[tuple[str, str, str, int]]) 
     text = [
         "",
         "atomrelay demo is running (everything on 127.0.0.1; Ctrl-C stops it)",
+        f"  dashboard: http://127.0.0.1:{port}/",
         f"  ONVIF device service: http://127.0.0.1:{port}/onvif/device_service",
         "  user: admin   password: admin",
         f"  mediamtx API: {config.mediamtx.api_url}",

@@ -24,7 +24,9 @@ Report = Callable[[Caller, Any], Awaitable[dict[str, Any]]]
 """Builds the document for a verified caller and the request (its Host header names the relay)."""
 
 
-class _Request(HttpRequest, Protocol):
+class DocumentRequest(HttpRequest, Protocol):
+    """The part of twisted.web's Request the resources use (typed for mypy)."""
+
     args: dict[bytes, list[bytes]]
 
     def setHeader(self, name: bytes, value: bytes) -> None: ...
@@ -36,8 +38,12 @@ class _Request(HttpRequest, Protocol):
     def notifyFinish(self) -> Deferred[None]: ...
 
 
-class StatusResource(Resource):
-    """The ``/status`` leaf resource."""
+class DocumentResource(Resource):
+    """A leaf that answers relay users with a rendering of the status document.
+
+    Subclasses say how: ``prepare`` sets headers (or answers without the document),
+    ``render_document`` turns the document into the body.
+    """
 
     isLeaf = True
     log = Logger()
@@ -47,30 +53,34 @@ class StatusResource(Resource):
         self._authenticator = authenticator
         self._report = report
 
-    def render_GET(self, request: _Request) -> bytes | int:
-        """Answer with the document, after checking the credentials."""
+    def prepare(self, request: DocumentRequest) -> bytes | None:
+        """Set the response headers; bytes to answer with them instead of the document."""
+        return None
+
+    def render_document(self, request: DocumentRequest, caller: Caller, document: dict[str, Any]) -> bytes:
+        """The body for ``document`` (set the Content-Type here)."""
+        raise NotImplementedError
+
+    def render_GET(self, request: DocumentRequest) -> bytes | int:
+        """Check the credentials, then answer with the rendered document once it is built."""
         caller = self._authenticator.authenticate_http(request)
         if caller is None:
             self._authenticator.challenge(request)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"Authentication required.\n"
-        request.setHeader(b"cache-control", b"no-store")
-        request.setHeader(b"vary", b"Accept")
-        if _wants_html(request):
-            request.setResponseCode(303)
-            request.setHeader(b"location", b"/")
-            return b""
+            return b"Authentication required: log in as a relay (ONVIF) user.\n"
+        early = self.prepare(request)
+        if early is not None:
+            return early
         gone: list[bool] = []
 
         async def answer() -> None:
-            document = await self._report(caller, request)
+            body = self.render_document(request, caller, await self._report(caller, request))
             if not gone:
-                request.setHeader(b"content-type", b"application/json")
-                request.write(json.dumps(document, indent=1).encode("utf-8") + b"\n")
+                request.write(body)
                 request.finish()
 
         def failed(failure: Failure) -> None:
-            self.log.failure("the status document failed", failure)
+            self.log.failure("rendering the status document failed", failure)
             if not gone:
                 request.setResponseCode(500)
                 request.finish()
@@ -80,7 +90,26 @@ class StatusResource(Resource):
         return NOT_DONE_YET
 
 
-def _wants_html(request: _Request) -> bool:
+class StatusResource(DocumentResource):
+    """The ``/status`` leaf resource."""
+
+    def prepare(self, request: DocumentRequest) -> bytes | None:
+        """No caching; a browser is sent to the dashboard."""
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"vary", b"Accept")
+        if _wants_html(request):
+            request.setResponseCode(303)
+            request.setHeader(b"location", b"/")
+            return b""
+        return None
+
+    def render_document(self, request: DocumentRequest, caller: Caller, document: dict[str, Any]) -> bytes:
+        """The document as JSON."""
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(document, indent=1).encode("utf-8") + b"\n"
+
+
+def _wants_html(request: DocumentRequest) -> bool:
     chosen = request.args.get(b"format", [b""])[0].lower()
     if chosen in (b"html", b"json"):
         return chosen == b"html"

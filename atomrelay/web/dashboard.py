@@ -12,20 +12,17 @@ like the snapshots); only an Administrator sees the webhook URLs.
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any, Callable, Protocol, cast
+from typing import Any, Callable, cast
 from urllib.parse import urlsplit
 
 from lxml import html
 from lxml.builder import ElementMaker  # type: ignore[import-not-found, unused-ignore]
 from lxml.etree import _Element
-from twisted.internet.defer import Deferred
-from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
+from atomrelay.camera.status import DocumentRequest, DocumentResource
 from atomrelay.onvif.base import Caller
-from atomrelay.onvif.security import Authenticator, HttpRequest
+from atomrelay.onvif.security import Authenticator
 from atomrelay.onvif.tokens import profile as profile_token
 from atomrelay.web.report import StatusReport
 
@@ -62,18 +59,6 @@ _SECURITY_HEADERS = {
 }
 
 
-class _Request(HttpRequest, Protocol):
-    def setHeader(self, name: bytes, value: bytes) -> None: ...
-
-    def getHost(self) -> object: ...
-
-    def write(self, data: bytes) -> None: ...
-
-    def finish(self) -> None: ...
-
-    def notifyFinish(self) -> Deferred[None]: ...
-
-
 class _Asset(Resource):
     """One file of ``web/static``, kept in memory."""
 
@@ -84,7 +69,7 @@ class _Asset(Resource):
         self._data = data
         self._content_type = content_type
 
-    def render_GET(self, request: _Request) -> bytes:
+    def render_GET(self, request: DocumentRequest) -> bytes:
         """The file (browsers may keep it for an hour)."""
         request.setHeader(b"content-type", self._content_type)
         request.setHeader(b"cache-control", b"max-age=3600")
@@ -101,45 +86,23 @@ def assets() -> Resource:
     return folder
 
 
-class DashboardResource(Resource):
+class DashboardResource(DocumentResource):
     """``/``: the dashboard page for the current generation's ``StatusReport``."""
 
-    isLeaf = True
-    log = Logger()
-
     def __init__(self, authenticator: Authenticator, report: StatusReport) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self._authenticator = authenticator
-        self._report = report
+        super().__init__(authenticator, report.document)
+        self._mode = report.config.onvif.mode
 
-    def render_GET(self, request: _Request) -> bytes | int:
-        """The page, after checking the credentials."""
-        caller = self._authenticator.authenticate_http(request)
-        if caller is None:
-            self._authenticator.challenge(request)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"Authentication required: log in as a relay (ONVIF) user.\n"
+    def prepare(self, request: DocumentRequest) -> bytes | None:
+        """A strict Content-Security-Policy and no caching."""
         for name, value in _SECURITY_HEADERS.items():
             request.setHeader(name, value)
-        gone: list[bool] = []
+        return None
 
-        async def answer() -> None:
-            document = await self._report.document(caller, request)
-            body = page(document, caller, self._report.config.onvif.mode)
-            if not gone:
-                request.setHeader(b"content-type", b"text/html; charset=utf-8")
-                request.write(body)
-                request.finish()
-
-        def failed(failure: Failure) -> None:
-            self.log.failure("the dashboard failed", failure)
-            if not gone:
-                request.setResponseCode(500)
-                request.finish()
-
-        cast(Any, request.notifyFinish()).addErrback(lambda _: gone.append(True))
-        Deferred.fromCoroutine(answer()).addErrback(failed)
-        return NOT_DONE_YET
+    def render_document(self, request: DocumentRequest, caller: Caller, document: dict[str, Any]) -> bytes:
+        """The page."""
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return page(document, caller, self._mode)
 
 
 # --- the page ----------------------------------------------------------------------------------

@@ -71,11 +71,6 @@ class _Metric:
             cells = self._values[values] = [0.0, 0.0]
         return cells
 
-    def value(self, *labels: str) -> float:
-        """The current value of one series (0 when it was never set)."""
-        cells = self._values.get(labels)
-        return cells[0] if cells is not None else 0.0
-
     def _label_text(self, values: tuple[str, ...], extra: str = "") -> str:
         pairs = [f'{name}="{_escape_label(value)}"' for name, value in zip(self.labels, values)]
         if extra:

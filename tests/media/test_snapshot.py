@@ -21,6 +21,7 @@ from atomrelay.config import CameraConfig, StreamConfig, User
 from atomrelay.metrics import Registry
 from atomrelay.onvif.security import Authenticator
 from atomrelay.sim.camera import SNAPSHOT_JPEG, SimulatedCamera
+from tests.helpers import metric
 
 NOW = 1_700_000_000.0
 USERS = {u.username: u for u in (User("admin", "secret", "Administrator"), User("viewer", "view", "User"))}
@@ -300,7 +301,6 @@ def test_requests_fetches_and_failures_are_counted() -> None:
     busy = proxy.get()
     proxy.clock.advance(proxy.resource.retry_delay)
     assert proxy.answer(busy).code == 503
-    counter = registry.counter("atomrelay_snapshot_requests_total", "", ("camera",))
-    fetches = registry.counter("atomrelay_snapshot_fetches_total", "", ("camera",))
-    failures = registry.counter("atomrelay_snapshot_failures_total", "", ("camera", "reason"))
-    assert (counter.value("cam"), fetches.value("cam"), failures.value("cam", "http")) == (4, 3, 1)
+    assert metric(registry, "atomrelay_snapshot_requests_total", camera="cam") == 4
+    assert metric(registry, "atomrelay_snapshot_fetches_total", camera="cam") == 3
+    assert metric(registry, "atomrelay_snapshot_failures_total", camera="cam", reason="http") == 1

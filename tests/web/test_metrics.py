@@ -20,6 +20,7 @@ from atomrelay.onvif.security import Authenticator
 from atomrelay.onvif.server import OnvifResource
 from atomrelay.web.metrics import MetricsResource, RelayGauges
 from tests.camera.support import camera_config
+from tests.helpers import metric
 from tests.onvif.conftest import SoapRelay, soap_envelope, soap_iso, soap_op, soap_security, soap_services
 
 USERS = {"viewer": User("viewer", "viewer-pw", "User")}
@@ -55,11 +56,12 @@ def test_exposition_round_trips_through_the_prometheus_parser() -> None:
 def test_series_per_metric_are_bounded(monkeypatch: Any) -> None:
     """Past MAX_SERIES label combinations, new ones are not counted; known ones still are."""
     monkeypatch.setattr(metrics_module, "MAX_SERIES", 3)
-    counter = Registry().counter("bounded_total", "Bounded", ("value",))
+    registry = Registry()
+    counter = registry.counter("bounded_total", "Bounded", ("value",))
     for value in ("a", "b", "c", "d", "e"):
         counter.inc(value)
     counter.inc("a")
-    assert [counter.value(v) for v in ("a", "b", "c", "d", "e")] == [2, 1, 1, 0, 0]
+    assert [metric(registry, "bounded_total", value=v) for v in ("a", "b", "c", "d", "e")] == [2, 1, 1, 0, 0]
 
 
 def get(root: Resource, path: str, credentials: str | None = None) -> tuple[int, bytes]:

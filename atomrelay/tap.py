@@ -406,6 +406,7 @@ class Wiring:
     subscriptions: dict[str, Subscriptions]
     """Each device's event subscriptions by device id (the Persistent dict)."""
     metrics: Registry
+    """The process-wide metrics registry (the Persistent one)."""
 
 
 @dataclass

@@ -18,8 +18,8 @@ from twisted.logger import Logger
 
 from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import CameraConfig
-from atomrelay.metrics import Registry
 from atomrelay.events.topics import CELL_MOTION, MOTION_ALARM, OBJECT, SIGNAL_LOSS, TOPICS, Topic
+from atomrelay.metrics import Registry
 
 HEALTH_STATES = ("unknown", "online", "degraded", "offline")
 RECENT_EVENTS = 20

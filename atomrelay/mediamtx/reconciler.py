@@ -44,8 +44,8 @@ from atomrelay.mediamtx.client import (
     PathNotFound,
     RouteNotFound,
 )
-from atomrelay.metrics import Registry
 from atomrelay.mediamtx.paths import PathConfError, build_path_conf, path_conf_differences, path_name
+from atomrelay.metrics import Registry
 from atomrelay.state import StateError, StateStore
 
 Info = dict[str, Any]

@@ -24,8 +24,10 @@ CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--no-default-browser-check", "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
-    # Only loopback names resolve: nothing the page or the browser asks for leaves the host.
+    # Nothing the page or the browser asks for leaves the host: only loopback names resolve, and
+    # every other request goes to a proxy address where nothing listens (loopback is never proxied).
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+    "--proxy-server=http://127.0.0.1:9",
     "--remote-debugging-pipe",
 )
 

@@ -92,7 +92,7 @@ class Counter(_Metric):
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
         """Add ``amount`` to the series with these label values."""
-        cells = self._series(labels)
+        cells = self._values.get(labels) or self._series(labels)
         if cells is not None:
             cells[0] += amount
 

@@ -320,6 +320,8 @@ class OnvifResource(Resource):
         """Host header values and the host[:port] each stands for (when the local address plays no part)."""
         for service in services:
             self._add(service)
+        self._services = {b"/onvif/" + name: name.decode("ascii") for name in self._endpoints}
+        """The ``service`` label of each endpoint's exact path."""
 
     def _add(self, service: Service) -> None:
         parts = service.path.split("/")
@@ -580,8 +582,10 @@ class OnvifResource(Resource):
         Every label value is bounded: a served endpoint name or ``other``, a served
         operation or ``unknown``, ``ok``, ``auth_failure`` or a fault subcode the relay raises.
         """
-        parts = request.path.split(b"/", 3)
-        service = parts[2].decode("ascii") if len(parts) > 2 and parts[2] in self._endpoints else "other"
+        service = self._services.get(request.path)
+        if service is None:
+            parts = request.path.split(b"/", 3)
+            service = parts[2].decode("ascii") if len(parts) > 2 and parts[2] in self._endpoints else "other"
         if isinstance(outcome, SoapFault):
             subcode = outcome.subcodes[0] if outcome.subcodes else outcome.code
             outcome = "auth_failure" if subcode == "NotAuthorized" else subcode

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DIST_STAMP := $(VENV)/.installed-dist
 APT_PACKAGES := ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav \
-	iproute2 util-linux systemd curl wrk
+	iproute2 util-linux systemd curl wrk chromium
 
 # The frozen executable (PyInstaller; build on the target: it does not cross-compile).
 ONEDIR := dist/atomrelay/atomrelay
@@ -35,7 +35,8 @@ $(DIST_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e '.[test,dist]'
 	touch $(DIST_STAMP)
 
-# Test-only system tools (ffmpeg/ffprobe, an RTSP test source, ip/unshare, systemd-analyze, curl, wrk); apt when missing.
+# Test-only system tools (ffmpeg/ffprobe, an RTSP test source, ip/unshare, systemd-analyze, curl, wrk,
+# headless chromium); apt when missing.
 system-deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing=1; \
@@ -43,6 +44,7 @@ system-deps:
 	command -v ip >/dev/null && command -v unshare >/dev/null || missing=1; \
 	command -v systemd-analyze >/dev/null || missing=1; \
 	command -v curl >/dev/null && command -v wrk >/dev/null || missing=1; \
+	command -v chromium >/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES); \

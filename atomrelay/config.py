@@ -98,12 +98,24 @@ class MediamtxConfig:
     auth: str = "relay"
     relay_address: str = "127.0.0.1"
     """The relay's IP address as mediamtx sees it (an IP address: mediamtx's ``ips`` take no names)."""
+    webrtc_port: int | None = None
+    """mediamtx's WebRTC player port, for the dashboard's links (None: no links)."""
+    hls_port: int | None = None
+    """mediamtx's HLS player port, for the dashboard's links (None: no links)."""
 
     def __repr__(self) -> str:
         return (
             f"MediamtxConfig(api_url={self.api_url!r}, rtsp_port={self.rtsp_port}, "
             f"srt_port={self.srt_port}, poll_interval={self.poll_interval})"
         )
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """The relay's own HTTP pages (dashboard, status, metrics)."""
+
+    metrics_public: bool = False
+    """Serve ``/metrics`` without credentials."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +190,7 @@ class Config:
     state_dir: Path
     cameras: tuple[CameraConfig, ...]
     source: str = "<string>"
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     def camera(self, camera_id: str) -> CameraConfig | None:
         """The camera with this id, or None."""
@@ -448,7 +461,7 @@ def _read_mediamtx(reader: _Reader, node: Node | None) -> MediamtxConfig:
         "mediamtx",
         (
             "api_url", "username", "password", "rtsp_port", "srt_port", "ffmpeg",
-            "poll_interval", "wait_timeout", "auth", "relay_address",
+            "poll_interval", "wait_timeout", "auth", "relay_address", "webrtc_port", "hls_port",
         ),
     )
     api_url = reader.value(keys.get("api_url"), "mediamtx.api_url", default.api_url, reader.string)
@@ -483,6 +496,8 @@ def _read_mediamtx(reader: _Reader, node: Node | None) -> MediamtxConfig:
             keys.get("relay_address"), "mediamtx.relay_address", default.relay_address,
             lambda n, p: _ip_address(reader, n, p),
         ),
+        webrtc_port=port("webrtc_port", 0) or None,
+        hls_port=port("hls_port", 0) or None,
     )
 
 
@@ -613,7 +628,7 @@ def parse_config(text: str, source: str = "<string>", environ: dict[str, str] | 
         raise ConfigError(f"{source}: the file is empty")
     reader = _Reader()
     top = reader.mapping(
-        root, "", ("onvif", "discovery", "mediamtx", "health", "events", "state_dir", "cameras"), ("cameras",)
+        root, "", ("onvif", "discovery", "mediamtx", "health", "events", "http", "state_dir", "cameras"), ("cameras",)
     )
     onvif = _read_onvif(reader, top.get("onvif"))
     discovery = DiscoveryConfig()
@@ -637,6 +652,12 @@ def parse_config(text: str, source: str = "<string>", environ: dict[str, str] | 
             motion_timeout=reader.value(
                 ekeys.get("motion_timeout"), "events.motion_timeout", 20.0, lambda n, p: reader.duration(n, p, 1, 3600)
             )
+        )
+    http = HttpConfig()
+    if "http" in top:
+        http_keys = reader.mapping(top["http"], "http", ("metrics_public",))
+        http = HttpConfig(
+            metrics_public=reader.value(http_keys.get("metrics_public"), "http.metrics_public", False, reader.boolean)
         )
     default_state = env.get("STATE_DIRECTORY", "").split(":")[0] or "./state"
     state_dir = reader.value(top.get("state_dir"), "state_dir", default_state, reader.string)
@@ -669,7 +690,7 @@ def parse_config(text: str, source: str = "<string>", environ: dict[str, str] | 
     state_path = Path(state_dir)
     if not state_path.is_absolute():
         state_path = (base / state_path).resolve()
-    return Config(onvif, discovery, mediamtx, health, events, state_path, tuple(cameras), source)
+    return Config(onvif, discovery, mediamtx, health, events, state_path, tuple(cameras), source, http)
 
 
 def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Config:

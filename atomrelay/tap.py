@@ -45,6 +45,7 @@ from atomrelay.identity import Identity, load_identity
 from atomrelay.mediamtx.auth import MediamtxAuthResource
 from atomrelay.mediamtx.client import MediamtxClient
 from atomrelay.mediamtx.reconciler import Reconciler
+from atomrelay.metrics import Registry
 from atomrelay.onvif.base import Service
 from atomrelay.onvif.device import DeviceService
 from atomrelay.onvif.elsewhere import DeviceAddress, DevicesElsewhere
@@ -58,6 +59,9 @@ from atomrelay.onvif.server import BoundedRequest, OnvifResource
 from atomrelay.onvif.users import UserStore
 from atomrelay.state import StateError, StateStore
 from atomrelay.systemd import SystemdNotifier
+from atomrelay.web.dashboard import DashboardResource, assets
+from atomrelay.web.metrics import MetricsResource, RelayGauges, listener_sites
+from atomrelay.web.report import Device, StatusReport
 
 log = Logger(namespace="atomrelay.tap")
 
@@ -465,6 +469,10 @@ class Persistent:
     """WS-Discovery; kept across reloads that leave the discovery settings alone (see ``RelayService``)."""
     authenticator: Authenticator = field(init=False)
     """WS-Security / HTTP Digest checks (its replay caches survive reloads)."""
+    metrics: Registry = field(default_factory=Registry)
+    """The counters of ``/metrics`` (they survive reloads)."""
+    started: float = 0.0
+    """When the relay was built (reactor seconds), for its uptime."""
 
     def lookup_user(self, username: str) -> User | None:
         """The user named ``username`` in the current config and saved users."""
@@ -503,6 +511,8 @@ class Wiring:
     on_install: list[Callable[[], None]]
     """What to change in the persistent parts once the generation is installed (never while building:
     a reload that fails must leave the running generation as it was)."""
+    metrics: Registry
+    """The process-wide metrics registry (the Persistent one)."""
 
 
 @dataclass
@@ -538,11 +548,13 @@ def device_services(wiring: Wiring, plan: DevicePlan, root: Resource) -> list[Se
     )
     wiring.models.on_change.append(lambda camera_id, facts: media.invalidate() if media is not None else None)
     cameras = {camera.id: wiring.cameras[camera.id] for camera in plan.cameras}
-    cast(Any, root).putChild(b"snapshot", SnapshotResource(wiring.reactor, cameras, wiring.authenticator))
+    snapshots = SnapshotResource(wiring.reactor, cameras, wiring.authenticator, metrics=wiring.metrics)
+    cast(Any, root).putChild(b"snapshot", snapshots)
     subscriptions = wiring.subscriptions.get(plan.device_id)
     if subscriptions is None:
         subscriptions = Subscriptions(wiring.reactor, wiring.events, plan.cameras, wiring.notify_client,
-                                      store=wiring.store, state_name=saved_state_name(plan.device_id))
+                                      store=wiring.store, state_name=saved_state_name(plan.device_id),
+                                      metrics=wiring.metrics)
         wiring.on_install.append(lambda: adopt_subscriptions(wiring, plan.device_id, subscriptions))
     else:
         existing = subscriptions
@@ -577,7 +589,8 @@ def build_device(wiring: Wiring, plan: DevicePlan, root: Resource) -> OnvifDevic
     )
     services.append(device.service())
     services.extend(device_services(wiring, plan, root))
-    resource = OnvifResource(services, wiring.authenticator, plan.advertise_host, device_id=plan.device_id)
+    resource = OnvifResource(services, wiring.authenticator, plan.advertise_host, device_id=plan.device_id,
+                             metrics=wiring.metrics)
     cast(Any, root).putChild(b"onvif", resource)
     return OnvifDevice(plan, device, services, resource, root)
 
@@ -644,7 +657,8 @@ def build_relay(
         raise ConfigError(f"state_dir: {exc}") from None
     notify_pool: Any = cast(Any, HTTPConnectionPool)(reactor, persistent=True)
     notify_pool.maxPersistentPerHost = 2
-    events = EventHub(reactor, config.cameras, config.events.motion_timeout)
+    metrics = Registry()
+    events = EventHub(reactor, config.cameras, config.events.motion_timeout, metrics)
     parts = Persistent(
         reactor=reactor,
         store=store,
@@ -652,6 +666,8 @@ def build_relay(
         http_client=http_client,
         events=events,
         notify_client=notify_client(reactor, events.camera_hosts, notify_pool),
+        metrics=metrics,
+        started=reactor.seconds(),
     )
     parts.authenticator = Authenticator(
         reactor, parts.lookup_user, config.onvif.max_clock_skew, config.onvif.http_basic,
@@ -676,8 +692,8 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
     on_install.append(use_users)
     workers: Any = cast(Any, MultiService)()
     workers.setName("generation")
-    mediamtx = MediamtxClient(parts.http_client, config.mediamtx, clock=reactor)
-    reconciler = Reconciler(reactor, mediamtx, config, store)
+    mediamtx = MediamtxClient(parts.http_client, config.mediamtx, clock=reactor, metrics=parts.metrics)
+    reconciler = Reconciler(reactor, mediamtx, config, store, metrics=parts.metrics)
 
     def reboot() -> None:
         reactor.callLater(1.0, lambda: relay.restart_workers().addErrback(relay.log_failure, "SystemReboot"))
@@ -689,12 +705,11 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
     clients = {camera.id: CameraClient(parts.http_client, camera, clock=reactor) for camera in config.cameras}
     models = ModelRegistry(reactor, config.cameras, clients, store, retry_interval=config.health.interval)
     health = HealthMonitor(reactor, config.cameras, clients, mediamtx, RtspOptionsProbe(reactor), config.health.interval,
-                           paths_registered=lambda: reconciler.ready.called)
+                           paths_registered=lambda: reconciler.ready.called, metrics=parts.metrics)
     events = parts.events
     health.on_change.append(lambda camera_id, old, new: events.camera_health_changed(camera_id, new.state, new.reason))
     for worker in (models, health):
         cast(Any, worker).setServiceParent(workers)
-    http_root.putChild(b"status", StatusResource(reactor, parts.authenticator, config.cameras, health.state, models))
     http_root.putChild(b"webhook", WebhookResource(reactor, events))
     wiring = Wiring(
         reactor=reactor,
@@ -719,10 +734,25 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
         notify_client=parts.notify_client,
         subscriptions=parts.subscriptions,
         on_install=on_install,
+        metrics=parts.metrics,
     )
     aggregate = config.onvif.mode != "per_camera"
     plans = plan_devices(config, parts.identity)
     devices = [build_device(wiring, plan, http_root if aggregate else _Root()) for plan in plans]
+    if not aggregate:  # the dashboard's thumbnails come from the relay's own port
+        http_root.putChild(b"snapshot", SnapshotResource(reactor, clients, parts.authenticator, metrics=parts.metrics))
+    report = StatusReport(
+        reactor, config, health.state, models, events, mediamtx, reconciler, parts.subscriptions,
+        [Device(plan.device_id, plan.port, plan.advertise_host) for plan in plans], parts.started, __version__,
+    )
+    http_root.putChild(b"", DashboardResource(parts.authenticator, report))
+    http_root.putChild(b"assets", assets())
+    http_root.putChild(b"status", StatusResource(parts.authenticator, report.document))
+    gauges = RelayGauges(reactor, parts.metrics, health.states, parts.subscriptions,
+                         lambda: listener_sites(relay.listeners), parts.started, __version__,
+                         lambda: parts.authenticator.replay_memory_size)
+    http_root.putChild(b"metrics", MetricsResource(parts.authenticator, parts.metrics, gauges,
+                                                   public=config.http.metrics_public))
     roots: dict[tuple[str, int], tuple[str, Resource]] = {(config.onvif.bind, config.onvif.port): ("http", http_root)}
     for device in devices if not aggregate else []:
         roots[(device.plan.bind, device.plan.port)] = (f"onvif-{device.plan.device_id}", device.root)

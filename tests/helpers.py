@@ -120,3 +120,14 @@ def count_parses(monkeypatch: Any) -> list[bytes]:
 
     monkeypatch.setattr(server, "parse_untrusted", counting)
     return seen
+
+
+def metric(registry: Any, name: str, **labels: str) -> float:
+    """One sample of a metrics Registry's exposition, read with prometheus_client's parser (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(registry.exposition()):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0

@@ -209,3 +209,16 @@ def test_max_presets() -> None:
     """onvif.max_presets defaults to 32 and is range-checked."""
     assert parse_config(BASE).onvif.max_presets == 32
     assert "onvif.max_presets: 0 is out of range 1..1000" in error_of(BASE.replace("onvif:\n", "onvif:\n  max_presets: 0\n"))
+
+
+def test_dashboard_and_metrics_keys() -> None:
+    """mediamtx.webrtc_port/hls_port are off unless set, http.metrics_public is false unless set; errors name key and line."""
+    config = parse_config(BASE)
+    assert (config.mediamtx.webrtc_port, config.mediamtx.hls_port, config.http.metrics_public) == (None, None, False)
+    config = parse_config(BASE + "mediamtx: {webrtc_port: 8889, hls_port: 8888}\nhttp: {metrics_public: true}\n")
+    assert (config.mediamtx.webrtc_port, config.mediamtx.hls_port, config.http.metrics_public) == (8889, 8888, True)
+    assert error_of(BASE + "mediamtx:\n  hls_port: 70000\n") == "test.yaml: mediamtx.hls_port: 70000 is out of range 1..65535 (line 11)"
+    assert error_of(BASE + "http:\n  metrics_public: sometimes\n") == (
+        "test.yaml: http.metrics_public: 'sometimes' is not true or false (line 11)"
+    )
+    assert "http.public: unknown key" in error_of(BASE + "http:\n  public: true\n")

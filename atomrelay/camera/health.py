@@ -39,8 +39,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from atomrelay.camera.client import CameraError
-from atomrelay.clock import Clock, DelayedCall
+from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig
+from atomrelay.metrics import Registry
 from atomrelay.periodic import PeriodicService
 
 T = TypeVar("T")
@@ -196,6 +197,7 @@ class HealthMonitor(PeriodicService):
         interval: float = 30.0,
         timeout: float | None = None,
         paths_registered: Callable[[], bool] = lambda: True,
+        metrics: Registry | None = None,
     ) -> None:
         super().__init__(clock, interval)
         self._paths_registered = paths_registered
@@ -211,6 +213,10 @@ class HealthMonitor(PeriodicService):
         self._states = {camera.id: HealthState(UNKNOWN, "not checked yet", start) for camera in self._cameras}
         self.rounds = 0
         """How many rounds have completed."""
+        self._checks = (metrics or Registry()).summary(
+            "atomrelay_camera_check_seconds", "Camera health checks and their duration, by check and outcome",
+            ("camera", "check", "outcome"),
+        )
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -220,6 +226,10 @@ class HealthMonitor(PeriodicService):
         if state is None:
             return HealthState(UNKNOWN, "not monitored", 0.0)
         return state
+
+    def states(self) -> dict[str, HealthState]:
+        """Every watched camera's HealthState, in configuration order."""
+        return dict(self._states)
 
     # --- one round ---------------------------------------------------------------------------
 
@@ -277,8 +287,16 @@ class HealthMonitor(PeriodicService):
 
     async def _probe(self, camera: CameraConfig) -> tuple[str | None, str | None]:
         """(HTTP error, RTSP error) of one camera, None meaning it answered."""
-        http, rtsp = await _gather([self._http(camera), self._rtsp(camera)])
+        http, rtsp = await _gather([self._timed(camera, "http", self._http(camera)),
+                                    self._timed(camera, "rtsp", self._rtsp(camera))])
         return http, rtsp
+
+    async def _timed(self, camera: CameraConfig, check: str, work: Awaitable[str | None]) -> str | None:
+        """``work`` (a check: its error or None), counted with its duration."""
+        start = self._clock.seconds()
+        error = await work
+        self._checks.observe(self._clock.seconds() - start, camera.id, check, "failed" if error else "ok")
+        return error
 
     async def _http(self, camera: CameraConfig) -> str | None:
         client = self._clients.get(camera.id)

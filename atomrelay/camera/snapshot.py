@@ -39,6 +39,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from atomrelay.camera.client import CameraAuthError, CameraClient, CameraHTTPError, CameraUnavailable
 from atomrelay.clock import Clock
+from atomrelay.metrics import Registry
 from atomrelay.onvif.base import AccessClass, allowed
 from atomrelay.onvif.security import Authenticator, HttpRequest
 
@@ -96,6 +97,7 @@ class SnapshotResource(Resource):
         max_age: float = 1.0,
         timeout: float = MAX_TIMEOUT,
         retry_delay: float = 0.5,
+        metrics: Registry | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         if not 0 < timeout <= MAX_TIMEOUT:
@@ -109,6 +111,16 @@ class SnapshotResource(Resource):
         self.retry_delay = retry_delay
         self._images: dict[str, tuple[float, bytes]] = {}
         self._fetches: dict[str, _Fetch] = {}
+        registry = metrics or Registry()
+        self._requests = registry.counter(
+            "atomrelay_snapshot_requests_total", "Authorised snapshot requests for a known camera", ("camera",)
+        )
+        self._upstream = registry.counter(
+            "atomrelay_snapshot_fetches_total", "Snapshots asked of the camera (get_jpeg.cgi calls)", ("camera",)
+        )
+        self._failures = registry.counter(
+            "atomrelay_snapshot_failures_total", "Shared snapshot fetches that failed, by reason", ("camera", "reason")
+        )
 
     def render_GET(self, request: _Request) -> bytes | int:
         """Authenticate, then answer from memory or from the (shared) camera fetch."""
@@ -121,6 +133,7 @@ class SnapshotResource(Resource):
         camera_id = _camera_id(request.postpath)
         if camera_id is None or camera_id not in self._clients:
             return _text(request, 404, "No such camera.")
+        self._requests.inc(camera_id)
         cached = self._images.get(camera_id)
         if cached is not None and self._time.seconds() - cached[0] <= self.max_age:
             return _jpeg(request, cached[1])
@@ -165,6 +178,7 @@ class SnapshotResource(Resource):
 
     async def _fetch(self, camera_id: str) -> bytes:
         client = self._clients[camera_id]
+        self._upstream.inc(camera_id)
         try:
             image = await client.snapshot()
         except CameraHTTPError as exc:
@@ -176,6 +190,7 @@ class SnapshotResource(Resource):
                 delay=self.retry_delay,
             )
             await deferLater(cast(Any, self._clock), self.retry_delay, lambda: None)
+            self._upstream.inc(camera_id)
             image = await client.snapshot()
         if not image.startswith(_JPEG_START):
             raise NotAJpeg(f"{len(image)} bytes starting {image[:8]!r}")
@@ -187,6 +202,8 @@ class SnapshotResource(Resource):
         if isinstance(result, bytes):
             self._images[camera_id] = (self._time.seconds(), result)
         elif isinstance(result.value, _EXPECTED):
+            reason = next(label for kind, label in _FAILURE_REASONS if isinstance(result.value, kind))
+            self._failures.inc(camera_id, reason)
             self.log.warn(
                 "snapshot of camera {camera_id} failed ({waiting} waiting): {reason}",
                 camera_id=camera_id,
@@ -194,6 +211,7 @@ class SnapshotResource(Resource):
                 reason=str(result.value) or type(result.value).__name__,
             )
         else:
+            self._failures.inc(camera_id, "other")
             self.log.failure("snapshot of camera {camera_id} failed", result, camera_id=camera_id)
         for waiter in fetch.waiters:
             if isinstance(result, bytes):
@@ -221,6 +239,11 @@ class SnapshotResource(Resource):
 
 
 _EXPECTED = (SnapshotTimeout, CameraUnavailable, CameraHTTPError, NotAJpeg)
+_FAILURE_REASONS = (
+    (SnapshotTimeout, "timeout"), (CameraUnavailable, "unavailable"), (CameraAuthError, "auth"),
+    (CameraHTTPError, "http"), (NotAJpeg, "not_jpeg"),
+)
+"""The ``reason`` label of a failed fetch: the first class the error is an instance of."""
 
 
 def _timed_out(result: Any, timeout: float) -> Failure:

@@ -1,141 +1,117 @@
-"""``GET /status`` on the relay's HTTP port: every camera's health, as JSON or a small HTML table.
+"""``GET /status`` on the relay's HTTP port: the status document as JSON, for scripts.
 
 Any relay user may look (HTTP Digest, or Basic when ``onvif.http_basic`` is on); no
-credentials get a 401 with the Authenticator's challenges. JSON unless the client
-prefers HTML (a browser's ``Accept``) or asks with ``?format=html``::
-
-    {"cameras": [{"id": "swing", "name": "...", "host": "192.0.2.10", "model": "ATOM_CAKP1JZJP",
-                  "product": "ATOM Cam Swing", "ptz": true, "state": "online",
-                  "reason": "HTTP and RTSP answer", "since": "2026-01-02T03:04:05Z"}],
-     "generated": "2026-01-02T03:04:35Z"}
-
-Nothing secret is shown: no credentials, no webhook tokens.
+credentials get a 401 with the Authenticator's challenges. The document (its keys are
+listed in the README and kept stable) comes from ``report(caller, host)``; a browser
+(``Accept: text/html``, or ``?format=html``) is sent to the dashboard at ``/`` instead.
 """
 
 from __future__ import annotations
 
-import html
 import json
-import time
-from typing import Any, Callable, Protocol, Sequence, cast
+from typing import Any, Awaitable, Callable, Protocol, cast
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
-from atomrelay.camera.health import HealthState
-from atomrelay.camera.model import ModelFacts
-from atomrelay.clock import Clock
-from atomrelay.config import CameraConfig
-from atomrelay.onvif.security import Authenticator
+from atomrelay.onvif.base import Caller
+from atomrelay.onvif.security import Authenticator, HttpRequest
+
+Report = Callable[[Caller, Any], Awaitable[dict[str, Any]]]
+"""Builds the document for a verified caller and the request (its Host header names the relay)."""
 
 
-class _Request(Protocol):
+class DocumentRequest(HttpRequest, Protocol):
+    """The part of twisted.web's Request the resources use (typed for mypy)."""
+
     args: dict[bytes, list[bytes]]
-
-    def getHeader(self, key: bytes) -> bytes | None: ...
 
     def setHeader(self, name: bytes, value: bytes) -> None: ...
 
-    def setResponseCode(self, code: int) -> None: ...
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def notifyFinish(self) -> Deferred[None]: ...
 
 
-class FactsLookup(Protocol):
-    """The part of ``ModelRegistry`` the page uses."""
+class DocumentResource(Resource):
+    """A leaf that answers relay users with a rendering of the status document.
 
-    def facts(self, camera_id: str) -> ModelFacts | None: ...
-
-
-def _iso(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
-class StatusResource(Resource):
-    """The ``/status`` leaf resource."""
+    Subclasses say how: ``prepare`` sets headers (or answers without the document),
+    ``render_document`` turns the document into the body.
+    """
 
     isLeaf = True
+    log = Logger()
 
-    def __init__(
-        self,
-        clock: IReactorTime,
-        authenticator: Authenticator,
-        cameras: Sequence[CameraConfig],
-        health: Callable[[str], HealthState],
-        models: FactsLookup | None = None,
-    ) -> None:
+    def __init__(self, authenticator: Authenticator, report: Report) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self._clock = cast(Clock, clock)
         self._authenticator = authenticator
-        self._cameras = tuple(cameras)
-        self._health = health
-        self._models = models
+        self._report = report
 
-    def report(self) -> dict[str, Any]:
-        """The status document."""
-        rows = []
-        for camera in self._cameras:
-            state = self._health(camera.id)
-            facts = self._models.facts(camera.id) if self._models is not None else None
-            rows.append({
-                "id": camera.id,
-                "name": camera.name,
-                "host": camera.host,
-                "model": facts.product_model if facts is not None else None,
-                "product": facts.product if facts is not None else None,
-                "ptz": facts.ptz if facts is not None else None,
-                "state": state.state,
-                "reason": state.reason,
-                "since": _iso(state.since),
-            })
-        return {"cameras": rows, "generated": _iso(self._clock.seconds())}
+    def prepare(self, request: DocumentRequest) -> bytes | None:
+        """Set the response headers; bytes to answer with them instead of the document."""
+        return None
 
-    def render_GET(self, request: _Request) -> bytes:
-        """Answer with the report, after checking the credentials."""
-        if self._authenticator.authenticate_http(cast(Any, request)) is None:
-            self._authenticator.challenge(cast(Any, request))
+    def render_document(self, request: DocumentRequest, caller: Caller, document: dict[str, Any]) -> bytes:
+        """The body for ``document`` (set the Content-Type here)."""
+        raise NotImplementedError
+
+    def render_GET(self, request: DocumentRequest) -> bytes | int:
+        """Check the credentials, then answer with the rendered document once it is built."""
+        caller = self._authenticator.authenticate_http(request)
+        if caller is None:
+            self._authenticator.challenge(request)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"Authentication required.\n"
+            return b"Authentication required: log in as a relay (ONVIF) user.\n"
+        early = self.prepare(request)
+        if early is not None:
+            return early
+        gone: list[bool] = []
+
+        async def answer() -> None:
+            body = self.render_document(request, caller, await self._report(caller, request))
+            if not gone:
+                request.write(body)
+                request.finish()
+
+        def failed(failure: Failure) -> None:
+            self.log.failure("rendering the status document failed", failure)
+            if not gone:
+                request.setResponseCode(500)
+                request.finish()
+
+        cast(Any, request.notifyFinish()).addErrback(lambda _: gone.append(True))
+        Deferred.fromCoroutine(answer()).addErrback(failed)
+        return NOT_DONE_YET
+
+
+class StatusResource(DocumentResource):
+    """The ``/status`` leaf resource."""
+
+    def prepare(self, request: DocumentRequest) -> bytes | None:
+        """No caching; a browser is sent to the dashboard."""
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"vary", b"Accept")
-        report = self.report()
         if _wants_html(request):
-            request.setHeader(b"content-type", b"text/html; charset=utf-8")
-            return _html(report).encode("utf-8")
+            request.setResponseCode(303)
+            request.setHeader(b"location", b"/")
+            return b""
+        return None
+
+    def render_document(self, request: DocumentRequest, caller: Caller, document: dict[str, Any]) -> bytes:
+        """The document as JSON."""
         request.setHeader(b"content-type", b"application/json")
-        return json.dumps(report, indent=1).encode("utf-8") + b"\n"
+        return json.dumps(document, indent=1).encode("utf-8") + b"\n"
 
 
-def _wants_html(request: _Request) -> bool:
+def _wants_html(request: DocumentRequest) -> bool:
     chosen = request.args.get(b"format", [b""])[0].lower()
     if chosen in (b"html", b"json"):
         return chosen == b"html"
     accept = (request.getHeader(b"accept") or b"").lower()
     return b"text/html" in accept
-
-
-_COLOURS = {"online": "#2e7d32", "degraded": "#ef6c00", "offline": "#c62828"}
-
-
-def _html(report: dict[str, Any]) -> str:
-    rows = []
-    for camera in report["cameras"]:
-        colour = _COLOURS.get(camera["state"], "#555")
-        cells = [
-            html.escape(camera["id"]),
-            html.escape(camera["name"]),
-            html.escape(camera["host"]),
-            html.escape(camera["product"] or "unknown"),
-            "yes" if camera["ptz"] else "no",
-            f'<b style="color:{colour}">{html.escape(camera["state"])}</b>',
-            html.escape(camera["reason"]),
-            html.escape(camera["since"]),
-        ]
-        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
-    head = "".join(f"<th>{title}</th>" for title in
-                   ("id", "name", "host", "model", "PTZ", "state", "reason", "since (UTC)"))
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>atomrelay status</title>"
-        "<style>body{font-family:sans-serif}td,th{padding:4px 8px;text-align:left;border-bottom:1px solid #ddd}"
-        "</style></head><body><h1>atomrelay cameras</h1>"
-        f"<table><tr>{head}</tr>{''.join(rows)}</table>"
-        f"<p>generated {html.escape(report['generated'])}</p></body></html>\n"
-    )

@@ -11,6 +11,7 @@ stores), which filter and deliver it.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Sequence
 
@@ -20,9 +21,12 @@ from twisted.logger import Logger
 from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import CameraConfig
 from atomrelay.events.topics import CELL_MOTION, CLASS_TOPICS, MOTION_ALARM, OBJECT, SIGNAL_LOSS, TOPICS, Topic
+from atomrelay.metrics import Registry
 from atomrelay.xml.xstypes import xs_bool
 
 HEALTH_STATES = ("unknown", "online", "degraded", "offline")
+RECENT_EVENTS = 20
+"""Motion, object and signal-loss events kept per camera for the dashboard."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class _CameraState:
     """The object classes recognised within ``motion_timeout``, each with the call that ends it."""
     health: str = "online"
     reason: str = ""
+    recent: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
 
 
 class EventHub(Service):
@@ -65,10 +70,15 @@ class EventHub(Service):
 
     log = Logger()
 
-    def __init__(self, clock: Clock, cameras: Sequence[CameraConfig], motion_timeout: float) -> None:
+    def __init__(
+        self, clock: Clock, cameras: Sequence[CameraConfig], motion_timeout: float, metrics: Registry | None = None
+    ) -> None:
         self._clock = clock
         self.motion_timeout = motion_timeout
         self.listeners: list[Callable[[Event], None]] = []
+        self._raised = (metrics or Registry()).counter(
+            "atomrelay_events_raised_total", "Event messages raised, by camera and topic", ("camera", "topic")
+        )
         self._cameras: dict[str, _CameraState] = {}
         self.update_cameras(cameras)
 
@@ -161,6 +171,11 @@ class EventHub(Service):
         state = self._cameras.get(camera_id)
         return (state.health, state.reason) if state is not None else ("online", "")
 
+    def recent(self, camera_id: str) -> list[Event]:
+        """The camera's last motion, object and signal-loss events, newest first."""
+        state = self._cameras.get(camera_id)
+        return list(reversed(state.recent)) if state is not None else []
+
     def properties(self, camera_ids: Collection[str], operation: str = "Initialized") -> list[Event]:
         """The current value of every property of these cameras, as events with ``operation``."""
         now = self._clock.seconds()
@@ -229,6 +244,10 @@ class EventHub(Service):
         state.objects.clear()
 
     def _emit(self, event: Event) -> None:
+        self._raised.inc(event.camera_id, event.topic.text)
+        state = self._cameras.get(event.camera_id)
+        if state is not None and event.topic is not CELL_MOTION:
+            state.recent.append(event)
         for listener in list(self.listeners):
             try:
                 listener(event)

@@ -50,6 +50,7 @@ from atomrelay.events.consumers import NotifyClient
 from atomrelay.events.messages import notify_document
 from atomrelay.events.state import Event, EventHub
 from atomrelay.events.topics import TOPICS, TopicFilter
+from atomrelay.metrics import Registry
 from atomrelay.state import StateStore
 
 MAX_SUBSCRIPTIONS = 64
@@ -182,6 +183,7 @@ class Subscriptions(Service):
         retry_delays: Sequence[float] = RETRY_DELAYS,
         store: StateStore | None = None,
         state_name: str = "event_subscriptions",
+        metrics: Registry | None = None,
     ) -> None:
         self._clock = clock
         self._store = store
@@ -195,11 +197,23 @@ class Subscriptions(Service):
         self._subs: dict[str, Subscription] = {}
         self._camera_ids: tuple[str, ...] = tuple(camera.id for camera in cameras)
         hub.listeners.append(self.publish)
+        registry = metrics or Registry()
+        self._delivered = registry.counter(
+            "atomrelay_events_delivered_total", "Event messages handed to subscribers (pulled, or pushed and accepted)",
+            ("kind",),
+        )
+        self._push_failures = registry.counter(
+            "atomrelay_push_failures_total", "Notify requests to push consumers that failed"
+        )
 
     # --- the store ---------------------------------------------------------------------------
 
     def __len__(self) -> int:
         return len(self._subs)
+
+    def live(self) -> list[Subscription]:
+        """Every live subscription, oldest first."""
+        return list(self._subs.values())
 
     def get(self, subscription_id: str) -> Subscription:
         """The live subscription with this id; raise UnknownSubscription."""
@@ -440,7 +454,7 @@ class Subscriptions(Service):
                 # One write per PULL_GRACE of keep-alive at most, however often a client pulls.
                 self._save()
         if sub.queue or timeout <= 0:
-            return succeed(self._take(sub, limit))
+            return succeed(self._pulled(self._take(sub, limit)))
 
         def abandon(waiter: Deferred[list[Event]]) -> None:
             if sub.waiter is waiter:
@@ -457,7 +471,11 @@ class Subscriptions(Service):
         if waiter is None:
             return
         self._forget_waiter(sub)
-        waiter.callback(self._take(sub, limit))
+        waiter.callback(self._pulled(self._take(sub, limit)))
+
+    def _pulled(self, events: list[Event]) -> list[Event]:
+        self._delivered.inc("pull", amount=len(events))
+        return events
 
     def _forget_waiter(self, sub: PullPoint) -> None:
         for call in (sub.waiter_timeout, sub.answer_soon):
@@ -517,10 +535,12 @@ class Subscriptions(Service):
         if sub.closed:
             return
         if not outcome:
+            self._delivered.inc("push", amount=len(batch))
             sub.failures = 0
             self._wake(sub)
             return
         sub.failures += 1
+        self._push_failures.inc()
         if sub.failures > len(self.retry_delays):
             self.log.warn(
                 "push subscription {sub_id} of {owner}: Notify to {consumer} failed {failures} times "

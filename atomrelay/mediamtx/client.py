@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 
 from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import MediamtxConfig
+from atomrelay.metrics import Registry
 from atomrelay.netfailure import describe, is_cancellation
 
 T = TypeVar("T")
@@ -85,7 +86,12 @@ class MediamtxClient:
     log = Logger()
 
     def __init__(
-        self, http: HTTPClient, config: MediamtxConfig, timeout: float = 5.0, clock: IReactorTime | None = None
+        self,
+        http: HTTPClient,
+        config: MediamtxConfig,
+        timeout: float = 5.0,
+        clock: IReactorTime | None = None,
+        metrics: Registry | None = None,
     ) -> None:
         self._http = http
         self._base = config.api_url.rstrip("/")
@@ -94,6 +100,9 @@ class MediamtxClient:
             self._auth = (config.username, config.password)
         self._timeout = timeout
         self._clock = cast(Clock, clock) if clock is not None else None
+        self._writes = (metrics or Registry()).counter(
+            "atomrelay_mediamtx_path_writes_total", "Path configuration writes sent to mediamtx, by kind", ("kind",)
+        )
 
     @property
     def api_url(self) -> str:
@@ -246,6 +255,7 @@ class MediamtxClient:
     def _write(self, method: str, route: str, name: str, conf: Mapping[str, Any] | None) -> Deferred[None]:
         async def call() -> None:
             self.log.debug("mediamtx {method} {route}/{name}", method=method, route=route, name=name)
+            self._writes.inc(route.rsplit("/", 1)[1])
             await self._json(method, route, name, conf)
 
         return self._call(call(), f"{method} {route}/{name}")

@@ -46,6 +46,7 @@ from atomrelay.mediamtx.client import (
     RouteNotFound,
 )
 from atomrelay.mediamtx.paths import PathConfError, build_path_conf, path_conf_differences, path_name
+from atomrelay.metrics import Registry
 from atomrelay.state import StateStore
 
 Info = dict[str, Any]
@@ -75,7 +76,10 @@ class Reconciler(Service):
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, client: MediamtxClient, config: Config, store: StateStore) -> None:
+    def __init__(
+        self, clock: IReactorTime, client: MediamtxClient, config: Config, store: StateStore,
+        metrics: Registry | None = None,
+    ) -> None:
         self._clock = cast(Clock, clock)
         self._client = client
         self._config = config
@@ -91,6 +95,15 @@ class Reconciler(Service):
         self._path_errors: dict[str, str] = {}
         self._conf_errors: dict[str, str] = {}
         self._warned_foreign: set[str] = set()
+        registry = metrics or Registry()
+        self._passes = registry.counter(
+            "atomrelay_mediamtx_reconcile_passes_total", "mediamtx reconcile passes, by outcome", ("outcome",)
+        )
+        self._restarts = registry.counter("atomrelay_mediamtx_restarts_total", "mediamtx restarts the relay noticed")
+        self.version: str | None = None
+        """The version mediamtx last reported (None until it answered)."""
+        self.last_pass: tuple[float, str] | None = None
+        """When the last reconcile pass ended (clock seconds) and its outcome in words."""
 
     # -- Service --------------------------------------------------------------
 
@@ -112,6 +125,11 @@ class Reconciler(Service):
         loop.addBoth(lambda _: done.callback(None))
         loop.cancel()
         return done
+
+    @property
+    def problem(self) -> str | None:
+        """What is wrong with mediamtx now (e.g. "is unreachable"), or None while it answers."""
+        return self._problem
 
     @property
     def owned_paths(self) -> frozenset[str]:
@@ -167,6 +185,7 @@ class Reconciler(Service):
                 version=info["version"], url=self._client.api_url, elapsed=self._clock.seconds() - start,
             )
             self._started = info["started"]
+            self.version = info["version"]
             return info
 
     async def _pass(self, info: Info | None) -> float:
@@ -178,20 +197,29 @@ class Reconciler(Service):
             if self._stopping:
                 raise
             delay = poll_interval
+            self._ended("cancelled", "cancelled")
         except MediamtxError as error:
             if self._stopping:
                 raise CancelledError() from error
             self._note_problem(error)
             self._backoff = min(poll_interval, self._backoff * 2 if self._backoff else FIRST_BACKOFF)
             delay = self._backoff
+            self._ended("error", f"mediamtx {_problem_key(error)}: {error}")
         except Exception as error:
             self.log.failure("mediamtx reconcile pass failed unexpectedly: {error}", error=repr(error))
             delay = poll_interval
+            self._ended("error", f"failed unexpectedly: {error!r}")
         else:
             self._note_recovered()
             self._backoff = 0.0
             delay = poll_interval
+            failed = len(self._path_errors) + len(self._conf_errors)
+            self._ended("ok", f"{len(self._owned)} paths registered" + (f", {failed} failing" if failed else ""))
         return delay
+
+    def _ended(self, outcome: str, text: str) -> None:
+        self._passes.inc(outcome)
+        self.last_pass = (self._clock.seconds(), text)
 
     def _note_problem(self, error: MediamtxError) -> None:
         key = _problem_key(error)
@@ -214,7 +242,9 @@ class Reconciler(Service):
                 "mediamtx restarted (started {started}); re-registering the relay's paths", started=info["started"]
             )
             self._warned_foreign.clear()
+            self._restarts.inc()
         self._started = info["started"]
+        self.version = info["version"]
 
     # -- reconciling ------------------------------------------------------------
 

@@ -58,6 +58,7 @@ from twisted.web.resource import Resource, _IEncodingResource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.server import Request as ServerRequest
 
+from atomrelay.metrics import Registry
 from atomrelay.onvif import ns
 from atomrelay.onvif.base import (
     ANONYMOUS,
@@ -300,9 +301,14 @@ class OnvifResource(Resource):
         advertise_host: str | None,
         device_id: str = "",
         max_body: int = MAX_BODY,
+        metrics: Registry | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.authenticator = authenticator
+        self._requests = (metrics or Registry()).counter(
+            "atomrelay_soap_requests_total", "SOAP requests answered, by service, operation and outcome",
+            ("service", "operation", "outcome"),
+        )
         self.device_id = device_id
         self.max_body = max_body
         self._advertise = _advertised(advertise_host) if advertise_host else None
@@ -316,6 +322,8 @@ class OnvifResource(Resource):
         """Host header values and the host[:port] each stands for (when the local address plays no part)."""
         for service in services:
             self._add(service)
+        self._services = {b"/onvif/" + name: name.decode("ascii") for name in self._endpoints}
+        """The ``service`` label of each endpoint's exact path."""
 
     def _add(self, service: Service) -> None:
         parts = service.path.split("/")
@@ -378,32 +386,39 @@ class OnvifResource(Resource):
                 cached = self._cached(known.route, known.envelope, context)[1]
                 if cached is not None:
                     request.setHeader(b"content-type", known.envelope.version.content_type)
+                    self._seen(request, known.route.name, "ok")
                     return cached
         guess = SOAP_11 if media_type == "text/xml" else SOAP_12
         try:
             root = parse_untrusted(data)
         except XMLRejected as exc:
             self.log.info("malformed SOAP request from {remote}: {reason}", remote=remote, reason=exc.reason)
+            self._seen(request, "unknown", "WellFormed")
             return _fault(request, guess, sender_fault("WellFormed", reason=f"Well-formed Error: {exc.reason}"))
         try:
             envelope = read_envelope(root)
         except SoapFault as fault:
+            self._seen(request, "unknown", fault)
             return _fault(request, version_of(root) or SOAP_12, fault)
         route = self._routes.get(envelope.operation.tag)
         if route is None:
+            self._seen(request, "unknown", "ActionNotSupported")
             return _fault(request, envelope.version, self._unsupported(envelope.operation, remote), envelope)
         try:
             caller = self._authorize(request, envelope, route, remote, verified)
         except _Challenge as challenge:
             self.authenticator.challenge(request, stale=challenge.stale)
+            self._seen(request, route.name, _CHALLENGE_FAULT)
             return _fault(request, envelope.version, _CHALLENGE_FAULT, envelope)
         except SoapFault as fault:
+            self._seen(request, route.name, fault)
             return _fault(request, envelope.version, fault, envelope)
         context = self._context(request, envelope, caller, remote)
         try:
             reply_key, cached = self._cached(route, envelope, context)
             if cached is not None:
                 self._remember(request, data, envelope, route)
+                self._seen(request, route.name, "ok")
                 return _reply(request, 200, envelope.version.content_type, cached)
             result = route.operation.handler(context)
             if not isinstance(result, _Element) and inspect.isawaitable(result):
@@ -414,11 +429,14 @@ class OnvifResource(Resource):
                     self._replies.clear()
                 self._replies[reply_key] = body
                 self._remember(request, data, envelope, route)
+            self._seen(request, route.name, "ok")
             return _reply(request, 200, envelope.version.content_type, body)
         except SoapFault as fault:
+            self._seen(request, route.name, fault)
             return _fault(request, envelope.version, fault, envelope)
         except Exception:
             self._log_crash(route, remote)
+            self._seen(request, route.name, _ACTION_FAILED)
             return _fault(request, envelope.version, _ACTION_FAILED, envelope)
 
     def _context(self, request: Request, envelope: Envelope, caller: Caller, remote: str) -> RequestContext:
@@ -533,18 +551,22 @@ class OnvifResource(Resource):
         gone: list[bool] = []
 
         async def answer() -> None:
+            outcome: str | SoapFault = "ok"
             try:
                 body = _respond(request, envelope, _checked(await pending))
             except CancelledError:
                 if gone:
                     return
                 self._log_crash(route, remote)
-                body = _fault(request, envelope.version, _ACTION_FAILED, envelope)
+                outcome = _ACTION_FAILED
             except SoapFault as fault:
-                body = _fault(request, envelope.version, fault, envelope)
+                outcome = fault
             except Exception:
                 self._log_crash(route, remote)
-                body = _fault(request, envelope.version, _ACTION_FAILED, envelope)
+                outcome = _ACTION_FAILED
+            if isinstance(outcome, SoapFault):
+                body = _fault(request, envelope.version, outcome, envelope)
+            self._seen(request, route.name, outcome)
             if not gone:
                 request.setHeader(b"content-length", b"%d" % len(body))
                 request.write(body)
@@ -559,6 +581,21 @@ class OnvifResource(Resource):
 
         finished.addErrback(disconnected)
         return NOT_DONE_YET
+
+    def _seen(self, request: Request, operation: str, outcome: str | SoapFault) -> None:
+        """Count one answered SOAP request by service (the path's endpoint), operation and outcome.
+
+        Every label value is bounded: a served endpoint name or ``other``, a served
+        operation or ``unknown``, ``ok``, ``auth_failure`` or a fault subcode the relay raises.
+        """
+        service = self._services.get(request.path)
+        if service is None:
+            parts = request.path.split(b"/", 3)
+            service = parts[2].decode("ascii") if len(parts) > 2 and parts[2] in self._endpoints else "other"
+        if isinstance(outcome, SoapFault):
+            subcode = outcome.subcodes[0] if outcome.subcodes else outcome.code
+            outcome = "auth_failure" if subcode == "NotAuthorized" else subcode
+        self._requests.inc(service, operation, outcome)
 
     def _log_crash(self, route: _Route, remote: str) -> None:
         self.log.failure("operation {operation} from {remote} failed", operation=route.name, remote=remote)

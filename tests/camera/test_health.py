@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger, formatEvent
@@ -20,6 +21,7 @@ from atomrelay.camera.health import (
 )
 from atomrelay.config import CameraConfig, MediamtxConfig
 from atomrelay.mediamtx.client import MediamtxClient
+from atomrelay.metrics import Registry
 from atomrelay.sim.mediamtx import FakeMediamtx
 from tests.camera.support import CAM2, Bench, camera_config
 
@@ -228,3 +230,27 @@ def test_timeout_defaults_to_a_third_of_the_interval() -> None:
     rig = Rig(("swing", "ATOM_CAKP1JZJP"), interval=3.0)
     assert rig.monitor.timeout == 1.0
     assert Rig(("swing", "ATOM_CAKP1JZJP")).monitor.timeout == 5.0
+
+
+def test_checks_are_counted_with_their_duration() -> None:
+    """Each round counts one HTTP and one RTSP check per camera by outcome, with the time each took."""
+    rig = Rig(("swing", "ATOM_CAKP1JZJP"))
+    registry = Registry()
+    rig.monitor = HealthMonitor(
+        rig.bench.clock, list(rig.bench.cameras.values()), rig.bench.clients, rig.api, rig.probe, 30.0,
+        metrics=registry,
+    )
+    rig.probe.hang.add("swing")
+    rig.start()
+    rig.bench.until(lambda: rig.monitor.rounds == 1)
+    checks = {
+        (sample.name, sample.labels["check"], sample.labels["outcome"]): sample.value
+        for family in text_string_to_metric_families(registry.exposition()) for sample in family.samples
+        if sample.labels.get("camera") == "swing"
+    }
+    assert checks == {
+        ("atomrelay_camera_check_seconds_count", "http", "ok"): 1,
+        ("atomrelay_camera_check_seconds_sum", "http", "ok"): 0,
+        ("atomrelay_camera_check_seconds_count", "rtsp", "failed"): 1,
+        ("atomrelay_camera_check_seconds_sum", "rtsp", "failed"): pytest.approx(rig.monitor.timeout * 1.25, abs=0.06),
+    }

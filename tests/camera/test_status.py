@@ -1,4 +1,4 @@
-"""GET /status: authentication, the JSON document and the HTML table."""
+"""GET /status: authentication and the JSON document's stable keys."""
 
 from __future__ import annotations
 
@@ -7,96 +7,87 @@ import json
 from typing import Any
 
 import pytest
-from treq.testing import StubTreq
-from twisted.internet.task import Clock
-from twisted.web.resource import Resource
 
-from atomrelay.camera.digest import authorization, pick_challenge
-from atomrelay.camera.health import HealthState
-from atomrelay.camera.model import MODELS
-from atomrelay.camera.status import StatusResource
-from atomrelay.config import User
-from atomrelay.onvif.security import Authenticator
-from tests.camera.support import SWING, camera_config
+from tests.web.support import Site
 
-USERS = {"viewer": User("viewer", "viewer-secret", "User")}
-URL = "http://relay.test:8080/status"
-
-
-class Models:
-    def facts(self, camera_id: str) -> Any:
-        return MODELS[SWING] if camera_id == "swing" else None
-
-
-def relay(http_basic: bool = False) -> StubTreq:
-    clock = Clock()
-    clock.advance(1_700_000_000)
-    cameras = [camera_config("swing", password="camera-secret", username="admin"),
-               camera_config("odd", name="<b>Garage</b> & co")]
-    states = {"swing": HealthState("online", "HTTP and RTSP answer", 1_700_000_000 - 60),
-              "odd": HealthState("offline", "HTTP <timeout>", 1_699_999_000)}
-    authenticator = Authenticator(clock, USERS.get, 300.0, http_basic)
-    root = Resource()
-    root.putChild(b"status", StatusResource(clock, authenticator, cameras, states.__getitem__, Models()))
-    return StubTreq(root)
-
-
-def get(stub: StubTreq, url: str = URL, headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
-    results: list[Any] = []
-    deferred = stub.get(url, headers={k: [v] for k, v in (headers or {}).items()})
-    deferred.addCallback(lambda r: stub.content(r).addCallback(lambda body: (r.code, r.headers, body)))
-    deferred.addBoth(results.append)
-    stub.flush()
-    return results[0]
-
-
-def digest_get(stub: StubTreq, url: str = URL, headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
-    """GET answering the Digest challenge the way a browser would."""
-    status, reply_headers, _ = get(stub, url)
-    assert status == 401
-    challenge = pick_challenge([v.decode() for v in reply_headers.getRawHeaders(b"www-authenticate")])
-    path = url.split("relay.test:8080", 1)[1]
-    answer = authorization(challenge, "GET", path, "viewer", "viewer-secret", 1)
-    return get(stub, url, {"Authorization": answer, **(headers or {})})
+CAMERA_KEYS = {"id", "name", "host", "model", "product", "ptz", "state", "reason", "since", "snapshot", "onvif",
+               "streams", "events"}
+STREAM_KEYS = {"name", "codec", "width", "height", "fps", "audio", "path", "ready", "readers", "rtsp", "webrtc", "hls"}
+RELAY_KEYS = {"version", "started", "uptime", "mode", "onvif", "mediamtx", "subscriptions"}
 
 
 def test_credentials_are_required() -> None:
     """Without credentials, or with wrong ones, /status is a 401 with Digest challenges and no camera data."""
-    stub = relay()
-    status, headers, body = get(stub)
+    status, headers, body = Site().get("/status")
     assert status == 401 and b"swing" not in body
     assert any(v.startswith(b"Digest ") for v in headers.getRawHeaders(b"www-authenticate"))
     wrong = "Basic " + base64.b64encode(b"viewer:nope").decode()
-    assert get(relay(http_basic=True), headers={"Authorization": wrong})[0] == 401
+    assert Site(http_basic=True).get("/status", {"Authorization": wrong})[0] == 401
 
 
-def test_json_report() -> None:
-    """With Digest credentials, /status is JSON with every camera's state, reason, model and since time."""
-    status, headers, body = digest_get(relay())
+def test_json_document_keys() -> None:
+    """With Digest credentials, /status is JSON with the documented keys, mediamtx's path state and no secrets."""
+    status, headers, body = Site().digest_get("/status")
     assert status == 200 and headers.getRawHeaders(b"content-type") == [b"application/json"]
-    report = json.loads(body)
-    assert report["generated"] == "2023-11-14T22:13:20Z"
-    swing, odd = report["cameras"]
-    assert swing == {
-        "id": "swing", "name": "swing cam", "host": "127.0.0.1", "model": SWING, "product": "ATOM Cam Swing",
-        "ptz": True, "state": "online", "reason": "HTTP and RTSP answer", "since": "2023-11-14T22:12:20Z",
+    document = json.loads(body)
+    assert set(document) == {"generated", "cameras", "relay"} and document["generated"] == "2023-11-14T22:13:20Z"
+    swing, odd = document["cameras"]
+    assert set(swing) == CAMERA_KEYS and set(swing["streams"][0]) == STREAM_KEYS
+    assert {key: swing[key] for key in ("id", "model", "product", "ptz", "state", "reason", "since")} == {
+        "id": "swing", "model": "ATOM_CAKP1JZJP", "product": "ATOM Cam Swing", "ptz": True, "state": "online",
+        "reason": "HTTP and RTSP answer", "since": "2023-11-14T22:12:20Z",
     }
-    assert odd["state"] == "offline" and odd["model"] is None
-    assert b"camera-secret" not in body
+    assert swing["streams"][0] | {"ready": True, "readers": 3} == swing["streams"][0]
+    assert swing["streams"][0]["rtsp"] == "rtsp://relay.test:8554/swing/main"
+    assert swing["streams"][0]["webrtc"] == "http://relay.test:8889/swing/main/"
+    assert swing["onvif"] == "http://relay.test:8080/onvif/device_service"
+    assert odd["state"] == "offline" and odd["model"] is None and odd["streams"][1]["ready"] is None
+    relay = document["relay"]
+    assert set(relay) == RELAY_KEYS and relay["uptime"] == 3725 and relay["version"] == "1.2.3"
+    assert relay["mediamtx"] == {"reachable": True, "version": "v1.20.1", "problem": None,
+                                 "last_reconcile": {"time": "2023-11-14T22:13:18Z", "result": "3 paths registered"}}
+    assert b"camera-secret" not in body and b"swing-token" not in body
 
 
-@pytest.mark.parametrize("how", [{"url": URL + "?format=html"}, {"headers": {"Accept": "text/html,*/*"}}])
-def test_html_table_escapes_names(how: dict[str, Any]) -> None:
-    """Browsers (or ?format=html) get an HTML table in which camera names and reasons are escaped."""
-    status, headers, body = digest_get(relay(), **how)
-    assert status == 200 and headers.getRawHeaders(b"content-type") == [b"text/html; charset=utf-8"]
-    page = body.decode()
-    assert "<table>" in page and "&lt;b&gt;Garage&lt;/b&gt; &amp; co" in page and "HTTP &lt;timeout&gt;" in page
-    assert "<b>Garage</b>" not in page
+def test_webhook_urls_only_for_administrators() -> None:
+    """An Administrator's document has each camera's webhook URL; a User's has no webhook key at all."""
+    document = json.loads(Site().digest_get("/status", user="admin")[2])
+    assert [camera["webhook"] for camera in document["cameras"]] == [
+        "http://relay.test:8080/webhook/swing/swing-token-0123456789", None,
+    ]
+    assert all("webhook" not in camera for camera in json.loads(Site().digest_get("/status")[2])["cameras"])
 
 
-def test_basic_when_enabled() -> None:
-    """With onvif.http_basic on, Basic credentials work too."""
-    good = "Basic " + base64.b64encode(b"viewer:viewer-secret").decode()
-    status, _, body = get(relay(http_basic=True), headers={"Authorization": good})
-    assert status == 200 and json.loads(body)["cameras"][0]["id"] == "swing"
+@pytest.mark.parametrize("how", [{"path": "/status?format=html"}, {"path": "/status", "headers": {"Accept": "text/html"}}])
+def test_browsers_are_sent_to_the_dashboard(how: dict[str, Any]) -> None:
+    """A browser (or ?format=html) asking /status is redirected to the dashboard at /."""
+    status, headers, _ = Site().digest_get(**how)
+    assert status == 303 and headers.getRawHeaders(b"location") == [b"/"]
+
+
+def test_events_and_push_consumers() -> None:
+    """Recent events are listed newest first; a push consumer shows only its scheme, host and port."""
+    site = Site()
+    site.hub.motion_detected("swing")
+    site.clock.advance(5)
+    site.hub.object_detected("swing", "Vehicle")
+    site.subscriptions.subscribe("http://192.0.2.50:8123/api/webhook/secret-id", "http://relay.test/sub/",
+                                 (), site.clock.seconds() + 60, "admin@192.0.2.50")
+    document = json.loads(site.digest_get("/status")[2])
+    assert [event["kind"] for event in document["cameras"][0]["events"]] == ["object: Vehicle", "motion"]
+    assert document["relay"]["subscriptions"] == [{"kind": "push", "device": "", "user": "admin",
+                                                   "from": "192.0.2.50", "consumer": "http://192.0.2.50:8123",
+                                                   "expires_in": 60}]
+
+
+def test_mediamtx_is_asked_once_for_many_pages() -> None:
+    """Pages within PATHS_MAX_AGE share one /v3/paths/list call; an unreachable mediamtx makes the state unknown."""
+    site = Site()
+    for _ in range(3):
+        assert site.digest_get("/status")[0] == 200
+    assert site.lister.calls == 1
+    site.fake.set_down(True)
+    site.clock.advance(3)
+    document = json.loads(site.digest_get("/status")[2])
+    assert site.lister.calls == 2 and document["cameras"][0]["streams"][0]["ready"] is None
+    assert document["relay"]["mediamtx"]["reachable"] is False

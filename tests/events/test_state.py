@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 
 from atomrelay.xml.xstypes import parse_datetime, parse_duration, parse_time, xs_datetime
 from atomrelay.events.state import Event, EventHub
-from atomrelay.events.topics import FilterError, parse_topic_expression
+from atomrelay.events.topics import MOTION_ALARM, FilterError, parse_topic_expression
 from atomrelay.onvif import ns
 from tests.events.support import NOW, load_config
 
@@ -175,3 +175,19 @@ def test_topic_expression_prefixes_resolve_through_the_request() -> None:
     with pytest.raises(FilterError):
         parse_topic_expression("tns1:VideoSource/Motion Alarm",
                                "http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet", {})
+
+
+def test_recent_events_keep_the_last_twenty_per_camera() -> None:
+    """Each camera keeps its last 20 motion, object and signal-loss events (CellMotion repeats none), newest first."""
+    clock, hub, _ = hub_with_log()
+    camera_id = "cam1"
+    hub.motion_detected(camera_id)
+    for index in range(25):
+        clock.advance(1)
+        hub.object_detected(camera_id, f"Class{index}")
+    recent = hub.recent(camera_id)
+    assert len(recent) == 20
+    assert [dict(event.data)["ClassTypes"] for event in recent[:2]] == ["Class24", "Class23"]
+    motion = [dict(event.data)["State"] for event in recent if event.topic is MOTION_ALARM]
+    assert motion == ["false"]  # the end (after motion_timeout) is among the last 20, the start no longer
+    assert hub.recent("nope") == []

@@ -18,8 +18,10 @@ from atomrelay.camera.client import CameraClient
 from atomrelay.camera.digest import authorization, pick_challenge
 from atomrelay.camera.snapshot import SnapshotResource
 from atomrelay.config import CameraConfig, StreamConfig, User
+from atomrelay.metrics import Registry
 from atomrelay.onvif.security import Authenticator
 from atomrelay.sim.camera import SNAPSHOT_JPEG, SimulatedCamera
+from tests.helpers import metric
 
 NOW = 1_700_000_000.0
 USERS = {u.username: u for u in (User("admin", "secret", "Administrator"), User("viewer", "view", "User"))}
@@ -59,6 +61,7 @@ class Proxy:
         camera_timeout: float = 30.0,
         camera: Resource | None = None,
         camera_credentials: tuple[str, str] | None = None,
+        metrics: Registry | None = None,
     ) -> None:
         self.clock = Clock()
         self.clock.advance(NOW)
@@ -75,7 +78,7 @@ class Proxy:
         )
         client = CameraClient(self.upstream, config, timeout=camera_timeout)
         authenticator = Authenticator(self.clock, USERS.get, 300.0, http_basic)
-        self.resource = SnapshotResource(self.clock, {"cam": client}, authenticator, max_age=max_age)
+        self.resource = SnapshotResource(self.clock, {"cam": client}, authenticator, max_age=max_age, metrics=metrics)
         root = Resource()
         root.putChild(b"snapshot", self.resource)
         self.viewer = StubTreq(root)
@@ -281,3 +284,23 @@ def test_a_client_that_leaves_does_not_disturb_the_others() -> None:
     assert (staying.written, staying.finished, staying.responseCode) == ([SNAPSHOT_JPEG], 1, 200)
     assert (leaving.written, leaving.finished) == ([], 0)
     assert proxy.camera.snapshot_requests == 1
+
+
+def test_requests_fetches_and_failures_are_counted() -> None:
+    """Requests count per camera, camera calls per get_jpeg.cgi (the retry too), failed fetches by reason."""
+    registry = Registry()
+    proxy = Proxy(metrics=registry)
+    proxy.camera.snapshot_delay = 1.0
+    pending = [proxy.get() for _ in range(3)]
+    proxy.clock.advance(1.0)
+    proxy.pump()
+    assert [p[0].code for p in pending] == [200] * 3
+    proxy.camera.snapshot_delay = 0.0
+    proxy.camera.busy = True
+    proxy.clock.advance(2.0)
+    busy = proxy.get()
+    proxy.clock.advance(proxy.resource.retry_delay)
+    assert proxy.answer(busy).code == 503
+    assert metric(registry, "atomrelay_snapshot_requests_total", camera="cam") == 4
+    assert metric(registry, "atomrelay_snapshot_fetches_total", camera="cam") == 3
+    assert metric(registry, "atomrelay_snapshot_failures_total", camera="cam", reason="http") == 1

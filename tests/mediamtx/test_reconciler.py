@@ -17,7 +17,9 @@ from atomrelay.config import Config
 from atomrelay.mediamtx.client import MediamtxClient
 from atomrelay.mediamtx.paths import build_path_conf, path_conf_differences
 from atomrelay.mediamtx.reconciler import STATE_NAME, Reconciler
+from atomrelay.metrics import Registry
 from atomrelay.state import StateStore
+from tests.helpers import metric
 
 from .support import ALL_PATHS, CAMERAS, Harness, capture, make_config
 
@@ -560,3 +562,25 @@ def assert_registered_with(h: Harness, config: Config) -> None:
             name = f"{cam.id}/{st.name}"
             assert path_conf_differences(build_path_conf(cam, st, config.mediamtx), paths[name]) == [], name
 
+
+
+def test_passes_writes_restarts_and_the_last_result_are_kept(tmp_path: Path) -> None:
+    """Passes count by outcome, path writes by kind, a restart once; the last pass and mediamtx's version are kept."""
+    h = Harness(tmp_path, start=False)
+    registry = Registry()
+    h.client = MediamtxClient(h.stub, h.config.mediamtx, clock=h.clock, metrics=registry)
+    h.reconciler = Reconciler(h.clock, h.client, h.config, h.store, metrics=registry)
+    h.reconciler.startService()
+    h.advance(3)
+    h.fake.restart()
+    h.advance(h.config.mediamtx.poll_interval)
+    h.fake.set_down(True)
+    h.advance(1)
+    paths = len(wanted_confs(h))
+    assert metric(registry, "atomrelay_mediamtx_path_writes_total", kind="add") == 2 * paths
+    assert metric(registry, "atomrelay_mediamtx_restarts_total") == 1
+    assert metric(registry, "atomrelay_mediamtx_reconcile_passes_total", outcome="error") == 1
+    assert metric(registry, "atomrelay_mediamtx_reconcile_passes_total", outcome="ok") >= 2
+    assert h.reconciler.version == h.fake.version and h.reconciler.problem == "is unreachable"
+    assert h.reconciler.last_pass is not None and h.reconciler.last_pass[1].startswith("mediamtx is unreachable")
+    h.reconciler.stopService()

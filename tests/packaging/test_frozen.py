@@ -185,7 +185,8 @@ async def test_run_serves_then_stops_on_sigterm(bundle: Path, tmp_path: Path, re
 
 @pytest_twisted.ensureDeferred
 async def test_run_answers_get_profiles(bundle: Path, tmp_path: Path) -> None:
-    """The frozen relay answers Media GetProfiles with the configured streams."""
+    """The frozen relay answers Media GetProfiles with the configured streams and serves the dashboard's page and
+    packaged assets."""
     onvif_port = free_port()
     sims = start_simulators(reactor)
     config = write_config(tmp_path / "config.yaml", sims, onvif_port, tmp_path / "state", http_basic=True)
@@ -198,6 +199,10 @@ async def test_run_answers_get_profiles(bundle: Path, tmp_path: Path) -> None:
                                    headers={"Content-Type": "application/soap+xml"}, auth=("admin", "s3cret!"),
                                    timeout=5)
         body = await response.content()
+        page = await treq.get(f"http://127.0.0.1:{onvif_port}/", auth=("admin", "s3cret!"), timeout=5)
+        page_body = await page.content()
+        style = await treq.get(f"http://127.0.0.1:{onvif_port}/assets/dashboard.css", timeout=5)
+        style_body = await style.content()
         process.signalProcess(signal.SIGTERM)
         await proto.ended
     finally:
@@ -206,3 +211,5 @@ async def test_run_answers_get_profiles(bundle: Path, tmp_path: Path) -> None:
         await sims.stop()
     assert response.code == 200, body.decode()
     assert b"GetProfilesResponse" in body and b"living" in body
+    assert page.code == 200 and b'data-camera="living"' in page_body, page_body[:500]
+    assert style.code == 200 and b".cameras" in style_body

@@ -148,7 +148,7 @@ class Reconciler(Service):
             if not self.ready.called:
                 self.ready.callback(None)
             while True:
-                await deferLater(cast(IReactorTime, self._clock), delay)
+                await self._wait(delay)
                 delay = await self._pass(None)
         except CancelledError:
             if not self._stopping:
@@ -178,7 +178,7 @@ class Reconciler(Service):
                     if not self.ready.called:
                         self.ready.callback(None)
                     return None
-                await deferLater(cast(IReactorTime, self._clock), max(0.0, min(attempt + WAIT_POLL_INTERVAL, deadline) - now))
+                await self._wait(max(0.0, min(attempt + WAIT_POLL_INTERVAL, deadline) - now))
                 continue
             self.log.info(
                 "mediamtx {version} at {url} is ready after {elapsed:.1f}s",
@@ -220,6 +220,12 @@ class Reconciler(Service):
     def _ended(self, outcome: str, text: str) -> None:
         self._passes.inc(outcome)
         self.last_pass = (self._clock.seconds(), text)
+
+    async def _wait(self, delay: float) -> None:
+        """Wait ``delay`` seconds; a stop that came while a pass ran (even from inside it) ends the loop here."""
+        if self._stopping:
+            raise CancelledError()
+        await deferLater(cast(IReactorTime, self._clock), delay)
 
     def _note_problem(self, error: MediamtxError) -> None:
         key = _problem_key(error)

@@ -584,3 +584,18 @@ def test_passes_writes_restarts_and_the_last_result_are_kept(tmp_path: Path) -> 
     assert h.reconciler.version == h.fake.version and h.reconciler.problem == "is unreachable"
     assert h.reconciler.last_pass is not None and h.reconciler.last_pass[1].startswith("mediamtx is unreachable")
     h.reconciler.stopService()
+
+
+def test_a_stop_from_inside_the_first_pass_ends_the_loop(tmp_path: Path) -> None:
+    """A service stopped by a callback of ``ready`` (while the first pass is still running) stops for good."""
+    h = Harness(tmp_path, start=False)
+    stopped: list[Any] = []
+    h.reconciler.ready.addCallback(lambda _: h.reconciler.stopService().addCallback(stopped.append))
+    h.reconciler.startService()
+    h.stub.flush()
+    h.advance(1)
+    assert stopped == [None]
+    writes = len(h.fake.writes)
+    h.fake.restart()
+    h.advance(30)
+    assert len(h.fake.writes) == writes

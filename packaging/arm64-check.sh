@@ -16,9 +16,14 @@ mkdir -p build
 exec > >(tee build/arm64-check.log) 2>&1
 
 step() { printf '\n== %s [%ds since start]\n' "$*" "$SECONDS"; }
+# A host whose HTTPS goes through its own CA (PIP_CERT) lends that CA to pip in the root.
+pip_cert=()
+if [ -n "${PIP_CERT:-}" ]; then
+    pip_cert=(PIP_CERT=/etc/ssl/host-ca.crt)
+fi
 in_root() {
     chroot "$ROOT" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"
+        HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "${pip_cert[@]}" "$@"
 }
 
 step "host tools: debootstrap, qemu-user-static, binfmt_misc"
@@ -36,6 +41,7 @@ if [ ! -x "$ROOT/usr/bin/apt-get" ]; then
 fi
 in_root uname -m
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+[ -z "${PIP_CERT:-}" ] || cp "$PIP_CERT" "$ROOT/etc/ssl/host-ca.crt"
 demo=""
 cleanup() {
     [ -z "$demo" ] || kill "$demo" 2>/dev/null || true

@@ -52,9 +52,10 @@ $(OLDEST_STAMP): setup.cfg pyproject.toml packaging/constraints-oldest.txt
 		-c packaging/constraints-oldest.txt -e '.[test]'
 	touch $(OLDEST_STAMP)
 
-# Exactly the packages and hashes of the lock (PyInstaller reads the package from the source tree).
+# Exactly the packages and hashes of the lock, in a new venv each time the lock changes
+# (PyInstaller reads the relay itself from the source tree).
 $(DIST_STAMP): $(LOCK)
-	test -x $(DIST_VENV)/bin/python || $(PYTHON) -m venv $(DIST_VENV)
+	rm -rf $(DIST_VENV) && $(PYTHON) -m venv $(DIST_VENV)
 	$(DIST_VENV)/bin/pip install --quiet --require-hashes --no-deps --only-binary :all: -r $(LOCK)
 	touch $(DIST_STAMP)
 
@@ -119,15 +120,15 @@ frozen-test: system-deps $(STAMP) $(ONEDIR)
 deb: $(ONEDIR)
 	packaging/build-deb.sh
 
-# Installs the .deb into a throw-away debootstrap root (root, ~3 min): files, user, modes, unit,
-# --version and check from the installed path, upgrade, remove, purge. Not part of `make test`.
-deb-test: $(STAMP) deb
+# Builds the .deb and installs it into throw-away debootstrap roots (as root, ~2 min): files, user,
+# modes, unit, --version and check from the installed path, upgrade, remove, purge, lintian.
+# Not part of `make test` (it needs root); .ci/run runs it after `make test`.
+deb-test: $(STAMP) $(ONEDIR)
 	@command -v debootstrap >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq debootstrap; }
 	@command -v lintian >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq lintian; }
-	ATOMRELAY_DEB=$(abspath $(wildcard dist/atomrelay_*_$(shell dpkg --print-architecture).deb)) \
-		$(BIN)/python -m pytest -q tests/packaging/test_deb.py
+	deb=$$(packaging/build-deb.sh) && ATOMRELAY_DEB=$(CURDIR)/$$deb $(BIN)/python -m pytest -q tests/packaging/test_deb.py
 
 # For the machine it runs on: the onedir tarball, the onefile binary and the .deb, with SHA256SUMS.
 release: dist deb

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Sequence, cast
 from urllib.parse import urlsplit
 
-from atomrelay import __version__
+from atomrelay.buildinfo import VersionAction
 from atomrelay.config import MODELS, CameraConfig, Config, ConfigError, load_config
 
 MEDIAMTX_MINIMUM = (1, 15, 0)
@@ -639,7 +639,7 @@ def _load(path: str) -> Config | None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``atomrelay`` command."""
     parser = argparse.ArgumentParser(prog="atomrelay", description="ONVIF relay for ATOM Cam cameras and mediamtx")
-    parser.add_argument("--version", action="version", version=f"atomrelay {__version__}")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the relay in the foreground")
     run.add_argument("-c", "--config", required=True)

@@ -92,11 +92,46 @@ async def answers(port: int) -> bool:
     return response.code == 200 and b"UTCDateTime" in body
 
 
+def checkout_commit(root: Path) -> str:
+    """``root``'s HEAD as ``--version`` spells it (12 digits, ``-dirty`` with changed tracked files), by git itself."""
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          timeout=30, check=True).stdout.strip()
+    changed = subprocess.run(["git", "-C", str(root), "diff", "HEAD", "--quiet"], timeout=30).returncode != 0
+    return head[:12] + ("-dirty" if changed else "")
+
+
 def test_version() -> None:
-    """`atomrelay --version` prints the package version."""
+    """`atomrelay --version` prints the package version, the checkout's commit, Python's and Twisted's versions."""
+    import platform
+
+    import twisted
+
     out = subprocess.run([str(VENV_BIN / "atomrelay"), "--version"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0
-    assert out.stdout.strip() == f"atomrelay {__version__}"
+    assert out.stdout.strip() == (f"atomrelay {__version__} (commit {checkout_commit(ROOT)}, "
+                                  f"Python {platform.python_version()}, Twisted {twisted.__version__})")
+
+
+def test_source_commit(tmp_path: Path) -> None:
+    """The commit is read only at the top of a git checkout, with -dirty once a tracked file changes."""
+    from atomrelay.buildinfo import source_commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True, timeout=30)
+
+    assert source_commit(tmp_path) is None
+    git("init", "-q")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "f").write_text("one")
+    git("add", "sub/f")
+    git("commit", "-q", "-m", "one")
+    assert source_commit(tmp_path) == checkout_commit(tmp_path)
+    assert len(checkout_commit(tmp_path)) == 12
+    assert source_commit(tmp_path / "sub") is None
+    (tmp_path / "sub" / "f").write_text("two")
+    assert source_commit(tmp_path) == checkout_commit(tmp_path)
+    assert checkout_commit(tmp_path).endswith("-dirty")
 
 
 def test_parser_has_every_command() -> None:

@@ -26,7 +26,7 @@ from atomrelay.mediamtx.paths import (
 
 from .mtx_split import SplitError, go_os_expand, shellquote_split, split_like_mediamtx
 
-OPENAPI = Path("/work/shared/reference/mediamtx-openapi.yaml")
+OPENAPI = Path(__file__).resolve().parents[1] / "reference" / "mediamtx-openapi.yaml"
 NASTY = "p@ss:w/rd%$RTSP_PORT'\"\\ "
 ENV = {"RTSP_PORT": "8554", "MTX_PATH": "cam1/main", "MTX_QUERY": "", "G1": "x"}
 

@@ -15,7 +15,7 @@ from atomrelay.mediamtx.settings import AUTH_PATH, mediamtx_config_fragment
 
 from .support import make_config
 
-DEFAULT_YML = Path("/work/shared/reference/mediamtx.default.yml")
+DEFAULT_YML = Path(__file__).resolve().parents[1] / "reference" / "mediamtx.default.yml"
 
 
 def defaults() -> dict[str, Any]:

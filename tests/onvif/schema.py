@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,8 @@ from lxml import etree
 
 from atomrelay.onvif import ns
 
-# The ONVIF reference lives in shared/ beside the checkout (as CI lays it out);
-# ATOMRELAY_REFERENCE points elsewhere when the checkout has no shared/ beside it.
-REFERENCE = Path(
-    os.environ.get("ATOMRELAY_REFERENCE")
-    or Path(__file__).resolve().parents[2].parent / "shared" / "reference"
-) / "onvif"
-if not (REFERENCE / "wsdl" / "ver10" / "schema" / "onvif.xsd").is_file():
-    raise RuntimeError(
-        f"the ONVIF reference schemas are not at {REFERENCE}: put shared/ beside the checkout "
-        "or set ATOMRELAY_REFERENCE to shared/reference"
-    )
+# Unmodified copies of ONVIF's files (tests/reference/onvif/LICENSE.md is their licence).
+REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "onvif"
 WSDL_DIR = REFERENCE / "wsdl"
 EXTERNAL_DIR = Path(__file__).resolve().parent / "xsd_external"
 

@@ -9,12 +9,10 @@ way out (the services are wrapped, not changed).
 
 from __future__ import annotations
 
-import inspect
 
 import os
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -23,7 +21,6 @@ import pytest
 import pytest_twisted
 import treq
 import zeep
-from lxml.etree import _Element
 from onvif import ONVIFCamera
 from twisted.internet import reactor
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -38,7 +35,7 @@ from atomrelay.camera.snapshot import SnapshotResource
 from atomrelay.config import Config, parse_config
 from atomrelay.identity import Identity
 from atomrelay.onvif import ns
-from atomrelay.onvif.base import Operation, RequestContext, Service
+from atomrelay.onvif.base import Service
 from atomrelay.onvif.device import DeviceService, TimeZone
 from atomrelay.onvif.media import MediaService
 from atomrelay.onvif.media2 import Media2Service
@@ -86,29 +83,6 @@ cameras:
     )
 
 
-def validating(service: Service) -> Service:
-    """The same service, but every element a handler returns is XSD-validated first (answers the reply cache
-    serves again were validated when built)."""
-
-    def wrap(operation: Operation) -> Operation:
-        def handler(ctx: RequestContext) -> Any:
-            result = operation.handler(ctx)
-            if inspect.isawaitable(result):
-                async def later() -> _Element:
-                    element = await result
-                    schema.validate(element)
-                    return element
-
-                return later()
-            assert isinstance(result, _Element)
-            schema.validate(result)
-            return result
-
-        return Operation(handler, operation.access, operation.reply_key)
-
-    return replace(service, operations={name: wrap(op) for name, op in service.operations.items()})
-
-
 class Relay:
     """The assembled relay on 127.0.0.1 and the simulated camera behind it."""
 
@@ -126,9 +100,9 @@ class Relay:
         )
         self.model = MediaModel(config.cameras, store, config.mediamtx.rtsp_port, config.onvif.max_profiles)
         services += [
-            validating(device.service()),
-            validating(MediaService(self.model).service()),
-            validating(Media2Service(self.model).service()),
+            schema.validating(device.service()),
+            schema.validating(MediaService(self.model).service()),
+            schema.validating(Media2Service(self.model).service()),
         ]
         authenticator = Authenticator(reactor, users.lookup, config.onvif.max_clock_skew, config.onvif.http_basic)
         self.pool = HTTPConnectionPool(reactor, persistent=False)

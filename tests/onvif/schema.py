@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,26 @@ def validate(element: etree._Element) -> None:
             f"{element.tag} is not schema-valid:\n{errors}\n"
             f"{etree.tostring(element, pretty_print=True).decode()}"
         )
+
+
+def validating(service: Any) -> Any:
+    """The same ONVIF ``Service``, but every element a handler returns (at once or later) is validated first
+    (answers the reply cache serves again were validated when built)."""
+    from dataclasses import replace
+
+    def wrap(operation: Any) -> Any:
+        def handler(ctx: Any) -> Any:
+            result = operation.handler(ctx)
+            if inspect.isawaitable(result):
+                async def later() -> etree._Element:
+                    element = await result
+                    validate(element)
+                    return element
+
+                return later()
+            validate(result)
+            return result
+
+        return replace(operation, handler=handler)
+
+    return replace(service, operations={name: wrap(op) for name, op in service.operations.items()})

@@ -10,18 +10,15 @@ element a handler returns is XSD-validated on its way out.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import onvif
 import pytest
 import pytest_twisted
-from lxml.etree import _Element
 from onvif import ONVIFCamera
 from treq.client import HTTPClient
 from twisted.internet import reactor
@@ -36,7 +33,7 @@ from atomrelay.camera.ptz import PtzController
 from atomrelay.config import Config, parse_config
 from atomrelay.identity import Identity
 from atomrelay.onvif import ns
-from atomrelay.onvif.base import Operation, RequestContext, Service
+from atomrelay.onvif.base import Service
 from atomrelay.onvif.device import DeviceService, TimeZone
 from atomrelay.onvif.imaging import ImagingService
 from atomrelay.onvif.media import MediaService
@@ -83,27 +80,6 @@ cameras:
     )
 
 
-def validating(service: Service) -> Service:
-    """The same service, but every element a handler returns (at once or later) is XSD-validated."""
-
-    def wrap(operation: Operation) -> Operation:
-        def handler(ctx: RequestContext) -> Any:
-            result = operation.handler(ctx)
-            if inspect.isawaitable(result):
-                async def later() -> _Element:
-                    element = await result
-                    schema.validate(element)
-                    return element
-
-                return later()
-            schema.validate(result)
-            return result
-
-        return Operation(handler, operation.access)
-
-    return replace(service, operations={name: wrap(op) for name, op in service.operations.items()})
-
-
 class Relay:
     """The relay on 127.0.0.1 with a Swing (model read from hack_ini.cgi) and an ATOM Cam 2."""
 
@@ -132,10 +108,10 @@ class Relay:
             services=lambda: services, reboot=lambda: None, version="0.0.1", zone=TimeZone("UTC0", time.gmtime),
         )
         services += [
-            validating(device.service()),
-            validating(MediaService(self.model).service()),
-            validating(self.ptz.service()),
-            validating(ImagingService(config.cameras, self.clients).service()),
+            schema.validating(device.service()),
+            schema.validating(MediaService(self.model).service()),
+            schema.validating(self.ptz.service()),
+            schema.validating(ImagingService(config.cameras, self.clients).service()),
         ]
         authenticator = Authenticator(reactor, users.lookup, config.onvif.max_clock_skew, config.onvif.http_basic)
         root = Resource()

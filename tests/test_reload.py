@@ -24,7 +24,8 @@ pytestmark = pytest.mark.integration
 
 
 def write_config(path: Path, api_port: int, onvif_port: int, cameras: list[tuple[str, int]], extra: str = "",
-                 onvif_extra: tuple[str, ...] = ()) -> None:
+                 onvif_extra: tuple[str, ...] = (), camera_onvif_ports: tuple[int, ...] = ()) -> None:
+    """A config on loopback: ``cameras`` are (id, HTTP port); ``camera_onvif_ports`` (per_camera) their ONVIF ports."""
     lines = [
         "onvif:",
         "  bind: 127.0.0.1",
@@ -39,11 +40,12 @@ def write_config(path: Path, api_port: int, onvif_port: int, cameras: list[tuple
         f"state_dir: {path.parent / 'state'}",
         "cameras:",
     ]
-    for cam_id, port in cameras:
+    for index, (cam_id, port) in enumerate(cameras):
         lines += [
             f"  - id: {cam_id}",
             "    host: 127.0.0.1",
             f"    http_port: {port}",
+            *([f"    onvif_port: {camera_onvif_ports[index]}"] if camera_onvif_ports else []),
             "    model: ATOM_CamV3C",
             "    streams: [{name: main, rtsp_path: video0_unicast, codec: h264, audio: transcode}]",
         ]
@@ -188,30 +190,8 @@ async def test_reload_applies_clock_skew_and_http_basic(tmp_path: Path) -> None:
 
 def per_camera_config(path: Path, api_port: int, cameras: list[tuple[str, int, int]]) -> None:
     """A per_camera config: (camera id, camera HTTP port, ONVIF port) per camera."""
-    lines = [
-        "onvif:",
-        "  mode: per_camera",
-        "  bind: 127.0.0.1",
-        f"  port: {free_port()}",
-        "  users: [{username: admin, password: 'pw-123', role: Administrator}]",
-        "discovery: {enabled: false}",
-        "mediamtx:",
-        f"  api_url: http://127.0.0.1:{api_port}",
-        "  poll_interval: 200ms",
-        "  wait_timeout: 5s",
-        f"state_dir: {path.parent / 'state'}",
-        "cameras:",
-    ]
-    for cam_id, http_port, onvif_port in cameras:
-        lines += [
-            f"  - id: {cam_id}",
-            "    host: 127.0.0.1",
-            f"    http_port: {http_port}",
-            f"    onvif_port: {onvif_port}",
-            "    model: ATOM_CamV3C",
-            "    streams: [{name: main, rtsp_path: video0_unicast, codec: h264, audio: transcode}]",
-        ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_config(path, api_port, free_port(), [(cam_id, http) for cam_id, http, _ in cameras],
+                 onvif_extra=("mode: per_camera",), camera_onvif_ports=tuple(port for _, _, port in cameras))
 
 
 @pytest_twisted.ensureDeferred

@@ -449,7 +449,7 @@ def run(args: argparse.Namespace) -> int:
     import treq
 
     from atomrelay import tls
-    from atomrelay.cli import child_environ
+    from atomrelay.buildinfo import child_environ
 
     config: Config | None = None
     if args.config is not None:

@@ -1,10 +1,14 @@
-"""What ``atomrelay --version`` says: the release, the git commit it was built from, Python and Twisted."""
+"""What the build is: ``atomrelay --version`` (release, git commit, Python, Twisted) and what a frozen build
+changes for the programs it runs."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -52,3 +56,15 @@ class VersionAction(argparse.Action):
                  option_string: str | None = None) -> None:
         print(version_text())
         parser.exit()
+
+
+def child_environ(environ: Mapping[str, str] | None = None, frozen: bool | None = None) -> dict[str, str]:
+    """The environment for programs the relay runs: in a frozen build, without the bundle's library path."""
+    env = dict(os.environ if environ is None else environ)
+    if getattr(sys, "frozen", False) if frozen is None else frozen:
+        original = env.pop("LD_LIBRARY_PATH_ORIG", None)
+        if original is not None:
+            env["LD_LIBRARY_PATH"] = original
+        else:
+            env.pop("LD_LIBRARY_PATH", None)
+    return env

@@ -21,9 +21,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from atomrelay.camera.firmware import Firmware
-from atomrelay.cli import child_environ
+from atomrelay.buildinfo import child_environ
 from atomrelay.config import Config
-from atomrelay.tap import RelayService, _maybe_deferred, build_relay
+from atomrelay.relay import RelayService, finished
+from atomrelay.wiring import build_relay
 
 
 DEMO_CAMERAS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
@@ -160,11 +161,11 @@ class DemoService(MultiService):
         """Stop the relay, then the simulators and mediamtx; remove a state directory of our own."""
 
         async def stop() -> None:
-            await _maybe_deferred(cast(Any, MultiService).stopService(self))
+            await finished(cast(Any, MultiService).stopService(self))
             for server in self._rtsp_servers:
                 server.stop()
             for port in self._ports:
-                await _maybe_deferred(port.stopListening())
+                await finished(port.stopListening())
             if self._mediamtx is not None and not self._mediamtx.ended.called:
                 self._signal_mediamtx("TERM")
                 kill = self.reactor.callLater(MEDIAMTX_STOP_TIMEOUT, self._signal_mediamtx, "KILL")

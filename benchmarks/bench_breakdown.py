@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import bare_server
 import common
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 
 ROUNDS = 5
 PER_ROUND = 10_000
@@ -93,13 +93,13 @@ def measure(cameras: int, workdir: Path) -> dict[str, Any]:
     from twisted.web.server import Site
 
     from atomrelay.config import load_config
-    from atomrelay.httpguard import GuardedSite
+    from atomrelay.web.limits import GuardedSite
     from atomrelay.onvif import server
-    from atomrelay.onvif.security import Authenticator
+    from atomrelay.auth.security import Authenticator
     from atomrelay.onvif.shapes import Shapes
-    from atomrelay.onvif.soap import read_envelope
-    from atomrelay.onvif.xmlsafe import parse_untrusted
-    from atomrelay.tap import build_relay
+    from atomrelay.xml.soap import read_envelope
+    from atomrelay.xml.parsing import parse_untrusted
+    from atomrelay.wiring import build_relay
 
     config = load_config(str(common.write_config(workdir / f"relay-{cameras}.yaml", _NoSimulators(), cameras, 8080,
                                                  workdir / f"state-{cameras}")))

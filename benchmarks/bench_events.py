@@ -23,7 +23,7 @@ from lxml import etree
 from lxml.builder import ElementMaker  # type: ignore[import-not-found, unused-ignore]
 
 import common
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 
 CAMERAS = 16
 SAMPLES = 200

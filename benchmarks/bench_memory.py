@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 from lxml.builder import ElementMaker  # type: ignore[import-not-found, unused-ignore]
 
 import common
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 
 SETTLE = 3.0
 WARMUP = 150_000

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import common
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 
 CONNECTIONS = (1, 16, 64)
 REPEATS = 3

@@ -30,7 +30,7 @@ from typing import IO, Any, Callable, Iterable, Sequence
 from lxml import etree
 from lxml.builder import ElementMaker  # type: ignore[import-not-found, unused-ignore]
 
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import common
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 
 RATE_HZ = 1000
 

@@ -183,7 +183,7 @@ class Report:
                  "SOAP layer answering the fixed bytes; it costs less than the ceiling because it formats the Date "
                  "header once a second, sends no Server header, routes straight to the SOAP endpoints, asks the "
                  "socket for its addresses once per connection and takes a whole plain request past twisted.web's "
-                 "line reader (`atomrelay/httpguard.py`). Every request but the first is of a shape already answered "
+                 "line reader (`atomrelay/web/limits.py`). Every request but the first is of a shape already answered "
                  "(`atomrelay/onvif/shapes.py`): its shape is found and its token texts checked, and the answer comes "
                  "from the reply cache. *In place*, a step's cost is how much faster the relay answers when that "
                  "step gives its first result again instead of doing the work; *alone*, the step is timed in a loop "

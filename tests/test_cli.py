@@ -20,7 +20,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
-from atomrelay import __version__, cli
+from atomrelay import __version__, buildinfo, check, cli
 from atomrelay.cli import build_parser
 from atomrelay.config import parse_config
 from atomrelay.sim.camera import SimulatedCamera, listen_camera
@@ -291,7 +291,7 @@ def parsed(streams: str = "[{name: main, rtsp_path: v0, codec: h264}, {name: sub
         f"cameras:\n  - {{id: cam, host: 127.0.0.1, model: {model}, streams: {streams}}}\n")
 
 
-def rows_by_subject(rows: list[cli.CheckResult]) -> dict[str, cli.CheckResult]:
+def rows_by_subject(rows: list[check.CheckResult]) -> dict[str, check.CheckResult]:
     """Rows keyed by their CHECK column."""
     return {row.subject: row for row in rows}
 
@@ -301,25 +301,25 @@ def test_world_readable_config_warns(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("x")
     path.chmod(0o644)
-    assert [r.status for r in cli.config_file_rows(str(path))] == ["WARN"]
+    assert [r.status for r in check.config_file_rows(str(path))] == ["WARN"]
     path.chmod(0o640)
-    assert cli.config_file_rows(str(path)) == []
+    assert check.config_file_rows(str(path)) == []
 
 
 def test_version_verdicts() -> None:
     """Known-bad and pre-/v3/info releases fail, releases older than the tested one warn, others pass."""
-    assert cli.version_rows("v1.20.1", "u")[0].status == "OK"
-    assert cli.version_rows("v1.21.0", "u")[0].status == "OK"
-    assert cli.version_rows("v1.17.0", "u")[0].status == "WARN"
-    assert cli.version_rows("v1.9.3", "u")[0].status == "FAIL"
-    assert cli.version_rows("devel", "u")[0].status == "WARN"
-    bad = cli.version_rows("v1.20.1", "u", known_bad={"v1.20.1": "readers drop after 10 s (link)"})[0]
+    assert check.version_rows("v1.20.1", "u")[0].status == "OK"
+    assert check.version_rows("v1.21.0", "u")[0].status == "OK"
+    assert check.version_rows("v1.17.0", "u")[0].status == "WARN"
+    assert check.version_rows("v1.9.3", "u")[0].status == "FAIL"
+    assert check.version_rows("devel", "u")[0].status == "WARN"
+    bad = check.version_rows("v1.20.1", "u", known_bad={"v1.20.1": "readers drop after 10 s (link)"})[0]
     assert bad.status == "FAIL" and "readers drop after 10 s" in bad.detail
 
 
 def test_settings_that_match_the_fragment_pass() -> None:
     """mediamtx settings as `atomrelay mediamtx-config` prints them give one OK row and no problem."""
-    rows = cli.settings_rows(parsed(), relay_settings(8080))
+    rows = check.settings_rows(parsed(), relay_settings(8080))
     assert [row.status for row in rows] == ["OK"]
 
 
@@ -339,7 +339,7 @@ def test_settings_that_match_the_fragment_pass() -> None:
 ])
 def test_each_wrong_setting_is_named(override: dict[str, Any], subject: str, status: str) -> None:
     """A wrong mediamtx setting gets its own row with the right severity and points at mediamtx-config."""
-    rows = rows_by_subject(cli.settings_rows(parsed(), {**relay_settings(8080), **override}))
+    rows = rows_by_subject(check.settings_rows(parsed(), {**relay_settings(8080), **override}))
     assert rows[subject].status == status
     assert "atomrelay mediamtx-config" in rows[subject].detail
 
@@ -348,34 +348,34 @@ def test_srt_only_fails_when_a_stream_needs_it() -> None:
     """SRT off fails with an H.265 transcode stream and only warns without one."""
     h264_only = parsed(streams="[{name: main, rtsp_path: v0, codec: h264}]")
     off = {**relay_settings(8080), "srt": False}
-    assert rows_by_subject(cli.settings_rows(h264_only, off))["mediamtx srt"].status == "WARN"
-    assert rows_by_subject(cli.settings_rows(parsed(), off))["mediamtx srt"].status == "FAIL"
+    assert rows_by_subject(check.settings_rows(h264_only, off))["mediamtx srt"].status == "WARN"
+    assert rows_by_subject(check.settings_rows(parsed(), off))["mediamtx srt"].status == "FAIL"
 
 
 def test_static_auth_wants_internal() -> None:
     """With mediamtx.auth: static, authMethod must be internal and the HTTP auth address is not checked."""
     config = parsed(mediamtx="auth: static")
     settings = {**relay_settings(8080), "authMethod": "internal", "authHTTPAddress": ""}
-    assert [row.status for row in cli.settings_rows(config, settings)] == ["OK"]
+    assert [row.status for row in check.settings_rows(config, settings)] == ["OK"]
     settings["authMethod"] = "http"
-    assert rows_by_subject(cli.settings_rows(config, settings))["mediamtx authMethod"].status == "FAIL"
+    assert rows_by_subject(check.settings_rows(config, settings))["mediamtx authMethod"].status == "FAIL"
 
 
 def test_settings_rows_never_show_passwords() -> None:
     """The API users' passwords mediamtx reports never reach the check output."""
     settings = {**relay_settings(8080), "authMethod": "internal",
                 "authInternalUsers": [{"user": "relay", "pass": "api-pa55", "ips": [], "permissions": []}]}
-    assert "api-pa55" not in repr(cli.settings_rows(parsed(), settings))
+    assert "api-pa55" not in repr(check.settings_rows(parsed(), settings))
 
 
 def test_ffmpeg_listing_parsing() -> None:
     """Encoders and output protocols are read by name: srtp is not srt, input-only protocols do not count."""
-    needs = cli.ffmpeg_needs(parsed(streams="[{name: a, rtsp_path: v0, codec: h264}, {name: b, rtsp_path: v1, "
+    needs = check.ffmpeg_needs(parsed(streams="[{name: a, rtsp_path: v0, codec: h264}, {name: b, rtsp_path: v1, "
                                              "codec: h265}, {name: c, rtsp_path: v2, audio: none}]"))
     assert needs == {"encoder:pcm_mulaw": ["cam/a"], "encoder:aac": ["cam/b"], "protocol:srt": ["cam/b"]}
-    assert [r.status for r in cli.ffmpeg_capability_rows("/usr/bin/ffmpeg", needs, ENCODERS, PROTOCOLS)] == ["OK"]
+    assert [r.status for r in check.ffmpeg_capability_rows("/usr/bin/ffmpeg", needs, ENCODERS, PROTOCOLS)] == ["OK"]
     no_srt = PROTOCOLS.replace("  srt\n", "", 2).replace("Input:\n  file\n", "Input:\n  file\n  srt\n")
-    rows = cli.ffmpeg_capability_rows("/usr/bin/ffmpeg", needs, ENCODERS.replace(" aac ", " aac_at "), no_srt)
+    rows = check.ffmpeg_capability_rows("/usr/bin/ffmpeg", needs, ENCODERS.replace(" aac ", " aac_at "), no_srt)
     assert [(r.status, "aac" in r.detail, "libsrt" in r.detail) for r in rows] == [
         ("FAIL", True, False), ("FAIL", False, True)]
     assert all("cam/b" in r.detail for r in rows)
@@ -385,17 +385,17 @@ def test_ffmpeg_not_checked_for_a_remote_mediamtx() -> None:
     """When mediamtx runs elsewhere the ffmpeg row is SKIP and nothing is run."""
     config = parsed(mediamtx="api_url: 'http://192.0.2.7:9997', ffmpeg: /nonexistent/ffmpeg")
     result: list[Any] = []
-    Deferred.fromCoroutine(cli.ffmpeg_rows(Clock(), config)).addCallback(result.append)
+    Deferred.fromCoroutine(check.ffmpeg_rows(Clock(), config)).addCallback(result.append)
     assert [(r.status, "192.0.2.7" in r.detail) for r in result[0]] == [("SKIP", True)]
-    assert cli.is_loopback_url("http://localhost:9997") and cli.is_loopback_url("http://[::1]:9997")
-    assert not cli.is_loopback_url("http://mediamtx.lan:9997")
+    assert check.is_loopback_url("http://localhost:9997") and check.is_loopback_url("http://[::1]:9997")
+    assert not check.is_loopback_url("http://mediamtx.lan:9997")
 
 
 def test_missing_ffmpeg_fails() -> None:
     """A configured ffmpeg that is not there fails, naming it."""
     config = parsed(mediamtx="ffmpeg: /nonexistent/ffmpeg")
     result: list[Any] = []
-    Deferred.fromCoroutine(cli.ffmpeg_rows(Clock(), config)).addCallback(result.append)
+    Deferred.fromCoroutine(check.ffmpeg_rows(Clock(), config)).addCallback(result.append)
     assert result[0][0].status == "FAIL" and "/nonexistent/ffmpeg" in result[0][0].detail
 
 
@@ -406,7 +406,7 @@ def test_audio_that_needs_transcode_warns() -> None:
                             "{name: c, rtsp_path: v2, audio: passthrough}, "
                             "{name: d, rtsp_path: v3, audio: passthrough, audio_codec: aac}, "
                             "{name: e, rtsp_path: v4}]")
-    rows = rows_by_subject(cli.stream_rows(config))
+    rows = rows_by_subject(check.stream_rows(config))
     assert set(rows) == {"stream cam/a audio", "stream cam/b audio", "stream cam/c audio"}
     assert all(row.status == "WARN" and "audio: transcode" in row.detail for row in rows.values())
 
@@ -414,12 +414,12 @@ def test_audio_that_needs_transcode_warns() -> None:
 def test_camera_model_verdicts() -> None:
     """A reported model that differs from the configured one, or is unknown, warns."""
     camera = parsed(model="ATOM_CamV3C").cameras[0]
-    assert cli.model_rows(camera, {"PRODUCT_MODEL": "ATOM_CamV3C"}) == []
-    assert cli.model_rows(camera, {"PRODUCT_MODEL": "ATOM_CAKP1JZJP"})[0].status == "WARN"
-    assert "not a model atomrelay knows" in cli.model_rows(camera, {"PRODUCT_MODEL": "ATOM_X9"})[0].detail
+    assert check.model_rows(camera, {"PRODUCT_MODEL": "ATOM_CamV3C"}) == []
+    assert check.model_rows(camera, {"PRODUCT_MODEL": "ATOM_CAKP1JZJP"})[0].status == "WARN"
+    assert "not a model atomrelay knows" in check.model_rows(camera, {"PRODUCT_MODEL": "ATOM_X9"})[0].detail
     auto = parsed().cameras[0]
-    assert cli.model_rows(auto, {"PRODUCT_MODEL": "AC1"}) == []
-    assert cli.model_rows(auto, {})[0].status == "WARN"
+    assert check.model_rows(auto, {"PRODUCT_MODEL": "AC1"}) == []
+    assert check.model_rows(auto, {})[0].status == "WARN"
 
 
 @pytest_twisted.ensureDeferred
@@ -542,9 +542,9 @@ def test_journal_is_detected_from_journal_stream(tmp_path: Path) -> None:
 def test_child_environ_drops_the_bundle_library_path() -> None:
     """In a frozen build children get the original LD_LIBRARY_PATH back (or none)."""
     env = {"LD_LIBRARY_PATH": "/opt/atomrelay/_internal", "LD_LIBRARY_PATH_ORIG": "/usr/local/lib", "A": "b"}
-    assert cli.child_environ(env, frozen=True) == {"LD_LIBRARY_PATH": "/usr/local/lib", "A": "b"}
-    assert cli.child_environ({"LD_LIBRARY_PATH": "/x"}, frozen=True) == {}
-    assert cli.child_environ({"LD_LIBRARY_PATH": "/x"}, frozen=False) == {"LD_LIBRARY_PATH": "/x"}
+    assert buildinfo.child_environ(env, frozen=True) == {"LD_LIBRARY_PATH": "/usr/local/lib", "A": "b"}
+    assert buildinfo.child_environ({"LD_LIBRARY_PATH": "/x"}, frozen=True) == {}
+    assert buildinfo.child_environ({"LD_LIBRARY_PATH": "/x"}, frozen=False) == {"LD_LIBRARY_PATH": "/x"}
 
 
 @pytest_twisted.ensureDeferred

@@ -13,7 +13,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from atomrelay.config import load_config
-from atomrelay.tap import build_relay, no_cookies
+from atomrelay.wiring import build_relay, no_cookies
 from tests.test_cli import relay_config
 
 

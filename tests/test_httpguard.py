@@ -12,8 +12,8 @@ from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 
 from atomrelay.events.state import EventHub
-from atomrelay.events.webhook import access_log_formatter
-from atomrelay.httpguard import GuardedSite
+from atomrelay.web.webhook import access_log_formatter
+from atomrelay.web.limits import GuardedSite
 from atomrelay.onvif.server import BoundedRequest
 
 

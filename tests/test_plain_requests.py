@@ -18,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 
-from atomrelay.httpguard import GuardedChannel, GuardedSite
+from atomrelay.web.limits import GuardedChannel, GuardedSite
 from atomrelay.onvif.server import BoundedRequest
 
 

@@ -13,7 +13,7 @@ from lxml import etree
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from atomrelay.sim.camera import SimulatedCamera, listen_camera
 from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
 from tests.helpers import VENV_BIN, child_env, free_port, poll
@@ -168,7 +168,7 @@ async def test_sighup_removes_a_camera_and_its_path(tmp_path: Path) -> None:
 async def test_reload_applies_clock_skew_and_http_basic(tmp_path: Path) -> None:
     """onvif.max_clock_skew, http_basic and allow_password_text take effect on a reload, as every key but state_dir does."""
     from atomrelay.config import load_config
-    from atomrelay.tap import build_relay
+    from atomrelay.wiring import build_relay
 
     path = tmp_path / "config.yaml"
     ports = (free_port(), free_port(), [("cam1", free_port())])
@@ -259,7 +259,7 @@ async def test_reload_with_a_part_that_fails_to_build_keeps_the_old_generation(
 
     from atomrelay.config import load_config
     from atomrelay.onvif import imaging
-    from atomrelay.tap import build_relay
+    from atomrelay.wiring import build_relay
 
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)

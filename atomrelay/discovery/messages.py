@@ -21,9 +21,9 @@ from urllib.parse import unquote, urlsplit
 from lxml import etree
 from lxml.etree import _Element
 
-from atomrelay.onvif import ns
-from atomrelay.onvif.soap import Maker
-from atomrelay.onvif.xmlsafe import XMLRejected, parse_untrusted
+from atomrelay.xml import ns
+from atomrelay.xml.soap import Maker
+from atomrelay.xml.parsing import XMLRejected, parse_untrusted
 
 WSD = "http://schemas.xmlsoap.org/ws/2005/04/discovery"
 WSA = "http://schemas.xmlsoap.org/ws/2004/08/addressing"

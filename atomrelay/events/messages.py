@@ -7,8 +7,8 @@ from lxml.etree import _Element
 
 from atomrelay.events.state import Event
 from atomrelay.events.topics import CONCRETE_SET
-from atomrelay.onvif import ns
-from atomrelay.onvif.soap import ENVELOPE_PREFIX, XML_DECLARATION, Maker
+from atomrelay.xml import ns
+from atomrelay.xml.soap import ENVELOPE_PREFIX, XML_DECLARATION, Maker
 from atomrelay.xml.xstypes import xs_datetime
 
 NOTIFY_ACTION = "http://docs.oasis-open.org/wsn/bw-2/NotificationConsumer/Notify"

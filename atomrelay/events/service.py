@@ -48,18 +48,11 @@ from atomrelay.events.subscriptions import (
     UnknownSubscription,
 )
 from atomrelay.events.topics import DIALECTS, FilterError, TopicFilter, parse_topic_expression, topic_set
-from atomrelay.onvif import ns
-from atomrelay.onvif.base import (
-    AccessClass,
-    Handler,
-    Operation,
-    RequestContext,
-    Service,
-    SoapFault,
-    receiver_fault,
-    sender_fault,
-)
-from atomrelay.onvif.soap import Maker
+from atomrelay.xml import ns
+from atomrelay.auth.policy import AccessClass
+from atomrelay.onvif.base import Handler, Operation, RequestContext, Service
+from atomrelay.xml.soap import receiver_fault, sender_fault, SoapFault
+from atomrelay.xml.soap import Maker
 from atomrelay.xml.xstypes import parse_duration, parse_time, xs_datetime
 
 PATH = "/onvif/events_service"

@@ -40,8 +40,10 @@ from typing import Callable
 
 from lxml.etree import QName, _Element
 
-from atomrelay.onvif import ns, tokens
-from atomrelay.onvif.soap import Maker
+from atomrelay.onvif import tokens
+
+from atomrelay.xml import ns
+from atomrelay.xml.soap import Maker
 from atomrelay.xml.xstypes import xs_bool
 
 CONCRETE = "http://docs.oasis-open.org/wsn/t-1/TopicExpression/Concrete"

@@ -33,22 +33,16 @@ from twisted.logger import Logger
 from atomrelay.clock import Clock
 from atomrelay.config import Config, User
 from atomrelay.identity import Identity
-from atomrelay.onvif import ns
-from atomrelay.onvif.base import (
-    AccessClass,
-    Handler,
-    Operation,
-    RequestContext,
-    Service,
-    receiver_fault,
-    sender_fault,
-)
-from atomrelay.onvif.soap import Maker
-from atomrelay.onvif.users import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH, MAX_USERS, UserStore
+from atomrelay.xml import ns
+from atomrelay.auth.policy import AccessClass
+from atomrelay.onvif.base import DEVICE_SERVICE_PATH, Handler, Operation, RequestContext, Service
+from atomrelay.xml.soap import receiver_fault, sender_fault
+from atomrelay.xml.soap import Maker
+from atomrelay.auth.users import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH, MAX_USERS, UserStore
 from atomrelay.state import StateError, StateStore
 from atomrelay.xml.xstypes import xs_bool
 
-PATH = "/onvif/device_service"
+PATH = DEVICE_SERVICE_PATH
 VERSION = (26, 6)
 """The Core spec release whose devicemgmt.wsdl this service is written against (26.06)."""
 WSDL_URL = "http://www.onvif.org/ver10/device/wsdl/devicemgmt.wsdl"

@@ -31,10 +31,13 @@ from twisted.logger import Logger
 
 from atomrelay.camera.client import CameraError
 from atomrelay.config import CameraConfig
-from atomrelay.onvif import ns, tokens
-from atomrelay.onvif.base import AccessClass, Operation, RequestContext, Service, sender_fault
+from atomrelay.onvif import tokens
+from atomrelay.xml import ns
+from atomrelay.auth.policy import AccessClass
+from atomrelay.onvif.base import Operation, RequestContext, Service
+from atomrelay.xml.soap import sender_fault
 from atomrelay.onvif.ptz import HealthLookup, camera_error_fault, camera_offline_fault
-from atomrelay.onvif.soap import Maker
+from atomrelay.xml.soap import Maker
 
 PATH = "/onvif/imaging_service"
 VERSION = (22, 6)

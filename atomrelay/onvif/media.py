@@ -23,17 +23,10 @@ from typing import Any, Awaitable, Callable, Iterable, Sequence
 from lxml.etree import _Element
 from twisted.logger import Logger
 
-from atomrelay.onvif import ns
-from atomrelay.onvif.base import (
-    AccessClass,
-    Handler,
-    Operation,
-    RequestContext,
-    SoapFault,
-    allowed,
-    receiver_fault,
-    sender_fault,
-)
+from atomrelay.xml import ns
+from atomrelay.auth.policy import AccessClass, allowed
+from atomrelay.onvif.base import Handler, Operation, RequestContext
+from atomrelay.xml.soap import receiver_fault, sender_fault, SoapFault
 from atomrelay.onvif.media_model import (
     AUDIO_ENCODER,
     AUDIO_SOURCE,
@@ -65,7 +58,7 @@ from atomrelay.onvif.media_model import (
     video_source_configuration_options_element,
     video_source_element,
 )
-from atomrelay.onvif.soap import Maker
+from atomrelay.xml.soap import Maker
 from atomrelay.xml.xstypes import xs_bool
 
 PATH = "/onvif/media_service"

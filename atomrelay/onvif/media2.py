@@ -15,8 +15,10 @@ from typing import Any, Callable, Sequence
 from lxml.etree import _Element
 from twisted.logger import Logger
 
-from atomrelay.onvif import ns
-from atomrelay.onvif.base import AccessClass, Handler, Operation, RequestContext, sender_fault
+from atomrelay.xml import ns
+from atomrelay.auth.policy import AccessClass
+from atomrelay.onvif.base import Handler, Operation, RequestContext
+from atomrelay.xml.soap import sender_fault
 from atomrelay.onvif.media_model import (
     AUDIO_ENCODER,
     AUDIO_SOURCE,
@@ -41,7 +43,7 @@ from atomrelay.onvif.media_model import (
     video_source_configuration_element,
     video_source_configuration_options_element,
 )
-from atomrelay.onvif.soap import Maker
+from atomrelay.xml.soap import Maker
 from atomrelay.xml.xstypes import xs_bool
 
 PATH = "/onvif/media2_service"

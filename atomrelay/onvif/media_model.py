@@ -41,9 +41,11 @@ from twisted.logger import Logger
 
 from atomrelay.config import CameraConfig, StreamConfig
 from atomrelay.mediamtx.paths import path_name
-from atomrelay.onvif import ns, tokens
-from atomrelay.onvif.base import Operation, RequestContext, Service, SoapFault, receiver_fault, sender_fault
-from atomrelay.onvif.soap import Maker
+from atomrelay.onvif import tokens
+from atomrelay.xml import ns
+from atomrelay.onvif.base import Operation, RequestContext, Service
+from atomrelay.xml.soap import receiver_fault, sender_fault, SoapFault
+from atomrelay.xml.soap import Maker
 from atomrelay.state import StateError, StateStore
 
 STATE_NAME = "profiles"

@@ -58,17 +58,12 @@ from atomrelay.camera.ptz import (
 )
 from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig
-from atomrelay.onvif import ns, tokens
-from atomrelay.onvif.base import (
-    AccessClass,
-    Operation,
-    RequestContext,
-    Service,
-    SoapFault,
-    receiver_fault,
-    sender_fault,
-)
-from atomrelay.onvif.soap import Maker
+from atomrelay.onvif import tokens
+from atomrelay.xml import ns
+from atomrelay.auth.policy import AccessClass
+from atomrelay.onvif.base import Operation, RequestContext, Service
+from atomrelay.xml.soap import receiver_fault, sender_fault, SoapFault
+from atomrelay.xml.soap import Maker
 from atomrelay.xml.xstypes import format_duration, parse_duration, xs_datetime
 
 PATH = "/onvif/ptz_service"

@@ -59,21 +59,12 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.server import Request as ServerRequest
 
 from atomrelay.metrics import Registry
-from atomrelay.onvif import ns
-from atomrelay.onvif.base import (
-    ANONYMOUS,
-    AccessClass,
-    Caller,
-    Operation,
-    RequestContext,
-    Service,
-    SoapFault,
-    levels_allowed,
-    receiver_fault,
-    sender_fault,
-)
-from atomrelay.onvif.security import AuthenticationFailed, Authenticator, HttpRequest, remote_address
-from atomrelay.onvif.soap import (
+from atomrelay.xml import ns
+from atomrelay.auth.policy import AccessClass, ANONYMOUS, Caller, levels_allowed
+from atomrelay.onvif.base import Operation, RequestContext, Service
+from atomrelay.xml.soap import receiver_fault, sender_fault, SoapFault
+from atomrelay.auth.security import AuthenticationFailed, Authenticator, HttpRequest, remote_address
+from atomrelay.xml.soap import (
     SOAP_11,
     SOAP_12,
     Envelope,
@@ -85,7 +76,7 @@ from atomrelay.onvif.soap import (
     version_of,
 )
 from atomrelay.onvif.shapes import Known, Shapes
-from atomrelay.onvif.xmlsafe import XMLRejected, parse_untrusted
+from atomrelay.xml.parsing import XMLRejected, parse_untrusted
 
 MAX_BODY = 256 * 1024
 """Largest request body accepted (bytes)."""

@@ -36,11 +36,11 @@ import re
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from lxml.etree import _Element
 
-from atomrelay.onvif.security import TokenForm, username_token
-from atomrelay.onvif.soap import Envelope
+from atomrelay.auth.security import TokenForm, username_token
+from atomrelay.xml.soap import Envelope
 
 SHAPES = 64
 """Shapes remembered per SOAP resource (the table is emptied when full)."""

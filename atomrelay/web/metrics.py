@@ -20,7 +20,7 @@ from atomrelay.clock import Clock
 from atomrelay.events.subscriptions import Subscriptions
 from atomrelay.events.state import HEALTH_STATES
 from atomrelay.metrics import CONTENT_TYPE, Registry
-from atomrelay.onvif.security import Authenticator, HttpRequest
+from atomrelay.auth.security import Authenticator, HttpRequest
 
 
 class _Request(HttpRequest, Protocol):

@@ -30,7 +30,7 @@ from atomrelay.events.state import Event, EventHub
 from atomrelay.events.subscriptions import PushSubscription, Subscription, Subscriptions
 from atomrelay.events.topics import MOTION_ALARM, OBJECT, SIGNAL_LOSS
 from atomrelay.mediamtx.paths import path_name
-from atomrelay.onvif.base import Caller
+from atomrelay.auth.policy import Caller
 from atomrelay.onvif.media_model import host_without_port
 
 PATHS_MAX_AGE = 2.0

@@ -117,7 +117,7 @@ async def test_first_start_on_an_empty_mediamtx_is_not_degraded(tmp_path: Any) -
 
     from atomrelay.config import parse_config
     from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
-    from atomrelay.tap import build_relay
+    from atomrelay.wiring import build_relay
 
     fake = FakeMediamtx(reactor)
     api = listen_mediamtx(reactor, fake)

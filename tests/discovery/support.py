@@ -18,7 +18,7 @@ from wsdiscovery.scope import Scope
 from atomrelay.discovery.interfaces import Interface
 from atomrelay.discovery.messages import DN, WSD
 from atomrelay.discovery.responder import Target
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 
 NVT = QName(DN, "NetworkVideoTransmitter", "dn")
 TDS_DEVICE = QName(ns.TDS, "Device", "tds")

@@ -21,7 +21,7 @@ from atomrelay.discovery.messages import (
     scopes_match,
     types_match,
 )
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from tests.discovery.support import NVT, STREAMING, TDS_DEVICE, parse, probe_bytes, raw_probe, resolve_bytes
 
 # The Core spec's example device (section "Scopes").

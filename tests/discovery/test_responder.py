@@ -14,7 +14,7 @@ from twisted.logger import Logger, LogLevel, formatEvent
 
 from atomrelay.discovery.messages import DN, WSD
 from atomrelay.discovery.responder import APP_MAX_DELAY, DiscoveryResponder, Limits, Target
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from tests.discovery.support import (
     NVT,
     STREAMING,

@@ -33,9 +33,9 @@ from atomrelay.events.service import PATH, EventsService
 from atomrelay.events.state import EventHub
 from atomrelay.events.consumers import ConsumerGuard, ConsumerPolicy, NotifyClient
 from atomrelay.events.subscriptions import Subscriptions
-from atomrelay.events.webhook import WebhookResource
-from atomrelay.onvif import ns
-from atomrelay.onvif.security import Authenticator
+from atomrelay.web.webhook import WebhookResource
+from atomrelay.xml import ns
+from atomrelay.auth.security import Authenticator
 from atomrelay.onvif.server import OnvifResource
 from atomrelay.state import StateStore
 from tests.onvif import schema

@@ -36,13 +36,13 @@ from atomrelay.events.service import EventsService
 from atomrelay.events.state import EventHub
 from atomrelay.events.consumers import ConsumerGuard, ConsumerPolicy, NotifyClient, guarded_agent
 from atomrelay.events.subscriptions import Subscriptions
-from atomrelay.events.webhook import WebhookResource
+from atomrelay.web.webhook import WebhookResource
 from atomrelay.identity import Identity
 from atomrelay.onvif.base import Service
 from atomrelay.onvif.device import DeviceService
-from atomrelay.onvif.security import Authenticator
+from atomrelay.auth.security import Authenticator
 from atomrelay.onvif.server import BoundedRequest, OnvifResource
-from atomrelay.onvif.users import UserStore
+from atomrelay.auth.users import UserStore
 from atomrelay.state import StateStore
 from tests.helpers import GET_DATE, poll
 

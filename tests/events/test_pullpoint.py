@@ -10,7 +10,8 @@ from lxml import etree
 
 from atomrelay.xml.xstypes import parse_datetime
 from atomrelay.events.service import PATH
-from atomrelay.onvif import ns, tokens
+from atomrelay.onvif import tokens
+from atomrelay.xml import ns
 from tests.events.support import NOW, TEV, TOKEN1, WSA, WSNT, EventsRelay, messages
 from tests.onvif import schema
 

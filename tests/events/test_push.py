@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from atomrelay.events.consumers import ConsumerPolicy, ConsumerRefused
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from twisted.internet.task import Clock
 
 from tests.events.support import CONSUMER, NOW, TEV, WSA, WSNT, EventsRelay, NameTable

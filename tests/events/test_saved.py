@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 
 from atomrelay.events.subscriptions import Subscriptions
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from atomrelay.state import StateStore
 from tests.events.support import BASE, CONSUMER, NOW, TEV, WSA, WSNT, EventsRelay, messages
 

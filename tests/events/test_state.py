@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from atomrelay.xml.xstypes import parse_datetime, parse_duration, parse_time, xs_datetime
 from atomrelay.events.state import Event, EventHub
 from atomrelay.events.topics import MOTION_ALARM, FilterError, parse_topic_expression
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from tests.events.support import NOW, load_config
 
 

@@ -15,8 +15,8 @@ from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.web.test.requesthelper import DummyRequest
 
 from atomrelay.config import parse_config
-from atomrelay.events.webhook import WebhookResource, access_log_formatter, recognised_classes
-from atomrelay.tap import build_relay
+from atomrelay.web.webhook import WebhookResource, access_log_formatter, recognised_classes
+from atomrelay.wiring import build_relay
 from tests.events.support import CONFIG, TOKEN1, TOKEN2, EventsRelay
 from tests.robustness.support import relay_sites
 

@@ -14,8 +14,10 @@ from lxml.builder import ElementMaker
 from lxml.etree import _Element
 
 from atomrelay.config import CameraConfig, Config, parse_config
-from atomrelay.onvif import ns
-from atomrelay.onvif.base import Caller, RequestContext, SoapFault
+from atomrelay.xml import ns
+from atomrelay.auth.policy import Caller
+from atomrelay.onvif.base import RequestContext
+from atomrelay.xml.soap import SoapFault
 from atomrelay.onvif.media import MediaService
 from atomrelay.onvif.media2 import Media2Service
 from atomrelay.onvif.media_model import MediaModel

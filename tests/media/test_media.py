@@ -14,9 +14,9 @@ from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 
 from atomrelay.config import User
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from atomrelay.onvif.media import PATH
-from atomrelay.onvif.security import Authenticator
+from atomrelay.auth.security import Authenticator
 from atomrelay.onvif.server import OnvifResource
 from tests.media.support import (
     OPERATOR,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from atomrelay.onvif.base import SoapFault
+from atomrelay.xml.soap import SoapFault
 from atomrelay.onvif.media_model import (
     AUDIO_ENCODER,
     AUDIO_SOURCE,
@@ -21,7 +21,7 @@ from atomrelay.onvif.media_model import (
     host_without_port,
 )
 from atomrelay.state import StateError, StateStore
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from tests.helpers import settled
 from tests.media.support import CAMERAS, TRT, MediaHarness, faults, swing_only_ptz
 

@@ -16,10 +16,10 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from atomrelay.camera.client import CameraClient
 from atomrelay.camera.digest import authorization, pick_challenge
-from atomrelay.camera.snapshot import SnapshotResource
+from atomrelay.web.snapshot import SnapshotResource
 from atomrelay.config import CameraConfig, StreamConfig, User
 from atomrelay.metrics import Registry
-from atomrelay.onvif.security import Authenticator
+from atomrelay.auth.security import Authenticator
 from atomrelay.sim.camera import SNAPSHOT_JPEG, SimulatedCamera
 from tests.helpers import metric
 

@@ -31,18 +31,18 @@ from zeep.transports import AsyncTransport
 from zeep.wsse.username import UsernameToken
 
 from atomrelay.camera.client import CameraClient
-from atomrelay.camera.snapshot import SnapshotResource
+from atomrelay.web.snapshot import SnapshotResource
 from atomrelay.config import Config, parse_config
 from atomrelay.identity import Identity
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from atomrelay.onvif.base import Service
 from atomrelay.onvif.device import DeviceService, TimeZone
 from atomrelay.onvif.media import MediaService
 from atomrelay.onvif.media2 import Media2Service
 from atomrelay.onvif.media_model import MediaModel
-from atomrelay.onvif.security import Authenticator
+from atomrelay.auth.security import Authenticator
 from atomrelay.onvif.server import OnvifResource
-from atomrelay.onvif.users import UserStore
+from atomrelay.auth.users import UserStore
 from atomrelay.sim.camera import SNAPSHOT_JPEG, SimulatedCamera, listen_camera
 from atomrelay.state import StateStore
 from tests.onvif import schema

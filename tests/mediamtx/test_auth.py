@@ -12,7 +12,7 @@ from twisted.logger import LogLevel
 
 from atomrelay.config import MediamtxConfig, User
 from atomrelay.mediamtx import auth as auth_module
-from atomrelay.mediamtx.auth import MAX_BODY, MediamtxAuthResource
+from atomrelay.web.mediamtx_auth import MAX_BODY, MediamtxAuthResource
 
 from .support import Events, capture, result_of
 

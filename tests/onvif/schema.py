@@ -20,7 +20,7 @@ from typing import Any
 
 from lxml import etree
 
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 
 # Unmodified copies of ONVIF's files (tests/reference/onvif/LICENSE.md is their licence).
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "onvif"

@@ -18,10 +18,12 @@ from twisted.logger import globalLogPublisher
 
 from atomrelay.config import Config, User, parse_config
 from atomrelay.identity import Identity
-from atomrelay.onvif import ns
-from atomrelay.onvif.base import AccessClass, Caller, RequestContext, Service, SoapFault
+from atomrelay.xml import ns
+from atomrelay.auth.policy import AccessClass, Caller
+from atomrelay.onvif.base import RequestContext, Service
+from atomrelay.xml.soap import SoapFault
 from atomrelay.onvif.device import PATH, DeviceService, TimeZone, host_time_zone
-from atomrelay.onvif.users import UserStore
+from atomrelay.auth.users import UserStore
 from atomrelay.state import StateStore
 from tests.helpers import settled
 from tests.onvif import schema

@@ -8,7 +8,7 @@ from lxml import etree
 from treq.testing import StubTreq
 from twisted.web.resource import Resource
 
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from atomrelay.onvif.elsewhere import DeviceAddress, DevicesElsewhere
 
 DEVICES = [DeviceAddress("porch", 8101, None), DeviceAddress("garage", 8103, "192.168.1.53"),

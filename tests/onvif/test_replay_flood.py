@@ -16,8 +16,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.web.server import Site
 
-from atomrelay.onvif.base import Caller
-from atomrelay.onvif.security import Authenticator
+from atomrelay.auth.policy import Caller
+from atomrelay.auth.security import Authenticator
 from atomrelay.onvif.server import BoundedRequest, OnvifResource
 from tests.helpers import poll
 from tests.onvif.conftest import SOAP12_TYPE, SOAP_SKEW, SOAP_USERS, SoapRelay, soap_envelope, soap_op, soap_security, soap_services

@@ -10,10 +10,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyChannel
 
-from atomrelay.onvif import ns
-from atomrelay.onvif.base import AccessClass, Operation, RequestContext, Service, sender_fault
+from atomrelay.xml import ns
+from atomrelay.auth.policy import AccessClass
+from atomrelay.onvif.base import Operation, RequestContext, Service
+from atomrelay.xml.soap import sender_fault
 from atomrelay.onvif.server import REPLY_CACHE_SIZE, BoundedRequest, OnvifResource
-from atomrelay.onvif.soap import Maker
+from atomrelay.xml.soap import Maker
 from tests.helpers import settled
 from tests.media.support import MediaHarness
 from tests.onvif.conftest import (

@@ -24,9 +24,9 @@ from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyRequest
 from zeep.wsse.username import UsernameToken
 
-from atomrelay.onvif import ns
-from atomrelay.onvif.base import ANONYMOUS, Caller
-from atomrelay.onvif.security import AuthenticationFailed, Authenticator, _ReplayMemory
+from atomrelay.xml import ns
+from atomrelay.auth.policy import ANONYMOUS, Caller
+from atomrelay.auth.security import AuthenticationFailed, Authenticator, _ReplayMemory
 from atomrelay.onvif.server import BoundedRequest, OnvifResource
 from tests.onvif.conftest import (
     SOAP_NOW,

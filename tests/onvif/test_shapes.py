@@ -12,13 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml.etree import _Element
 
-from atomrelay.onvif import ns
-from atomrelay.onvif.base import AccessClass, Operation, RequestContext, Service
-from atomrelay.onvif.security import username_token
+from atomrelay.xml import ns
+from atomrelay.auth.policy import AccessClass
+from atomrelay.onvif.base import Operation, RequestContext, Service
+from atomrelay.auth.security import username_token
 from atomrelay.onvif.server import OnvifResource
 from atomrelay.onvif.shapes import Shapes, split
-from atomrelay.onvif.soap import Maker, read_envelope
-from atomrelay.onvif.xmlsafe import parse_untrusted
+from atomrelay.xml.soap import Maker, read_envelope
+from atomrelay.xml.parsing import parse_untrusted
 from tests.helpers import count_parses
 from tests.onvif.conftest import SOAP_NOW, SoapRelay, soap_envelope, soap_iso, soap_op, soap_security
 from tests.onvif.test_reply_cache import counted_relay, signed

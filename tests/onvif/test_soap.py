@@ -17,11 +17,12 @@ from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.web.server import Site
 
-from atomrelay.onvif import ns
-from atomrelay.onvif.base import ANONYMOUS, SoapFault, sender_fault
+from atomrelay.xml import ns
+from atomrelay.auth.policy import ANONYMOUS
+from atomrelay.xml.soap import sender_fault, SoapFault
 from atomrelay.onvif.server import MAX_BODY, BoundedRequest, OnvifResource
-from atomrelay.onvif.soap import MAX_REASON, SOAP_11, SOAP_12, _fault_bytes, fault_envelope
-from atomrelay.onvif.xmlsafe import MalformedXML, UnsafeXML, parse_untrusted
+from atomrelay.xml.soap import MAX_REASON, SOAP_11, SOAP_12, _fault_bytes, fault_envelope
+from atomrelay.xml.parsing import MalformedXML, UnsafeXML, parse_untrusted
 from tests.onvif.conftest import (
     EXAMPLE_NS,
     SOAP11_TYPE,

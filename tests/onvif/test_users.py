@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from atomrelay.config import User
-from atomrelay.onvif.base import SoapFault
-from atomrelay.onvif.users import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH, MAX_USERS, UserStore
+from atomrelay.xml.soap import SoapFault
+from atomrelay.auth.users import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH, MAX_USERS, UserStore
 from atomrelay.state import StateStore
 from tests.helpers import settled
 

@@ -28,12 +28,12 @@ from zeep.exceptions import Fault
 
 from atomrelay.config import Config, parse_config
 from atomrelay.identity import Identity
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from atomrelay.onvif.base import Service
 from atomrelay.onvif.device import DeviceService, TimeZone
-from atomrelay.onvif.security import Authenticator
+from atomrelay.auth.security import Authenticator
 from atomrelay.onvif.server import OnvifResource
-from atomrelay.onvif.users import UserStore
+from atomrelay.auth.users import UserStore
 from atomrelay.state import StateStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.aio]

@@ -16,12 +16,12 @@ from atomrelay.camera.health import OFFLINE, ONLINE, HealthState
 from atomrelay.camera.model import ModelRegistry
 from atomrelay.camera.ptz import PtzController
 from atomrelay.config import CameraConfig, User
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from atomrelay.onvif.imaging import ImagingService
 from atomrelay.onvif.ptz import PtzService
-from atomrelay.onvif.security import Authenticator
+from atomrelay.auth.security import Authenticator
 from atomrelay.onvif.server import OnvifResource
-from atomrelay.onvif.soap import Maker
+from atomrelay.xml.soap import Maker
 from atomrelay.state import StateStore
 from tests.camera.support import CAM2, SWING, Bench, camera_config
 from tests.onvif import schema

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from tests.ptz.support import TIMG, TT, Relay
 
 IMAGING = "/onvif/imaging_service"

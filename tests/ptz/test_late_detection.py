@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest_twisted
 from lxml import etree
 
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from tests.helpers import poll
 from tests.robustness.support import CAM2_MODEL, envelope, get_profiles, op, soap_post, start_inprocess_relay, start_rig
 

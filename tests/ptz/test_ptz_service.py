@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from atomrelay.onvif.ptz import (
     POSITION_GENERIC,
     SPEED_GENERIC,
@@ -16,7 +16,7 @@ from atomrelay.onvif.ptz import (
     TRANSLATION_GENERIC,
     VELOCITY_GENERIC,
 )
-from atomrelay.onvif.soap import Maker
+from atomrelay.xml.soap import Maker
 from atomrelay.xml.xstypes import format_duration, parse_duration
 from tests.onvif import schema
 from tests.ptz.support import TPTZ, TT, Relay, profile, vector

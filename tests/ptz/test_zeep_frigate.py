@@ -32,16 +32,16 @@ from atomrelay.camera.model import ModelRegistry
 from atomrelay.camera.ptz import PtzController
 from atomrelay.config import Config, parse_config
 from atomrelay.identity import Identity
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from atomrelay.onvif.base import Service
 from atomrelay.onvif.device import DeviceService, TimeZone
 from atomrelay.onvif.imaging import ImagingService
 from atomrelay.onvif.media import MediaService
 from atomrelay.onvif.media_model import MediaModel
 from atomrelay.onvif.ptz import TRANSLATION_FOV, PtzService, media_profile_lookup
-from atomrelay.onvif.security import Authenticator
+from atomrelay.auth.security import Authenticator
 from atomrelay.onvif.server import OnvifResource
-from atomrelay.onvif.users import UserStore
+from atomrelay.auth.users import UserStore
 from atomrelay.sim.camera import SimulatedCamera, listen_camera
 from atomrelay.state import StateStore
 from tests.helpers import poll

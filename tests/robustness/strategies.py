@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import strategies as st
 from lxml import etree
 
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from tests.robustness.support import envelope, op, security_header
 
 TT_NS = ns.TT

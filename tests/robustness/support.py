@@ -30,7 +30,7 @@ from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from atomrelay.sim.camera import SimulatedCamera
 from atomrelay.sim.mediamtx import FakeMediamtx
 from tests.helpers import VENV_BIN, child_env, free_port, poll
@@ -710,7 +710,7 @@ def relay_sites(service: Any) -> list[Site]:
 async def start_inprocess_relay(rig: Rig, directory: Path, **config: Any) -> InProcessRelay:
     """Build the relay for ``rig`` as ``atomrelay run`` would, start it here and wait until it answers."""
     from atomrelay.config import parse_config
-    from atomrelay.tap import build_relay
+    from atomrelay.wiring import build_relay
 
     port = free_port()
     state_dir = directory / "state"

@@ -16,7 +16,7 @@ from typing import AsyncIterator
 import pytest
 import pytest_twisted
 
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from tests.robustness.support import (
     GET_DATE,
     SWING_MODEL,

@@ -20,7 +20,7 @@ import pytest
 import pytest_twisted
 from lxml import etree
 
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from tests.helpers import poll
 from tests.robustness.support import (
     authed,

@@ -35,7 +35,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from tests.helpers import poll
 from tests.robustness.strategies import (
     CONTENT_TYPES,

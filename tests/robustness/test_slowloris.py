@@ -1,7 +1,7 @@
 """Slow and greedy clients against the relay's resources behind ``GuardedSite``, on real loopback sockets.
 
 twisted.web by itself only has an idle timeout that every received byte restarts, no
-deadline for a whole request and no connection cap (see ``atomrelay.httpguard``). These
+deadline for a whole request and no connection cap (see ``atomrelay.web.limits``). These
 tests serve the relay's real site root (built by ``build_relay``) through a GuardedSite
 with short limits: a 0.5 s request deadline, a 2 s idle timeout, 8 connections per
 address and 20 in all.
@@ -21,8 +21,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.server import Site
 
-from atomrelay.httpguard import GuardedSite
-from atomrelay.onvif import ns
+from atomrelay.web.limits import GuardedSite
+from atomrelay.xml import ns
 from atomrelay.onvif.server import BoundedRequest
 from tests.helpers import poll
 from tests.robustness.support import (
@@ -213,7 +213,7 @@ async def test_slow_clients_do_not_block_others(guarded: Guarded) -> None:
                 loop.stop()
         await listening.stopListening()
     await no_connections_left(site)
-    lines = [formatEvent(e) for e in events if e.get("log_namespace") == "atomrelay.httpguard"]
+    lines = [formatEvent(e) for e in events if e.get("log_namespace") == "atomrelay.web.limits"]
     assert len(lines) == 1 and "sent no complete request within 0.5s" in lines[0], lines
 
 

@@ -36,7 +36,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 
-from atomrelay.onvif import ns
+from atomrelay.xml import ns
 from tests.helpers import poll
 from tests.robustness.support import (
     CAM2_MODEL,

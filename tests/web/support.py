@@ -11,12 +11,12 @@ from twisted.web.resource import Resource
 from atomrelay.camera.digest import authorization, pick_challenge
 from atomrelay.camera.health import HealthState
 from atomrelay.camera.model import MODELS
-from atomrelay.camera.status import StatusResource
+from atomrelay.web.status import StatusResource
 from atomrelay.config import parse_config
 from atomrelay.events.state import EventHub
 from atomrelay.events.subscriptions import Subscriptions
 from atomrelay.mediamtx.client import MediamtxClient
-from atomrelay.onvif.security import Authenticator
+from atomrelay.auth.security import Authenticator
 from atomrelay.sim.mediamtx import FakeMediamtx
 from atomrelay.web.dashboard import DashboardResource, assets
 from atomrelay.web.report import Device, StatusReport

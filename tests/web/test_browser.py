@@ -19,7 +19,7 @@ from atomrelay.config import parse_config
 from atomrelay.sim import camera as camera_module
 from atomrelay.sim.camera import SimulatedCamera, listen_camera
 from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
-from atomrelay.tap import build_relay
+from atomrelay.wiring import build_relay
 from tests.helpers import free_port, poll
 from tests.web.devtools import Browser
 

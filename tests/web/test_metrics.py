@@ -16,7 +16,7 @@ from atomrelay.events.state import EventHub
 from atomrelay.events.subscriptions import Subscriptions
 from atomrelay.events.topics import OBJECT
 from atomrelay.metrics import Registry
-from atomrelay.onvif.security import Authenticator
+from atomrelay.auth.security import Authenticator
 from atomrelay.onvif.server import OnvifResource
 from atomrelay.web.metrics import MetricsResource, RelayGauges
 from tests.camera.support import camera_config

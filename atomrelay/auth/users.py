@@ -21,7 +21,7 @@ from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from atomrelay.config import User
-from atomrelay.onvif.base import receiver_fault, sender_fault
+from atomrelay.xml.soap import receiver_fault, sender_fault
 from atomrelay.state import StateError, StateStore
 
 STATE_NAME = "users"

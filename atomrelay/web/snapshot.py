@@ -40,8 +40,8 @@ from twisted.web.server import NOT_DONE_YET
 from atomrelay.camera.client import CameraAuthError, CameraClient, CameraHTTPError, CameraUnavailable
 from atomrelay.clock import Clock
 from atomrelay.metrics import Registry
-from atomrelay.onvif.base import AccessClass, allowed
-from atomrelay.onvif.security import Authenticator, HttpRequest
+from atomrelay.auth.policy import AccessClass, allowed
+from atomrelay.auth.security import Authenticator, HttpRequest
 
 MAX_TIMEOUT = 5.0
 """The longest a snapshot request may wait for the camera (seconds)."""

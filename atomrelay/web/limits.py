@@ -62,7 +62,7 @@ LOG_INTERVAL = 10.0
 """Seconds between two log lines about refused connections."""
 
 # Not a class-level ``log``: on a Site that name is the access-log method (HTTPFactory.log).
-_log = Logger(namespace="atomrelay.httpguard")
+_log = Logger(namespace="atomrelay.web.limits")
 
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _PLAIN_HEAD = re.compile(

@@ -23,9 +23,8 @@ from lxml import etree
 from lxml.builder import ElementMaker  # type: ignore[import-not-found, unused-ignore]
 from lxml.etree import _Element
 
-from atomrelay.onvif import ns
-from atomrelay.onvif.base import SoapFault, sender_fault
-from atomrelay.onvif.xmlsafe import first_children
+from atomrelay.xml import ns
+from atomrelay.xml.parsing import first_children
 
 ENVELOPE_PREFIX = "SOAP-ENV"
 XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -39,6 +38,34 @@ _SOAP11_CODES = {
     "MustUnderstand": "MustUnderstand",
     "DataEncodingUnknown": "Client",
 }
+
+
+@dataclass(frozen=True)
+class SoapFault(Exception):
+    """An ONVIF fault: SOAP code (Sender/Receiver), ter: subcodes, a reason text.
+
+    ``subcodes`` are local names in the ``ter`` namespace, outermost first, e.g.
+    ``("InvalidArgVal", "NoProfile")``. ``http_status`` overrides the default
+    (400 for Sender, 500 for Receiver).
+    """
+
+    code: str
+    subcodes: tuple[str, ...]
+    reason: str
+    http_status: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.code}/{'/'.join(self.subcodes)}: {self.reason}"
+
+
+def sender_fault(*subcodes: str, reason: str) -> SoapFault:
+    """A Sender fault (the client's mistake), e.g. sender_fault("InvalidArgVal", "NoProfile", reason=...)."""
+    return SoapFault("Sender", tuple(subcodes), reason)
+
+
+def receiver_fault(*subcodes: str, reason: str) -> SoapFault:
+    """A Receiver fault (the device cannot do it), e.g. receiver_fault("Action", "MaxNVTProfiles", reason=...)."""
+    return SoapFault("Receiver", tuple(subcodes), reason)
 
 
 @dataclass(frozen=True)

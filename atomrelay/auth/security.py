@@ -53,9 +53,9 @@ from twisted.web.http_headers import Headers
 
 from atomrelay.clock import Clock
 from atomrelay.config import User
-from atomrelay.onvif import ns
-from atomrelay.onvif.base import Caller
-from atomrelay.onvif.xmlsafe import first_children
+from atomrelay.xml import ns
+from atomrelay.auth.policy import Caller
+from atomrelay.xml.parsing import first_children
 
 _DIGEST_ALGORITHMS: dict[str, Callable[[bytes], "hashlib._Hash"]] = {
     "MD5": hashlib.md5,

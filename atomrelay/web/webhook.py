@@ -49,7 +49,7 @@ from twisted.web.resource import Resource
 
 from atomrelay.clock import Clock
 from atomrelay.events.state import EventHub
-from atomrelay.onvif.security import HttpRequest, remote_address
+from atomrelay.auth.security import HttpRequest, remote_address
 
 MAX_BODY = 64 * 1024
 """Largest webhook body accepted (bytes)."""

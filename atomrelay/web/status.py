@@ -17,8 +17,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from atomrelay.onvif.base import Caller
-from atomrelay.onvif.security import Authenticator, HttpRequest
+from atomrelay.auth.policy import Caller
+from atomrelay.auth.security import Authenticator, HttpRequest
 
 Report = Callable[[Caller, Any], Awaitable[dict[str, Any]]]
 """Builds the document for a verified caller and the request (its Host header names the relay)."""

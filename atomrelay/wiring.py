@@ -31,7 +31,8 @@ from atomrelay.discovery.service import DiscoveryService
 from atomrelay.events.service import EventsService
 from atomrelay.events.state import EventHub
 from atomrelay.events.consumers import NotifyClient, notify_client
-from atomrelay.events.subscriptions import Subscriptions, saved_state_name
+from atomrelay.events.records import saved_state_name
+from atomrelay.events.subscriptions import Subscriptions
 from atomrelay.web.webhook import WebhookResource, access_log_formatter
 from atomrelay.web.limits import GuardedSite
 from atomrelay.identity import Identity, load_identity

@@ -13,11 +13,15 @@ LOW_LEVEL = ("camera", "mediamtx", "auth", "xml")
 """Folders that know nothing of the ONVIF services, the HTTP resources, events or discovery."""
 HIGH_LEVEL = ("onvif", "web", "events", "discovery")
 
-MAX_LINES = 500
+MAX_LINES = 550
+"""About 500 lines: past that a module holds more than one concern (split it)."""
 LONGER_ALLOWED = {
     "onvif/device.py": "one handler per Device service operation (Core spec)",
+    "onvif/media.py": "one handler per Media service operation (Media spec)",
     "onvif/ptz.py": "one handler per PTZ service operation (PTZ spec)",
     "sim/mediamtx.py": "the mediamtx stand-in: one handler per Control API route (mediamtx-openapi.yaml)",
+    "sim/camera.py": "the simulated firmware: one handler per CGI command of atomcam_tools (atomcam.md)",
+    "config.py": "one reader per config section; the file imports nothing of the package, so it stays one",
 }
 
 

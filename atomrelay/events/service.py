@@ -39,14 +39,7 @@ from atomrelay.config import CameraConfig
 from atomrelay.events.messages import notification_message
 from atomrelay.events.state import Event, EventHub
 from atomrelay.events.consumers import ConsumerRefused
-from atomrelay.events.subscriptions import (
-    DEFAULT_TERMINATION,
-    MAX_TERMINATION,
-    PullInProgress,
-    Subscriptions,
-    TooManySubscriptions,
-    UnknownSubscription,
-)
+from atomrelay.events.subscriptions import DEFAULT_TERMINATION, MAX_TERMINATION, PullInProgress, Subscriptions, TooManySubscriptions, UnknownSubscription
 from atomrelay.events.topics import DIALECTS, FilterError, TopicFilter, parse_topic_expression, topic_set
 from atomrelay.xml import ns
 from atomrelay.auth.policy import AccessClass

@@ -246,7 +246,7 @@ class EventHub(Service):
     def _emit(self, event: Event) -> None:
         self._raised.inc(event.camera_id, event.topic.text)
         state = self._cameras.get(event.camera_id)
-        if state is not None and event.topic is not CELL_MOTION:
+        if state is not None and event.topic in (MOTION_ALARM, OBJECT, SIGNAL_LOSS):
             state.recent.append(event)
         for listener in list(self.listeners):
             try:

@@ -31,11 +31,7 @@ and the like.
 
 from __future__ import annotations
 
-import math
-import re
 import secrets
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Sequence, cast
 
 from twisted.application.service import Service
@@ -49,6 +45,14 @@ from atomrelay.config import CameraConfig
 from atomrelay.events.consumers import NotifyClient
 from atomrelay.events.messages import notify_document
 from atomrelay.events.state import Event, EventHub
+from atomrelay.events.records import (
+    SAVED_VERSION,
+    PullPoint,
+    PushSubscription,
+    Subscription,
+    parse_saved,
+    saved,
+)
 from atomrelay.events.topics import TOPICS, TopicFilter
 from atomrelay.metrics import Registry
 from atomrelay.state import StateStore
@@ -69,15 +73,7 @@ RETRY_DELAYS = (1.0, 2.0, 4.0)
 """Waits before the retries of a failed Notify; then the subscription is dropped."""
 PULL_GRACE = 10.0
 """A pull keeps its pull point alive this long past its timeout."""
-SAVED_VERSION = 1
-"""Version of the saved subscriptions document."""
 _DISCARD_LIMIT = 64 * 1024
-_SUBSCRIPTION_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def saved_state_name(device_id: str) -> str:
-    """The StateStore name of a device's saved subscriptions (``device_id`` empty: the aggregate device)."""
-    return f"event_subscriptions-{device_id}" if device_id else "event_subscriptions"
 
 
 class UnknownSubscription(Exception):
@@ -90,59 +86,6 @@ class TooManySubscriptions(Exception):
 
 class PullInProgress(Exception):
     """A PullMessages is already waiting on this pull point."""
-
-
-@dataclass(eq=False)
-class Subscription:
-    """A live subscription: where it is, what it wants, when it ends, what waits in it."""
-
-    id: str
-    address: str
-    filters: tuple[TopicFilter, ...]
-    termination: float
-    owner: str
-    queue: deque[Event] = field(default_factory=deque)
-    dropped: int = 0
-    """Messages lost to the queue bound."""
-    expiry: DelayedCall | None = None
-    closed: bool = False
-    saved_termination: float = 0.0
-    """The termination time last written to the store."""
-
-    @property
-    def kind(self) -> str:
-        """``pull`` or ``push``, for logs."""
-        return "pull"
-
-    def wants(self, event: Event) -> bool:
-        """Whether the subscription's filters pass ``event``."""
-        return all(f.matches(event.topic) for f in self.filters)
-
-
-@dataclass(eq=False)
-class PullPoint(Subscription):
-    """A pull point and its (at most one) waiting PullMessages."""
-
-    waiter: Deferred[list[Event]] | None = None
-    waiter_limit: int = 0
-    waiter_timeout: DelayedCall | None = None
-    answer_soon: DelayedCall | None = None
-
-
-@dataclass(eq=False)
-class PushSubscription(Subscription):
-    """A push subscription and its delivery state."""
-
-    consumer: str = ""
-    sending: Deferred[None] | None = None
-    retry: DelayedCall | None = None
-    kick: DelayedCall | None = None
-    failures: int = 0
-
-    @property
-    def kind(self) -> str:
-        """``push``."""
-        return "push"
 
 
 class _Discard(Protocol):
@@ -373,7 +316,7 @@ class Subscriptions(Service):
         """Write every live subscription to the store (the one place that saves)."""
         if self._store is None:
             return
-        document = {"version": SAVED_VERSION, "subscriptions": [_saved(sub) for sub in self._subs.values()]}
+        document = {"version": SAVED_VERSION, "subscriptions": [saved(sub) for sub in self._subs.values()]}
         for sub in self._subs.values():
             sub.saved_termination = sub.termination
         self._store.save_in_background(self._state_name, document, "event subscriptions (a restart will lose them)")
@@ -386,7 +329,7 @@ class Subscriptions(Service):
         if not document:
             return
         try:
-            saved = _parse_saved(document)
+            saved = parse_saved(document)
         except ValueError as exc:
             self.log.error(
                 "cannot restore event subscriptions from {path}: {error}; starting without them",
@@ -566,74 +509,3 @@ class Subscriptions(Service):
             sub.queue.popleft()
             sub.dropped += 1
         sub.retry = self._clock.callLater(self.retry_delays[sub.failures - 1], self._send_next, sub)
-
-
-# --- the saved document ----------------------------------------------------------------------
-
-
-def _saved(sub: Subscription) -> dict[str, Any]:
-    """The JSON form of a subscription."""
-    saved: dict[str, Any] = {
-        "id": sub.id,
-        "kind": sub.kind,
-        "address": sub.address,
-        "owner": sub.owner,
-        "termination": sub.termination,
-        "filters": [[[list(path), subtree] for path, subtree in f.alternatives] for f in sub.filters],
-    }
-    if isinstance(sub, PushSubscription):
-        saved["consumer"] = sub.consumer
-    return saved
-
-
-def _parse_saved(document: Any) -> list[Subscription]:
-    """The subscriptions of a saved document; raise ValueError naming what is wrong with it."""
-    if not isinstance(document, dict) or document.get("version") != SAVED_VERSION:
-        raise ValueError(f"not a version {SAVED_VERSION} subscriptions document")
-    entries = document.get("subscriptions")
-    if not isinstance(entries, list):
-        raise ValueError("'subscriptions' is not a list")
-    return [_parse_entry(index, entry) for index, entry in enumerate(entries)]
-
-
-def _parse_entry(index: int, entry: Any) -> Subscription:
-    where = f"subscriptions[{index}]"
-    if not isinstance(entry, dict):
-        raise ValueError(f"{where} is not an object")
-    texts = {}
-    for key in ("id", "kind", "address", "owner"):
-        value = entry.get(key)
-        if not isinstance(value, str):
-            raise ValueError(f"{where}.{key} is not a string")
-        texts[key] = value
-    if not _SUBSCRIPTION_ID.match(texts["id"]) or not texts["address"].endswith(texts["id"]):
-        raise ValueError(f"{where}.id is not the id of its address")
-    termination = entry.get("termination")
-    if isinstance(termination, bool) or not isinstance(termination, (int, float)) or not math.isfinite(termination):
-        raise ValueError(f"{where}.termination is not a number")
-    filters = tuple(_parse_filter(f"{where}.filters", f) for f in _list(entry.get("filters"), f"{where}.filters"))
-    fields = (texts["id"], texts["address"], filters, float(termination), texts["owner"])
-    if texts["kind"] == "pull":
-        return PullPoint(*fields)
-    consumer = entry.get("consumer")
-    if texts["kind"] != "push" or not isinstance(consumer, str):
-        raise ValueError(f"{where} is neither a pull point nor a push subscription with a consumer")
-    return PushSubscription(*fields, consumer=consumer)
-
-
-def _parse_filter(where: str, saved: Any) -> TopicFilter:
-    alternatives = []
-    for alternative in _list(saved, where):
-        if not (isinstance(alternative, list) and len(alternative) == 2 and isinstance(alternative[1], bool)):
-            raise ValueError(f"{where} has an alternative that is not [path, subtree]")
-        path = _list(alternative[0], where)
-        if not path or not all(isinstance(name, str) for name in path):
-            raise ValueError(f"{where} has a topic path that is not a list of names")
-        alternatives.append((tuple(path), alternative[1]))
-    return TopicFilter(tuple(alternatives))
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list) or len(value) > 100:
-        raise ValueError(f"{where} is not a list of at most 100 items")
-    return value

@@ -27,29 +27,15 @@ from atomrelay.xml import ns
 from atomrelay.auth.policy import AccessClass, allowed
 from atomrelay.onvif.base import Handler, Operation, RequestContext
 from atomrelay.xml.soap import receiver_fault, sender_fault, SoapFault
-from atomrelay.onvif.media_model import (
-    AUDIO_ENCODER,
-    AUDIO_SOURCE,
-    GOV_LENGTH_RANGE,
-    PTZ,
-    QUALITY,
-    SESSION_TIMEOUT,
-    TT,
-    VIDEO_ENCODER,
-    VIDEO_SOURCE,
-    AudioEncoderConfiguration,
-    MediaServiceBase,
-    Profile,
-    VideoEncoderConfiguration,
-    VideoSourceConfiguration,
+from atomrelay.onvif.media_common import (
     audio_source_configuration_element,
     audio_source_element,
     check_video_encoder_settings,
+    GOV_LENGTH_RANGE,
     int_range,
     media_uri_element,
-    no_config,
+    MediaServiceBase,
     no_multicast,
-    no_profile,
     optional_text,
     parse_int,
     read_video_encoder_settings,
@@ -57,6 +43,22 @@ from atomrelay.onvif.media_model import (
     video_source_configuration_element,
     video_source_configuration_options_element,
     video_source_element,
+)
+from atomrelay.onvif.media_types import (
+    AUDIO_ENCODER,
+    AUDIO_SOURCE,
+    AudioEncoderConfiguration,
+    no_config,
+    no_profile,
+    Profile,
+    PTZ,
+    QUALITY,
+    SESSION_TIMEOUT,
+    TT,
+    VIDEO_ENCODER,
+    VIDEO_SOURCE,
+    VideoEncoderConfiguration,
+    VideoSourceConfiguration,
 )
 from atomrelay.xml.soap import Maker
 from atomrelay.xml.xstypes import xs_bool

@@ -19,29 +19,31 @@ from atomrelay.xml import ns
 from atomrelay.auth.policy import AccessClass
 from atomrelay.onvif.base import Handler, Operation, RequestContext
 from atomrelay.xml.soap import sender_fault
-from atomrelay.onvif.media_model import (
-    AUDIO_ENCODER,
-    AUDIO_SOURCE,
-    KINDS,
-    PTZ,
-    QUALITY,
-    TT,
-    VIDEO_ENCODER,
-    VIDEO_SOURCE,
-    AudioEncoderConfiguration,
-    MediaServiceBase,
-    Profile,
-    VideoEncoderConfiguration,
-    VideoSourceConfiguration,
+from atomrelay.onvif.media_common import (
     audio_source_configuration_element,
     check_video_encoder_settings,
-    no_config,
+    MediaServiceBase,
     optional_text,
     parse_int,
     read_video_encoder_settings,
     required_text,
     video_source_configuration_element,
     video_source_configuration_options_element,
+)
+from atomrelay.onvif.media_types import (
+    AUDIO_ENCODER,
+    AUDIO_SOURCE,
+    AudioEncoderConfiguration,
+    KINDS,
+    no_config,
+    Profile,
+    PTZ,
+    QUALITY,
+    TT,
+    VIDEO_ENCODER,
+    VIDEO_SOURCE,
+    VideoEncoderConfiguration,
+    VideoSourceConfiguration,
 )
 from atomrelay.xml.soap import Maker
 from atomrelay.xml.xstypes import xs_bool

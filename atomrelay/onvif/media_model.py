@@ -31,10 +31,9 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+from dataclasses import replace
+from typing import Any, Callable, Iterable, Sequence
 
-from lxml import etree
 from lxml.etree import _Element
 from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
@@ -42,196 +41,38 @@ from twisted.logger import Logger
 from atomrelay.config import CameraConfig, StreamConfig
 from atomrelay.mediamtx.paths import path_name
 from atomrelay.onvif import tokens
-from atomrelay.xml import ns
-from atomrelay.onvif.base import Operation, RequestContext, Service
-from atomrelay.xml.soap import receiver_fault, sender_fault, SoapFault
-from atomrelay.xml.soap import Maker
-from atomrelay.state import StateError, StateStore
-
-STATE_NAME = "profiles"
-MAX_NAME_LENGTH = 64
-"""``tt:Name`` and ``tt:ReferenceToken`` are at most 64 characters."""
-SESSION_TIMEOUT = "PT60S"
-"""The RTSP session timeout mediamtx announces (``Session: ...;timeout=60``)."""
-QUALITY = 5.0
-"""The one quality value reported: the relay passes the camera's stream through and
-cannot change its quality, so the quality range is this single value."""
-
-VIDEO_SOURCE = "VideoSource"
-AUDIO_SOURCE = "AudioSource"
-VIDEO_ENCODER = "VideoEncoder"
-AUDIO_ENCODER = "AudioEncoder"
-PTZ = "PTZ"
-KINDS: tuple[str, ...] = (VIDEO_SOURCE, AUDIO_SOURCE, VIDEO_ENCODER, AUDIO_ENCODER, PTZ)
-"""Configuration kinds a profile holds, named as in ``tr2:ConfigurationEnumeration``."""
-
-PtzHook = Callable[[CameraConfig], Union[_Element, None]]
-"""A camera's ``tt:PTZConfiguration``, a new element on every call (the model renames and
-moves it), or None for a camera without motors (``PtzService.ptz_configuration_element``)."""
-
-
-TT = Maker(ns.TT, {"tt": ns.TT})
-
-
-@dataclass(frozen=True)
-class AudioCodec:
-    """What an audio encoder configuration says about a stream's audio."""
-
-    media1: str | None
-    """``tt:AudioEncoding`` (G711, AAC), or None where Media1 has no name for it."""
-    media2: str
-    """The IANA media subtype Media2 uses (PCMU, MP4A-LATM, ...)."""
-    sample_rate: int
-    """Hz."""
-    bitrate: int
-    """kbps; 0 when the camera does not say."""
-
-    @property
-    def sample_rate_khz(self) -> int:
-        """ONVIF's unit for sample rates."""
-        return self.sample_rate // 1000
-
-
-G711 = AudioCodec("G711", "PCMU", 8000, 64)
-"""H.264 with transcoded audio: ffmpeg's pcm_mulaw, 8 kHz mono (64 kbps)."""
-AAC_TRANSCODED = AudioCodec("AAC", "MP4A-LATM", 48000, 69)
-"""H.265 with transcoded audio: ffmpeg's native AAC encoder, 48 kHz mono (its default
-69 kbps for mono 48 kHz, as ffmpeg reports it)."""
-PASSTHROUGH_CODECS: Mapping[str, AudioCodec] = {
-    "aac": AudioCodec("AAC", "MP4A-LATM", 8000, 0),
-    "opus": AudioCodec(None, "opus", 48000, 0),
-    "l16": AudioCodec(None, "L16", 8000, 128),
-}
-"""Audio the camera sends itself (8 kHz mono source; Opus is always 48 kHz on RTP)."""
-
-
-def audio_codec(stream: StreamConfig) -> AudioCodec | None:
-    """The audio a client gets from this stream's mediamtx path, or None when unknown or absent."""
-    if stream.audio == "transcode":
-        return G711 if stream.codec == "h264" else AAC_TRANSCODED
-    if stream.audio == "passthrough" and stream.audio_codec is not None:
-        return PASSTHROUGH_CODECS.get(stream.audio_codec)
-    return None
-
-
-@dataclass(frozen=True)
-class VideoSource:
-    """A camera's image sensor."""
-
-    token: str
-    camera: CameraConfig
-    width: int
-    height: int
-    framerate: int
-
-
-@dataclass(frozen=True)
-class VideoSourceConfiguration:
-    """The whole picture of one camera."""
-
-    token: str
-    name: str
-    camera: CameraConfig
-    source: VideoSource
-
-
-@dataclass(frozen=True)
-class VideoEncoderConfiguration:
-    """One camera stream's video, as the camera encodes it."""
-
-    token: str
-    name: str
-    camera: CameraConfig
-    stream: StreamConfig
-
-    @property
-    def encoding(self) -> str:
-        """``H264`` or ``H265``."""
-        return self.stream.codec.upper()
-
-
-@dataclass(frozen=True)
-class AudioSource:
-    """A camera's microphone."""
-
-    token: str
-    camera: CameraConfig
-    channels: int = 1
-
-
-@dataclass(frozen=True)
-class AudioSourceConfiguration:
-    """The microphone of one camera."""
-
-    token: str
-    name: str
-    camera: CameraConfig
-    source: AudioSource
-
-
-@dataclass(frozen=True)
-class AudioEncoderConfiguration:
-    """One camera stream's audio, as mediamtx serves it."""
-
-    token: str
-    name: str
-    camera: CameraConfig
-    stream: StreamConfig
-    codec: AudioCodec
-
-
-@dataclass(frozen=True)
-class PTZConfigurationRef:
-    """The PTZ configuration of a PTZ camera (its content comes from the PTZ hook)."""
-
-    token: str
-    camera: CameraConfig
-
-
-Configuration = Union[
-    VideoSourceConfiguration,
-    VideoEncoderConfiguration,
-    AudioSourceConfiguration,
+from atomrelay.xml.soap import receiver_fault, sender_fault
+from atomrelay.onvif.media_types import (
+    audio_codec,
+    AUDIO_ENCODER,
+    AUDIO_SOURCE,
     AudioEncoderConfiguration,
+    AudioSource,
+    AudioSourceConfiguration,
+    check_name,
+    clip_name,
+    Configuration,
+    host_without_port,
+    incomplete,
+    KINDS,
+    MAX_NAME_LENGTH,
+    max_profiles_fault,
+    no_config,
+    no_profile,
+    Profile,
+    profile_slots,
+    PTZ,
     PTZConfigurationRef,
-]
-
-
-@dataclass(frozen=True)
-class Profile:
-    """A media profile: a name and at most one configuration token of each kind."""
-
-    token: str
-    name: str
-    fixed: bool
-    video_source: str | None = None
-    audio_source: str | None = None
-    video_encoder: str | None = None
-    audio_encoder: str | None = None
-    ptz: str | None = None
-
-    def slot(self, kind: str) -> str | None:
-        """The configuration token of ``kind`` (one of KINDS), or None."""
-        return _slots(self)[kind]
-
-    def with_slots(self, slots: Mapping[str, str | None]) -> Profile:
-        """This profile with the given slots replaced."""
-        changes: dict[str, Any] = {_FIELDS[kind]: token for kind, token in slots.items()}
-        return replace(self, **changes)
-
-
-_FIELDS = {
-    VIDEO_SOURCE: "video_source",
-    AUDIO_SOURCE: "audio_source",
-    VIDEO_ENCODER: "video_encoder",
-    AUDIO_ENCODER: "audio_encoder",
-    PTZ: "ptz",
-}
-
-
-def _slots(profile: Profile) -> dict[str, str | None]:
-    return {kind: getattr(profile, field) for kind, field in _FIELDS.items()}
-
+    PtzHook,
+    SLOT_FIELDS,
+    STATE_NAME,
+    VIDEO_ENCODER,
+    VIDEO_SOURCE,
+    VideoEncoderConfiguration,
+    VideoSource,
+    VideoSourceConfiguration,
+)
+from atomrelay.state import StateError, StateStore
 
 class MediaModel:
     """Sources, configurations and profiles of one ONVIF device, and the rules for changing profiles.
@@ -280,19 +121,19 @@ class MediaModel:
             tokens.video_source(camera.id), camera, largest.width, largest.height, max(s.fps for s in camera.streams)
         )
         self.video_sources.append(source)
-        vsc = VideoSourceConfiguration(tokens.video_source_configuration(camera.id), _name(camera.name), camera, source)
+        vsc = VideoSourceConfiguration(tokens.video_source_configuration(camera.id), clip_name(camera.name), camera, source)
         self._configs[VIDEO_SOURCE][vsc.token] = vsc
         audio: AudioSourceConfiguration | None = None
         if any(audio_codec(stream) is not None for stream in camera.streams):
             microphone = AudioSource(tokens.audio_source(camera.id), camera)
             self.audio_sources.append(microphone)
             audio = AudioSourceConfiguration(
-                tokens.audio_source_configuration(camera.id), _name(camera.name), camera, microphone
+                tokens.audio_source_configuration(camera.id), clip_name(camera.name), camera, microphone
             )
             self._configs[AUDIO_SOURCE][audio.token] = audio
         profiles = []
         for stream in camera.streams:
-            label = _name(f"{camera.name} {stream.name}")
+            label = clip_name(f"{camera.name} {stream.name}")
             vec = VideoEncoderConfiguration(
                 tokens.video_encoder_configuration(camera.id, stream.name), label, camera, stream
             )
@@ -361,7 +202,7 @@ class MediaModel:
 
     def use_counts(self) -> Counter[str]:
         """How many profiles hold each configuration token (UseCount)."""
-        return Counter(token for profile in self.profiles() for token in _slots(profile).values() if token is not None)
+        return Counter(token for profile in self.profiles() for token in profile_slots(profile).values() if token is not None)
 
     def compatible(self, kind: str, profile: Profile) -> list[Any]:
         """The configurations of ``kind`` that adding to ``profile`` would accept."""
@@ -453,7 +294,7 @@ class MediaModel:
         Faults ProfileExists, MaxNVTProfiles, NoConfig and ConfigurationConflict.
         """
         async with self._lock:
-            _check_name(name)
+            check_name(name)
             if token is not None:
                 if not token.strip() or len(token) > MAX_NAME_LENGTH or not token.isprintable():
                     raise sender_fault(
@@ -497,7 +338,7 @@ class MediaModel:
         async with self._lock:
             current = self.profile(token)
             if name is not None:
-                _check_name(name)
+                check_name(name)
             changed = self._apply(current, add)
             changed = changed.with_slots({kind: None for kind in remove})
             if name is not None:
@@ -569,7 +410,7 @@ class MediaModel:
             self.log.warn("ignoring saved media profile {token}: its token is taken or invalid", token=token)
             return None
         profile = Profile(token, name[:MAX_NAME_LENGTH], False)
-        for kind, field in _FIELDS.items():
+        for kind, field in SLOT_FIELDS.items():
             value = entry.get(field)
             if value is None:
                 continue
@@ -593,7 +434,7 @@ class MediaModel:
         document = {
             "next": next_number,
             "profiles": [
-                {"token": p.token, "name": p.name, **{field: getattr(p, field) for field in _FIELDS.values()}}
+                {"token": p.token, "name": p.name, **{field: getattr(p, field) for field in SLOT_FIELDS.values()}}
                 for p in users.values()
             ],
         }
@@ -636,284 +477,3 @@ class ResponseCache:
         if element is None:
             element = self._entries[key] = build()
         return copy.deepcopy(element)
-
-
-# --- what SetVideoEncoderConfiguration may change ----------------------------------------------
-
-GOV_LENGTH_RANGE = (1, 300)
-"""GOP lengths accepted: the camera's firmware sets its GOP, which the relay neither sees nor
-changes, so any plausible value (up to 15 s at 20 fps) is accepted and has no effect."""
-
-
-@dataclass(frozen=True)
-class VideoEncoderSettings:
-    """The values of a Set(Video)EncoderConfiguration request that matter to the relay."""
-
-    name: str
-    encoding: str
-    width: int
-    height: int
-    frame_rate_limit: float | None
-    encoding_interval: int | None
-    gov_length: int | None
-
-
-def check_video_encoder_settings(config: VideoEncoderConfiguration, wanted: VideoEncoderSettings) -> None:
-    """Accept what the stream already is; ``ter:ConfigModify`` for what would need re-encoding.
-
-    Quality and BitrateLimit are adapted (the Media spec allows that) rather than refused;
-    a frame rate limit at or above the stream's frame rate is already met.
-    """
-    stream = config.stream
-    problems = []
-    if wanted.name != config.name:
-        problems.append(f"the name is {config.name!r} (configuration names come from the relay config)")
-    if wanted.encoding != config.encoding:
-        problems.append(f"the encoding is {config.encoding}")
-    if (wanted.width, wanted.height) != (stream.width, stream.height):
-        problems.append(f"the resolution is {stream.width}x{stream.height}")
-    if wanted.frame_rate_limit is not None and wanted.frame_rate_limit < stream.fps:
-        problems.append(f"the frame rate is {stream.fps} fps")
-    if wanted.encoding_interval is not None and wanted.encoding_interval != 1:
-        problems.append("every frame is sent (EncodingInterval 1)")
-    if wanted.gov_length is not None and not GOV_LENGTH_RANGE[0] <= wanted.gov_length <= GOV_LENGTH_RANGE[1]:
-        problems.append(f"GovLength must lie in {GOV_LENGTH_RANGE[0]}..{GOV_LENGTH_RANGE[1]}")
-    if problems:
-        raise sender_fault(
-            "InvalidArgVal",
-            "ConfigModify",
-            reason=f"the relay passes the camera stream through and cannot re-encode it: {'; '.join(problems)}",
-        )
-
-
-def read_video_encoder_settings(
-    element: _Element, encoding_interval: int | None, gov_length: int | None
-) -> VideoEncoderSettings:
-    """The tt: fields Media and Media2 SetVideoEncoderConfiguration share, plus the two that differ."""
-
-    def tt(local: str) -> str:
-        return ns.q(ns.TT, local)
-
-    rate = element.find(tt("RateControl"))
-    return VideoEncoderSettings(
-        name=(element.findtext(tt("Name")) or "").strip(),
-        encoding=(element.findtext(tt("Encoding")) or "").strip(),
-        width=parse_int(element.findtext(f"{tt('Resolution')}/{tt('Width')}"), "Width") or 0,
-        height=parse_int(element.findtext(f"{tt('Resolution')}/{tt('Height')}"), "Height") or 0,
-        frame_rate_limit=parse_float(
-            rate.findtext(tt("FrameRateLimit")) if rate is not None else None, "FrameRateLimit"
-        ),
-        encoding_interval=encoding_interval,
-        gov_length=gov_length,
-    )
-
-
-class MediaServiceBase:
-    """What the Media (ver10) and Media2 (ver20) services share over one ``MediaModel``.
-
-    Subclasses set ``NAMESPACE``, ``PATH``, ``VERSION`` and ``MAKER`` and provide
-    ``_operations()`` and ``_capabilities()``.
-    """
-
-    NAMESPACE: str
-    PATH: str
-    VERSION: tuple[int, int]
-    MAKER: Maker
-
-    def __init__(self, model: MediaModel) -> None:
-        self._model = model
-        self._cache = ResponseCache(model)
-        self._service: Service | None = None
-
-    def service(self) -> Service:
-        """The ``Service`` to hand to the SOAP server (built once)."""
-        if self._service is None:
-            self._service = Service(
-                namespace=self.NAMESPACE,
-                path=self.PATH,
-                version=self.VERSION,
-                operations=self._operations(),
-                capabilities=lambda ctx: self._cache.get(("capabilities",), self._capabilities),
-            )
-        return self._service
-
-    def _operations(self) -> dict[str, Operation]:
-        raise NotImplementedError
-
-    def _capabilities(self) -> _Element:
-        raise NotImplementedError
-
-    def _empty(self, response: str) -> Callable[[RequestContext], _Element]:
-        maker = self.MAKER
-
-        def empty(ctx: RequestContext) -> _Element:
-            return maker(response)
-
-        empty.__doc__ = f"{response[: -len('Response')]}: the relay has none."
-        return empty
-
-
-def parse_int(text: str | None, what: str) -> int | None:
-    """An optional ``xs:int`` of a configuration; ``ter:ConfigModify`` when it is not one."""
-    if text is None:
-        return None
-    try:
-        return int(text.strip())
-    except ValueError:
-        reason = f"{what} {text.strip()[:20]!r} is not an integer"
-        raise sender_fault("InvalidArgVal", "ConfigModify", reason=reason) from None
-
-
-def parse_float(text: str | None, what: str) -> float | None:
-    """An optional ``xs:float`` of a configuration; ``ter:ConfigModify`` when it is not one."""
-    if text is None:
-        return None
-    try:
-        return float(text.strip())
-    except ValueError:
-        reason = f"{what} {text.strip()[:20]!r} is not a number"
-        raise sender_fault("InvalidArgVal", "ConfigModify", reason=reason) from None
-
-
-# --- faults ----------------------------------------------------------------------------------
-
-
-def no_profile(token: str) -> SoapFault:
-    """``env:Sender/ter:InvalidArgVal/ter:NoProfile``."""
-    return sender_fault("InvalidArgVal", "NoProfile", reason=f"Argument Value Invalid: no profile {token!r}")
-
-
-def no_config(token: str, kind: str = "") -> SoapFault:
-    """``env:Sender/ter:InvalidArgVal/ter:NoConfig``."""
-    what = f"{kind} configuration" if kind else "configuration"
-    return sender_fault("InvalidArgVal", "NoConfig", reason=f"Argument Value Invalid: no {what} {token!r}")
-
-
-def incomplete(token: str, why: str) -> SoapFault:
-    """``env:Receiver/ter:Action/ter:IncompleteConfiguration``."""
-    return receiver_fault("Action", "IncompleteConfiguration", reason=f"profile {token!r} {why}")
-
-
-def max_profiles_fault(limit: int) -> SoapFault:
-    """``env:Receiver/ter:Action/ter:MaxNVTProfiles``."""
-    return receiver_fault(
-        "Action", "MaxNVTProfiles", reason=f"the device supports at most {limit} media profiles"
-    )
-
-
-def _check_name(name: str) -> None:
-    if len(name) > MAX_NAME_LENGTH:
-        raise sender_fault("InvalidArgVal", reason=f"a profile name is at most {MAX_NAME_LENGTH} characters")
-
-
-def _name(text: str) -> str:
-    return text[:MAX_NAME_LENGTH]
-
-
-def host_without_port(host: str) -> str:
-    """``RequestContext.host`` without its port: ``example:8080`` → ``example``, ``[::1]:80`` → ``[::1]``."""
-    if host.startswith("["):
-        return host[: host.index("]") + 1] if "]" in host else host
-    name, colon, port = host.rpartition(":")
-    return name if colon and port.isdigit() and ":" not in name else host
-
-
-# --- elements shared by Media and Media2 -------------------------------------------------------
-
-
-def video_source_element(tag: str, source: VideoSource) -> _Element:
-    """A ``tt:VideoSource`` named ``tag``."""
-    return TT(
-        tag,
-        {"token": source.token},
-        TT.Framerate(str(source.framerate)),
-        TT.Resolution(TT.Width(str(source.width)), TT.Height(str(source.height))),
-    )
-
-
-def video_source_configuration_element(tag: str, config: VideoSourceConfiguration, use_count: int) -> _Element:
-    """A ``tt:VideoSourceConfiguration`` named ``tag``; Bounds cover the whole picture."""
-    source = config.source
-    return TT(
-        tag,
-        {"token": config.token},
-        TT.Name(config.name),
-        TT.UseCount(str(use_count)),
-        TT.SourceToken(source.token),
-        TT.Bounds({"x": "0", "y": "0", "width": str(source.width), "height": str(source.height)}),
-    )
-
-
-def audio_source_element(tag: str, source: AudioSource) -> _Element:
-    """A ``tt:AudioSource`` named ``tag``."""
-    return TT(tag, {"token": source.token}, TT.Channels(str(source.channels)))
-
-
-def audio_source_configuration_element(tag: str, config: AudioSourceConfiguration, use_count: int) -> _Element:
-    """A ``tt:AudioSourceConfiguration`` named ``tag``."""
-    return TT(
-        tag,
-        {"token": config.token},
-        TT.Name(config.name),
-        TT.UseCount(str(use_count)),
-        TT.SourceToken(config.source.token),
-    )
-
-
-def no_multicast() -> _Element:
-    """The ``tt:Multicast`` of a configuration that is never multicast (address 0.0.0.0, port 0)."""
-    return TT.Multicast(
-        TT.Address(TT.Type("IPv4"), TT.IPv4Address("0.0.0.0")),
-        TT.Port("0"),
-        TT.TTL("0"),
-        TT.AutoStart("false"),
-    )
-
-
-def media_uri_element(tag: str, uri: str) -> _Element:
-    """A ``tt:MediaUri`` named ``tag``: valid indefinitely, across connects and reboots."""
-    return TT(
-        tag,
-        TT.Uri(uri),
-        TT.InvalidAfterConnect("false"),
-        TT.InvalidAfterReboot("false"),
-        TT.Timeout("PT0S"),
-    )
-
-
-def int_range(tag: str, low: int, high: int) -> _Element:
-    """A ``tt:IntRange`` named ``tag``."""
-    return TT(tag, TT.Min(str(low)), TT.Max(str(high)))
-
-
-def video_source_configuration_options_element(
-    tag: str, configs: Sequence[VideoSourceConfiguration], max_profiles: int
-) -> _Element:
-    """``tt:VideoSourceConfigurationOptions`` covering ``configs``: only the whole picture is possible."""
-    widths = [c.source.width for c in configs]
-    heights = [c.source.height for c in configs]
-    return TT(
-        tag,
-        {"MaximumNumberOfProfiles": str(max_profiles)},
-        TT.BoundsRange(
-            int_range(ns.q(ns.TT, "XRange"), 0, 0),
-            int_range(ns.q(ns.TT, "YRange"), 0, 0),
-            int_range(ns.q(ns.TT, "WidthRange"), min(widths), max(widths)),
-            int_range(ns.q(ns.TT, "HeightRange"), min(heights), max(heights)),
-        ),
-        *(TT.VideoSourceTokensAvailable(c.source.token) for c in configs),
-    )
-
-
-def optional_text(body: _Element, namespace: str, name: str) -> str | None:
-    """The stripped text of an optional request element, or None when absent."""
-    element = body.find(ns.q(namespace, name))
-    return None if element is None else (element.text or "").strip()
-
-
-def required_text(body: _Element, namespace: str, name: str) -> str:
-    """The stripped text of a required request element; ``ter:InvalidArgs`` when absent."""
-    value = optional_text(body, namespace, name)
-    if value is None:
-        raise sender_fault("InvalidArgs", reason=f"{etree.QName(body).localname} needs {name}")
-    return value

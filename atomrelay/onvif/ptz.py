@@ -41,9 +41,8 @@ from twisted.logger import Logger
 
 from atomrelay.camera.client import CameraError
 from atomrelay.camera.health import OFFLINE, HealthState
+from atomrelay.camera.moves import degrees_to_generic, FOV_SPACE, GENERIC_SPACE
 from atomrelay.camera.ptz import (
-    FOV_SPACE,
-    GENERIC_SPACE,
     InvalidPresetName,
     NoHomePosition,
     NoSuchPreset,
@@ -54,7 +53,6 @@ from atomrelay.camera.ptz import (
     PtzMoving,
     SaveFailed,
     TooManyPresets,
-    degrees_to_generic,
 )
 from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig

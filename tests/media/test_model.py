@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 
 from atomrelay.xml.soap import SoapFault
-from atomrelay.onvif.media_model import (
+from atomrelay.onvif.media_model import MediaModel
+from atomrelay.onvif.media_types import (
+    audio_codec,
     AUDIO_ENCODER,
     AUDIO_SOURCE,
+    host_without_port,
     KINDS,
     PTZ,
     VIDEO_ENCODER,
     VIDEO_SOURCE,
-    MediaModel,
-    audio_codec,
-    host_without_port,
 )
 from atomrelay.state import StateError, StateStore
 from atomrelay.xml import ns

@@ -11,7 +11,7 @@ from twisted.internet.address import IPv4Address
 from twisted.logger import LogLevel
 
 from atomrelay.config import MediamtxConfig, User
-from atomrelay.mediamtx import auth as auth_module
+from atomrelay.web import mediamtx_auth as auth_module
 from atomrelay.web.mediamtx_auth import MAX_BODY, MediamtxAuthResource
 
 from .support import Events, capture, result_of

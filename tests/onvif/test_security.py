@@ -26,7 +26,8 @@ from zeep.wsse.username import UsernameToken
 
 from atomrelay.xml import ns
 from atomrelay.auth.policy import ANONYMOUS, Caller
-from atomrelay.auth.security import AuthenticationFailed, Authenticator, _ReplayMemory
+from atomrelay.auth.replay import ReplayMemory
+from atomrelay.auth.security import AuthenticationFailed, Authenticator
 from atomrelay.onvif.server import BoundedRequest, OnvifResource
 from tests.onvif.conftest import (
     SOAP_NOW,
@@ -226,7 +227,7 @@ def test_replay_memory_expires_and_is_capped(soap_relay: SoapRelay) -> None:
 def test_a_flood_past_the_cap_does_not_reopen_a_replay(soap_relay: SoapRelay, monkeypatch: pytest.MonkeyPatch) -> None:
     """After more fresh tokens than the memory holds, a token admitted before them is refused; a fresh one is not."""
     log: list[dict[str, Any]] = []
-    monkeypatch.setattr(_ReplayMemory, "log", Logger(observer=log.append))
+    monkeypatch.setattr(ReplayMemory, "log", Logger(observer=log.append))
     authenticator = Authenticator(soap_relay.clock, SOAP_USERS.get, SOAP_SKEW, False, replay_cap=100)
     administrator = _token(soap_relay)
     assert authenticator.verify_security_header(administrator, "10.0.0.9") == Caller("admin", "Administrator")

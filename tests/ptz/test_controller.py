@@ -15,10 +15,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
 from atomrelay.camera.model import ModelRegistry
+from atomrelay.camera.moves import FOV_SPACE, MoveOutcome
 from atomrelay.camera.ptz import (
-    FOV_SPACE,
     InvalidPresetName,
-    MoveOutcome,
     NoHomePosition,
     NoSuchPreset,
     NotPtz,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from atomrelay.camera.ptz import MoveOutcome, MoveQueue
+from atomrelay.camera.moves import MoveOutcome, MoveQueue
 from atomrelay.sim.camera import MOVE_DISMISSED, MOVE_REJECTED
 from tests.camera.support import SWING, Bench, camera_config
 

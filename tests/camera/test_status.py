@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import settled
 from tests.web.support import Site
 
 CAMERA_KEYS = {"id", "name", "host", "model", "product", "ptz", "state", "reason", "since", "snapshot", "onvif",
@@ -71,8 +72,8 @@ def test_events_and_push_consumers() -> None:
     site.hub.motion_detected("swing")
     site.clock.advance(5)
     site.hub.object_detected("swing", "Vehicle")
-    site.subscriptions.subscribe("http://192.0.2.50:8123/api/webhook/secret-id", "http://relay.test/sub/",
-                                 (), site.clock.seconds() + 60, "admin@192.0.2.50")
+    settled(site.subscriptions.subscribe("http://192.0.2.50:8123/api/webhook/secret-id", "http://relay.test/sub/",
+                                         (), site.clock.seconds() + 60, "admin@192.0.2.50"))
     document = json.loads(site.digest_get("/status")[2])
     assert [event["kind"] for event in document["cameras"][0]["events"]] == ["object: Vehicle", "motion"]
     assert document["relay"]["subscriptions"] == [{"kind": "push", "device": "", "user": "admin",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from treq.testing import StubTreq
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 
@@ -46,6 +47,18 @@ cameras:
 """
 
 
+
+class AcceptingNotify:
+    """A NotifyClient that accepts every consumer and never delivers (the page only lists subscriptions)."""
+
+    def check(self, url: str) -> Deferred[str]:
+        """Accept ``url`` as it is."""
+        return succeed(url)
+
+    def post(self, url: str, body: bytes) -> Deferred[Any]:
+        """Never answered: deliveries stay pending."""
+        return Deferred()
+
 class Reconciled:
     """What the report reads of the reconciler, set by the test."""
 
@@ -86,7 +99,7 @@ class Site:
         self.mediamtx_stub = StubTreq(self.fake)
         self.lister = CountingLister(MediamtxClient(self.mediamtx_stub, self.config.mediamtx, clock=self.clock))
         self.hub = EventHub(self.clock, self.config.cameras, 20.0)
-        self.subscriptions = Subscriptions(self.clock, self.hub, self.config.cameras, notify=cast(Any, None))
+        self.subscriptions = Subscriptions(self.clock, self.hub, self.config.cameras, notify=cast(Any, AcceptingNotify()))
         self.reconciled = Reconciled()
         states = {"swing": HealthState("online", "HTTP and RTSP answer", NOW - 60),
                   "odd": HealthState("offline", "HTTP <timeout>", NOW - 1000)}

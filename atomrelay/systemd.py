@@ -28,12 +28,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any, cast
 
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 ENVIRONMENT_KEYS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 """What systemd passes; removed from the environment once read, so children never see it."""
@@ -139,14 +142,35 @@ def _observe(deferred: Deferred[Any]) -> Deferred[Any]:
     return copy
 
 
-def when_listening(listener: Any) -> Deferred[None]:
-    """Fires once a ``strports.service`` listener listens; fails if its listen failed.
+@implementer(IStreamServerEndpoint)
+class WatchedEndpoint:
+    """A server endpoint that keeps the Deferred of its last ``listen`` (for ``when_listening``).
 
-    Twisted has no public hook for this: ``StreamServerEndpointService`` keeps the
-    ``listen()`` Deferred in ``_waitingForPort`` (since Twisted 10.2), set when the
-    service starts. Call this after the listener has started.
+    Twisted's ``StreamServerEndpointService`` keeps that Deferred to itself; wrapping its
+    endpoint is the public way to see it. The service handles its failure.
     """
-    waiting: Deferred[Any] | None = getattr(listener, "_waitingForPort", None)
+
+    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
+        self.endpoint = endpoint
+        self.listening: Deferred[Any] | None = None
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[Any]:
+        """Listen on the wrapped endpoint, keeping the result."""
+        endpoint: Any = self.endpoint
+        self.listening = cast(Deferred[Any], endpoint.listen(protocolFactory))
+        return self.listening
+
+
+def listener_service(reactor: Any, description: str, factory: IProtocolFactory) -> StreamServerEndpointService:
+    """What ``strports.service(description, factory)`` gives, on a ``WatchedEndpoint``."""
+    endpoint = WatchedEndpoint(serverFromString(reactor, description))  # type: ignore[no-untyped-call]
+    return StreamServerEndpointService(endpoint, factory)  # type: ignore[no-untyped-call]
+
+
+def when_listening(listener: StreamServerEndpointService) -> Deferred[None]:
+    """Fires once a ``listener_service`` listens; fails if its listen failed. Call it once the listener started."""
+    endpoint = listener.endpoint
+    waiting = endpoint.listening if isinstance(endpoint, WatchedEndpoint) else None
     if waiting is None:
         raise RuntimeError(f"{listener!r} has not started listening")
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, cast
 
-from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -41,7 +40,7 @@ from atomrelay.events.service import EventsService
 from atomrelay.events.state import EventHub
 from atomrelay.events.subscriptions import ConsumerPolicy, Subscriptions, guarded_agent
 from atomrelay.events.webhook import WebhookResource, access_log_formatter
-from atomrelay.httpguard import GuardedSite
+from atomrelay.httpguard import ConnectionLimits, GuardedSite
 from atomrelay.identity import Identity, load_identity
 from atomrelay.mediamtx.auth import MediamtxAuthResource
 from atomrelay.mediamtx.client import MediamtxClient
@@ -57,7 +56,7 @@ from atomrelay.onvif.security import Authenticator
 from atomrelay.onvif.server import BoundedRequest, OnvifResource
 from atomrelay.onvif.users import UserStore
 from atomrelay.state import StateError, StateStore
-from atomrelay.systemd import SystemdNotifier, when_listening
+from atomrelay.systemd import SystemdNotifier, listener_service, when_listening
 
 log = Logger(namespace="atomrelay.tap")
 
@@ -106,6 +105,8 @@ class RelayService(MultiService):
         self.config_path = config_path
         self.access_log = access_log
         self.listeners: dict[tuple[str, int], tuple[Any, SwitchRoot]] = {}
+        self.limits = ConnectionLimits()
+        """The connection caps, shared by every listener."""
         self.generation: Generation | None = None
         self.on_reloading: list[Callable[[], None]] = []
         self.on_reloaded: list[Callable[[str], None]] = []
@@ -138,10 +139,11 @@ class RelayService(MultiService):
                 continue
             switch = SwitchRoot(root)
             site: Any = GuardedSite(
-                switch, requestFactory=BoundedRequest, logFormatter=access_log_formatter, access_log=self.access_log
+                switch, requestFactory=BoundedRequest, logFormatter=access_log_formatter, access_log=self.access_log,
+                limits=self.limits,
             )
             site.displayTracebacks = False
-            listener: Any = strports.service(_strport(*key), site, reactor=self.reactor)
+            listener: Any = listener_service(self.reactor, _strport(*key), site)
             listener.is_listener = True
             listener.setName(name)
             listener.setServiceParent(self)

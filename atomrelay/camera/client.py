@@ -40,8 +40,7 @@ from twisted.internet.error import (
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._newclient import RequestTransmissionFailed, ResponseNeverReceived
-from twisted.web.client import ResponseFailed
+from twisted.web.client import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
 
 from atomrelay.camera.digest import DigestError, authorization, pick_challenge
 from atomrelay.clock import Clock, DelayedCall

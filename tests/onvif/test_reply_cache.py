@@ -12,7 +12,7 @@ from twisted.web.test.requesthelper import DummyChannel
 
 from atomrelay.onvif import ns
 from atomrelay.onvif.base import AccessClass, Operation, RequestContext, Service, sender_fault
-from atomrelay.onvif.server import REPLY_CACHE_SIZE, BoundedRequest, OnvifResource
+from atomrelay.onvif.server import BoundedRequest, OnvifResource
 from atomrelay.onvif.soap import Maker
 from tests.media.support import MediaHarness
 from tests.onvif.conftest import (
@@ -37,12 +37,13 @@ class Counted:
         self.calls = 0
         self.key: Any = "one"
         self.fail = False
+        self.padding = ""
 
     def get_hostname(self, ctx: RequestContext) -> _Element:
         self.calls += 1
         if self.fail:
             raise sender_fault("InvalidArgVal", reason="Argument Value Invalid: not now")
-        return TDS("GetHostnameResponse", TDS("HostnameInformation", str(self.calls)))
+        return TDS("GetHostnameResponse", TDS("HostnameInformation", str(self.calls) + self.padding))
 
     def service(self) -> Service:
         return Service(ns.TDS, "/onvif/device_service", (2, 40), {
@@ -106,13 +107,21 @@ def test_faults_are_not_cached_and_access_is_still_checked() -> None:
     assert relay.post(soap_envelope(soap_op("GetHostname"))).status == 401
 
 
-def test_the_cache_is_bounded() -> None:
-    """No more than REPLY_CACHE_SIZE answers are kept, whatever the number of keys."""
+def test_the_cache_is_bounded_in_bytes() -> None:
+    """The answers kept never add up to more than the cache's bytes, whatever the number of keys, and an answer
+    over a quarter of them is not kept."""
     relay, counted = counted_relay()
-    for key in range(REPLY_CACHE_SIZE * 3):
+    replies = relay.resource._replies
+    replies.max_bytes = 8192
+    for key in range(100):
         counted.key = key
         relay.post(signed(soap_op("GetHostname")))
-    assert len(relay.resource._replies) <= REPLY_CACHE_SIZE
+        assert 0 < replies.size <= 8192
+    counted.key, counted.padding = "big", "x" * 2100
+    calls = counted.calls
+    for _ in range(2):
+        assert relay.post(signed(soap_op("GetHostname"))).status == 200
+    assert counted.calls == calls + 2
 
 
 def test_media_get_profiles_answer_follows_profile_changes(tmp_path: Path) -> None:

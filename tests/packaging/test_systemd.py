@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.application import strports
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import CannotListenError
@@ -26,6 +25,8 @@ from atomrelay.systemd import (
     NotifyError,
     NotifySocket,
     SystemdNotifier,
+    WatchedEndpoint,
+    listener_service,
     socket_address,
     watchdog_interval,
     when_listening,
@@ -206,10 +207,10 @@ def test_send_failure_is_logged_once_and_not_raised(tmp_path: Path) -> None:
     assert len(warnings) == 1 and "cannot notify systemd" in warnings[0]
 
 
-def test_when_listening_follows_a_real_strports_listener(path_listener: NotifyListener) -> None:
-    """READY waits for a strports listener that listened; one whose listen failed never makes it ready."""
+def test_when_listening_follows_a_real_listener(path_listener: NotifyListener) -> None:
+    """READY waits for a listener that listened; one whose listen failed never makes it ready."""
     reactor = MemoryReactor()
-    good: Any = strports.service("tcp:0:interface=127.0.0.1", Factory.forProtocol(Protocol), reactor=reactor)
+    good: Any = listener_service(reactor, "tcp:0:interface=127.0.0.1", Factory.forProtocol(Protocol))
     good.privilegedStartService()
     when_listening(good)  # already listening: fires at once
 
@@ -217,7 +218,7 @@ def test_when_listening_follows_a_real_strports_listener(path_listener: NotifyLi
         def listen(self, factory: object) -> Deferred[Any]:
             return fail(CannotListenError("127.0.0.1", 1, OSError("in use")))
 
-    bad = StreamServerEndpointService(Refusing(), Factory.forProtocol(Protocol))
+    bad = StreamServerEndpointService(WatchedEndpoint(Refusing()), Factory.forProtocol(Protocol))
     bad.startService()
     errors: list[Any] = []
     when_listening(bad).addErrback(errors.append)

@@ -53,8 +53,8 @@ from twisted.web.server import Site
 
 REQUEST_TIMEOUT = 10.0
 """Seconds a client has to send one whole request (line, headers and body)."""
-FIRST_BYTE_TIMEOUT = 10.0
-"""Seconds a new connection has to send its first byte."""
+FIRST_BYTE_TIMEOUT = 9.0
+"""Seconds a new connection has to send its first byte (closed within 10 s, the sweep's tick included)."""
 IDLE_TIMEOUT = 60.0
 """Seconds a connection may sit idle between requests (twisted.web's default)."""
 MAX_CONNECTIONS = 512

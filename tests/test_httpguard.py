@@ -12,7 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 
 from atomrelay.events.webhook import access_log_formatter
-from atomrelay.httpguard import GuardedSite
+from atomrelay.httpguard import ConnectionLimits, GuardedChannel, GuardedSite, source_network
 from atomrelay.onvif.server import BoundedRequest
 
 
@@ -200,3 +200,49 @@ def test_a_connection_asks_its_transport_for_the_addresses_once() -> None:
         channel.dataReceived(b"GET / HTTP/1.1\r\nHost: relay\r\n\r\n")
     assert transport.value().count(b" 200 OK") == 3
     assert transport.asked == 2
+
+
+@pytest.mark.parametrize(
+    ("host", "network"),
+    [
+        ("192.168.1.23", "192.168.1.0/24"),
+        ("::ffff:192.168.1.77", "192.168.1.0/24"),
+        ("fd00::10", "fd00::/64"),
+        ("fd00::ffff:0:10", "fd00::/64"),
+        ("fd00:0:0:1::10", "fd00:0:0:1::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("/run/atomrelay.sock", "/run/atomrelay.sock"),
+    ],
+)
+def test_peers_count_against_their_slash_24_or_slash_64(host: str, network: str) -> None:
+    """IPv4 peers count per /24, IPv6 per /64, an IPv4-mapped IPv6 peer as its IPv4 address."""
+    assert source_network(host) == network
+
+
+def test_ipv6_peers_of_one_slash_64_share_its_slots() -> None:
+    """Two IPv6 addresses of one /64 and an IPv4-mapped one of the same /24 as an IPv4 peer share their caps."""
+    from twisted.internet.address import IPv6Address
+
+    site = GuardedSite(Hello(), requestFactory=BoundedRequest, reactor=Clock(),
+                       limits=ConnectionLimits(max_connections=10, max_per_source=1))
+    assert isinstance(site.buildProtocol(IPv6Address("TCP", "fd00::1", 40000)), GuardedChannel)
+    assert not isinstance(site.buildProtocol(IPv6Address("TCP", "fd00::2", 40000)), GuardedChannel)
+    assert isinstance(site.buildProtocol(IPv4Address("TCP", "10.1.2.3", 40000)), GuardedChannel)
+    assert not isinstance(site.buildProtocol(IPv6Address("TCP", "::ffff:10.1.2.200", 40000)), GuardedChannel)
+
+
+def test_a_silent_connection_is_closed_at_the_first_byte_deadline() -> None:
+    """A connection that sends nothing is closed 9 s after it opened; one that sent a byte is left to its request
+    deadline."""
+    clock = Clock()
+    site = GuardedSite(Hello(), requestFactory=BoundedRequest, reactor=clock)
+    silent = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40005))
+    silent.makeConnection(StringTransport())
+    talking = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40006))
+    talking.makeConnection(StringTransport())
+    clock.advance(8.5)
+    talking.dataReceived(b"G")
+    assert not silent.transport.disconnecting
+    clock.advance(1.0)
+    assert silent.transport.disconnecting and silent.transport.value() == b""
+    assert not talking.transport.disconnecting

@@ -182,3 +182,27 @@ def test_bounded_request_leaves_form_bodies_alone() -> None:
     request.handleContentChunk(b"a=b")
     request.requestReceived(b"POST", b"/form", b"HTTP/1.1")
     assert seen == [{}]
+
+
+def test_the_fault_cache_is_bounded_in_entries_and_bytes() -> None:
+    """Cached fault answers (whose reasons may quote the request) are at most 3 KiB each and 128 in all: 384 KiB."""
+    from atomrelay.onvif import soap
+    from atomrelay.onvif.base import SoapFault
+
+    longest = "\U0001f600" * 200  # the longest cached reason, in the widest UTF-8 characters
+    for version in (soap.SOAP_12, soap.SOAP_11):
+        body = soap.fault_envelope(version, SoapFault("Sender", ("ActionNotSupported", "X" * 40), longest))
+        assert len(body) <= 3072
+    soap._fault_bytes.cache_clear()
+    for n in range(300):
+        soap.fault_envelope(soap.SOAP_12, SoapFault("Sender", ("ActionNotSupported",), f"reason {n}"))
+    assert soap._fault_bytes.cache_info().currsize == 128
+
+
+def test_a_host_header_too_long_for_a_host_name_is_not_remembered() -> None:
+    """A Host value over 300 bytes (no DNS name is that long) gives XAddrs on the local address and is not kept."""
+    relay, _ = counted_relay()
+    host = "a" * 60 + "." + "b" * 60 + "." + "c" * 60 + "." + "d" * 60 + "." + "e" * 60 + ".example"
+    assert relay.post(signed(soap_op("GetHostname")), headers={"Host": host}).status == 200
+    assert relay.post(signed(soap_op("GetHostname")), headers={"Host": "relay.example:8080"}).status == 200
+    assert list(relay.resource._hosts.values()) == ["relay.example:8080"]

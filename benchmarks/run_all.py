@@ -211,45 +211,35 @@ class Report:
         path = BASELINE / "soap.json"
         if not path.exists():
             return []
-        before = {s["name"]: s for s in json.loads(path.read_text(encoding="utf-8"))["scenarios"]}
         meta = json.loads((BASELINE / "meta.json").read_text(encoding="utf-8")) if (BASELINE / "meta.json").exists() \
             else {}
-        lines = ["### Before and after the performance fixes", "",
-                 f"Before: {meta.get('what', 'benchmarks/baseline/soap.json')}. After: this run. Relay req/s "
-                 "(p99) at 1 / 16 / 64 connections; the bare servers did not change.", "",
-                 "| scenario | before | after | after / before |", "|---|---|---|---|"]
-        for scenario in self.f["soap"]["scenarios"]:
-            old = before.get(scenario["name"])
-            if old is None:
-                continue
-            cells = []
-            for runs in (old["runs"], scenario["runs"]):
-                cells.append(" / ".join(f"{_n(r['relay']['rate'])} ({_ms(r['relay']['latency_ms']['p99'])})"
-                                        for r in runs.values()))
-            gains = " / ".join(f"{scenario['runs'][c]['relay']['rate'] / old['runs'][c]['relay']['rate']:.2f}×"
-                               for c in scenario["runs"] if c in old["runs"])
-            lines.append(f"| {scenario['name']} | {cells[0]} | {cells[1]} | {gains} |")
-        return [*lines, ""]
+        return self._compared(
+            json.loads(path.read_text(encoding="utf-8")), "### Before and after the performance fixes",
+            f"Before: {meta.get('what', 'benchmarks/baseline/soap.json')}. After: this run. Relay req/s "
+            "(p99) at 1 / 16 / 64 connections; the bare servers did not change.",
+            lambda r: f"{_n(r['relay']['rate'])} ({_ms(r['relay']['latency_ms']['p99'])})")
 
     def _shortcuts_before_after(self) -> list[str]:
         path = BASELINE / "shortcuts.json"
         if not path.exists():
             return []
         baseline = json.loads(path.read_text(encoding="utf-8"))
+        return self._compared(
+            baseline, "### Before and after removing the shortcuts (issue 15)",
+            f"Before: {baseline['what']}. After: this run, where every request is parsed and its token checked "
+            "from the tree, through twisted.web's own line reader. Relay req/s (relay / stock twisted.web) at "
+            "1 / 16 / 64 connections.",
+            lambda r: f"{_n(r['relay']['rate'])} ({r['relay']['rate'] / r['stock']['rate']:.2f}×)")
+
+    def _compared(self, baseline: dict[str, Any], heading: str, what: str, cell: Any) -> list[str]:
+        """A before/after table of the relay's SOAP figures against ``baseline``, a cell per run by ``cell``."""
         before = {s["name"]: s for s in baseline["scenarios"]}
-        lines = ["### Before and after removing the shortcuts (issue 15)", "",
-                 f"Before: {baseline['what']}. After: this run, where every request is parsed and its token checked "
-                 "from the tree, through twisted.web's own line reader. Relay req/s (relay / stock twisted.web) at "
-                 "1 / 16 / 64 connections.", "",
-                 "| scenario | before | after | after / before |", "|---|---|---|---|"]
+        lines = [heading, "", what, "", "| scenario | before | after | after / before |", "|---|---|---|---|"]
         for scenario in self.f["soap"]["scenarios"]:
             old = before.get(scenario["name"])
             if old is None:
                 continue
-            cells = []
-            for runs in (old["runs"], scenario["runs"]):
-                cells.append(" / ".join(f"{_n(r['relay']['rate'])} ({r['relay']['rate'] / r['stock']['rate']:.2f}×)"
-                                        for r in runs.values()))
+            cells = [" / ".join(cell(r) for r in runs.values()) for runs in (old["runs"], scenario["runs"])]
             gains = " / ".join(f"{scenario['runs'][c]['relay']['rate'] / old['runs'][c]['relay']['rate']:.2f}×"
                                for c in scenario["runs"] if c in old["runs"])
             lines.append(f"| {scenario['name']} | {cells[0]} | {cells[1]} | {gains} |")

@@ -156,10 +156,14 @@ class Report:
                             " / ".join(f"{r:.2f}×" for r in ratios), min(ratios) >= wanted, note)
                 at_16 = scenario["runs"].get("16")
                 if at_16 is not None:
-                    stock_ratio = at_16["relay"]["rate"] / at_16["stock"]["rate"]
-                    self.target(f"SOAP {scenario['name']}, 16 connections: relay / stock twisted.web (issue 15)",
-                                f"≥ {stock_target}×", f"{stock_ratio:.2f}×", stock_ratio >= stock_target,
-                                "" if stock_ratio >= stock_target else self._breakdown_note(scenario["cameras"]))
+                    relay_16, stock_16 = at_16["relay"], at_16["stock"]
+                    cpu_ratio = stock_16["cpu_us"] / relay_16["cpu_us"]
+                    self.target(
+                        f"SOAP {scenario['name']}, 16 connections: relay / stock twisted.web, by CPU time per request "
+                        "(issue 15)", f"≥ {stock_target}×",
+                        f"{cpu_ratio:.2f}× ({relay_16['cpu_us']:.0f} µs against {stock_16['cpu_us']:.0f} µs; by "
+                        f"req/s {relay_16['rate'] / stock_16['rate']:.2f}×)", cpu_ratio >= stock_target,
+                        "" if cpu_ratio >= stock_target else self._breakdown_note(scenario["cameras"]))
         self.target("SOAP p99 latency at 16 connections (worst scenario)", "≤ 25 ms", _ms(worst_p99_16),
                     worst_p99_16 <= 25.0)
         lines += self._before_after()

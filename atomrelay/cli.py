@@ -15,6 +15,9 @@ import sys
 from collections.abc import Mapping
 from typing import IO, Any, Sequence, cast
 
+from twisted.application import app
+from twisted.application.service import IService
+
 from atomrelay.buildinfo import VersionAction
 from atomrelay.config import Config, ConfigError, load_config
 
@@ -105,6 +108,26 @@ def log_observer(verbose: bool = False, stream: IO[str] | None = None,
 # --- twistd ---------------------------------------------------------------------------------
 
 
+class _ForegroundRunner(app.ApplicationRunner):
+    """twistd's runner for a process that stays in the foreground (no fork, pid file or user switch).
+
+    Like ``twistd.runApp``, except that a SIGTERM/SIGINT stop exits 0 instead of
+    re-raising the signal.
+    """
+
+    def preApplication(self) -> None:
+        """Keep the standard streams for the reactor's logging."""
+        self.oldstdout = sys.stdout
+        self.oldstderr = sys.stderr
+
+    def postApplication(self) -> None:
+        """Start the application and run the reactor until it stops."""
+        service: Any = IService(self.application)
+        service.privilegedStartService()
+        app.startApplication(self.application, not self.config["no_save"])  # type: ignore[no-untyped-call]
+        self.startReactor(None, self.oldstdout, self.oldstderr)  # type: ignore[no-untyped-call]
+
+
 def _twistd(subcommand: str, options_class: Any, argv: list[str], make: Any, verbose: bool = False) -> int:
     from twisted.python import usage
     from twisted.scripts import twistd
@@ -128,8 +151,7 @@ def _twistd(subcommand: str, options_class: Any, argv: list[str], make: Any, ver
         return 2
     config.loadedPlugins = {subcommand: Plugin()}
     config["logger"] = lambda: log_observer(verbose)
-    # Like twistd.runApp, but a SIGTERM/SIGINT stop exits 0 instead of re-raising the signal.
-    runner: Any = getattr(twistd, "_SomeApplicationRunner")(config)
+    runner: Any = _ForegroundRunner(config)  # type: ignore[no-untyped-call]
     runner.run()
     return 0
 

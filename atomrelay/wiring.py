@@ -34,7 +34,7 @@ from atomrelay.events.consumers import NotifyClient, notify_client
 from atomrelay.events.records import saved_state_name
 from atomrelay.events.subscriptions import Subscriptions
 from atomrelay.web.webhook import WebhookResource, access_log_formatter
-from atomrelay.web.limits import GuardedSite
+from atomrelay.web.limits import ConnectionLimits, GuardedSite
 from atomrelay.identity import Identity, load_identity
 from atomrelay.web.mediamtx_auth import MediamtxAuthResource
 from atomrelay.mediamtx.client import MediamtxClient
@@ -460,6 +460,8 @@ class RelayBuilder:
 
     parts: Persistent
     access_log: bool = False
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    """The connection caps, shared by every listener (per_camera mode has one per camera)."""
 
     def generation(self, config: Config, relay: RelayService) -> Generation:
         """See ``build_generation``."""
@@ -469,7 +471,7 @@ class RelayBuilder:
         """A guarded site (HTTP limits, the access log that hides webhook tokens) serving ``root``."""
         site: Any = GuardedSite(
             root, requestFactory=BoundedRequest, logFormatter=access_log_formatter(self.parts.events),
-            access_log=self.access_log,
+            access_log=self.access_log, limits=self.limits,
         )
         site.displayTracebacks = False
         return site

@@ -22,11 +22,11 @@ CONTENT_TYPE = b"application/soap+xml; charset=utf-8"
 
 
 class BareRequest(Request):
-    """twisted.web's request without form parsing (``Site(parsePOSTFormSubmission=False)`` in Twisted >= 24)."""
+    """twisted.web's request without form parsing."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["parsePOSTFormSubmission"] = False
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
-        self._parsePOSTFormSubmission = False
 
 
 class FixedBody(Resource):

@@ -10,20 +10,17 @@ figures are the Python cost per request of
   and routing;
 * ``relay``: the relay as built by ``build_relay`` (never started: no camera or mediamtx
   traffic), answering for real;
-* ``relay_token_free``: ``relay`` with ``Authenticator.verify_token`` answering the caller it
-  found for the first request (so the token check's cost in place is ``relay`` minus this);
-* ``relay_shape_free``: that, and ``Shapes.find`` answering what it found for the first
-  request (so finding the shape costs ``relay_token_free`` minus this in place, and the
-  rest of the SOAP layer this minus ``relay_http``).
+* ``relay_token_free``: ``relay`` with ``Authenticator.verify_security_header`` answering the
+  caller it found for the first request (so the token check's cost in place is ``relay``
+  minus this);
+* ``relay_parse_free``: that, and ``parse_untrusted`` answering the tree it parsed for the
+  first request (so the parse costs ``relay_token_free`` minus this in place, and the rest
+  of the SOAP layer this minus ``relay_http``).
 
-``stages`` are the relay's SOAP steps timed alone over the same requests. A request of a
-shape the relay has answered before (every one here but the first, see
-``atomrelay.onvif.shapes``) costs finding its shape and cutting out its token texts
-(``Shapes.find``) and checking them (``Authenticator.verify_token``, replay check
-included). The first request of a shape is parsed instead (``xmlsafe.parse_untrusted``),
-its envelope split (``soap.read_envelope``) and its token checked from the tree
-(``Authenticator.verify_security_header``). Each figure is the fastest of ``ROUNDS``
-rounds.
+``stages`` are the relay's SOAP steps timed alone over the same requests: the parse
+(``xmlsafe.parse_untrusted``), splitting the envelope (``soap.read_envelope``) and the
+token check over the tree (``Authenticator.verify_security_header``, replay check
+included). Each figure is the fastest of ``ROUNDS`` rounds.
 """
 
 from __future__ import annotations
@@ -96,7 +93,6 @@ def measure(cameras: int, workdir: Path) -> dict[str, Any]:
     from atomrelay.web.limits import GuardedSite
     from atomrelay.onvif import server
     from atomrelay.auth.security import Authenticator
-    from atomrelay.onvif.shapes import Shapes
     from atomrelay.xml.soap import read_envelope
     from atomrelay.xml.parsing import parse_untrusted
     from atomrelay.wiring import build_relay
@@ -134,16 +130,18 @@ def measure(cameras: int, workdir: Path) -> dict[str, Any]:
             first["caller"] = real_token(self, *token)
         return first["caller"]
 
-    def first_shape(self: Any, body: bytes) -> Any:
-        if "shape" not in first:
-            first["shape"] = real_find(self, body)
-        return first["shape"]
+    def first_tree(data: bytes) -> Any:
+        if "tree" not in first:
+            first["tree"] = real_parse(data)
+        return first["tree"]
 
-    real_soap, real_token, real_find = server.OnvifResource.render_soap, Authenticator.verify_token, Shapes.find
+    real_soap, real_token, real_parse = (server.OnvifResource.render_soap, Authenticator.verify_security_header,
+                                         server.parse_untrusted)
     variants: dict[str, list[tuple[Any, str, Any]]] = {
         "relay_http": [(server.OnvifResource, "render_soap", fixed_answer)],
-        "relay_token_free": [(Authenticator, "verify_token", first_caller)],
-        "relay_shape_free": [(Authenticator, "verify_token", first_caller), (Shapes, "find", first_shape)],
+        "relay_token_free": [(Authenticator, "verify_security_header", first_caller)],
+        "relay_parse_free": [(Authenticator, "verify_security_header", first_caller),
+                             (server, "parse_untrusted", first_tree)],
     }
     figures: dict[str, float] = {"bare": 1e9, "relay": 1e9, **{name: 1e9 for name in variants}}
     for _ in range(ROUNDS):
@@ -155,8 +153,8 @@ def measure(cameras: int, workdir: Path) -> dict[str, Any]:
                 figures[name] = min(figures[name], _per_request(site_for_relay(), batch()))
             finally:
                 server.OnvifResource.render_soap = real_soap  # type: ignore[method-assign]
-                Authenticator.verify_token = real_token  # type: ignore[method-assign]
-                Shapes.find = real_find  # type: ignore[method-assign]
+                Authenticator.verify_security_header = real_token  # type: ignore[method-assign]
+                server.parse_untrusted = real_parse
         figures["relay"] = min(figures["relay"], _per_request(site_for_relay(), batch()))
 
     stage_inputs = [signed.make() for _ in range(PER_ROUND)]
@@ -164,19 +162,7 @@ def measure(cameras: int, workdir: Path) -> dict[str, Any]:
     fresh = common.SignedRequests(common.operation(ns.TRT, "GetProfiles"))
     headers = [read_envelope(parse_untrusted(fresh.make())).header_block(ns.WSSE, "Security") for _ in roots]
     authenticator = relay.parts.authenticator
-    shapes: Shapes[str] = Shapes()
-    shapes.remember(stage_inputs[0], read_envelope(roots[0]), "route")
-    found = [shapes.find(fresh.make()) for _ in stage_inputs]
-    if any(known is None or known.token is None for known, _ in found):
-        raise RuntimeError("a signed GetProfiles was not of the learned shape")
-
-    def check(item: tuple[Any, tuple[bytes, ...]]) -> object:
-        password, nonce, created = item[1]
-        return authenticator.verify_token(item[0].token, password.decode(), nonce.decode(), created.decode())
-
     stages = {
-        "shape": min(_stage(shapes.find, stage_inputs) for _ in range(ROUNDS)),
-        "token": _stage(check, found),
         "parse": min(_stage(parse_untrusted, stage_inputs) for _ in range(ROUNDS)),
         "envelope": min(_stage(read_envelope, roots) for _ in range(ROUNDS)),
         "ws_security": _stage(lambda h: authenticator.verify_security_header(h, "127.0.0.1"), headers),

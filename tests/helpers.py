@@ -107,18 +107,19 @@ GET_DATE = soap('<GetSystemDateAndTime xmlns="http://www.onvif.org/ver10/device/
 
 
 
-def count_parses(monkeypatch: Any) -> list[bytes]:
-    """Every request body the SOAP server parses with lxml from now on (``monkeypatch``: pytest's fixture)."""
+def count_answers_built(monkeypatch: Any) -> list[str]:
+    """The tag of every answer the SOAP server serializes from now on, not taken from its reply cache
+    (``monkeypatch``: pytest's fixture)."""
     from atomrelay.onvif import server
 
-    seen: list[bytes] = []
-    real = server.parse_untrusted
+    seen: list[str] = []
+    real = server.response_envelope
 
-    def counting(data: bytes) -> Any:
-        seen.append(data)
-        return real(data)
+    def counting(version: Any, payload: Any, request: Any = None) -> bytes:
+        seen.append(str(payload.tag))
+        return real(version, payload, request)
 
-    monkeypatch.setattr(server, "parse_untrusted", counting)
+    monkeypatch.setattr(server, "response_envelope", counting)
     return seen
 
 

@@ -44,8 +44,7 @@ import io
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import IO, Any, Awaitable, Hashable, Protocol, Sequence, cast
-from urllib.parse import unquote_to_bytes
+from typing import IO, Any, Awaitable, Hashable, Protocol, Sequence
 
 from lxml import etree
 from lxml.etree import _Element
@@ -53,8 +52,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import pages
-from twisted.web.http import datetimeToString
-from twisted.web.resource import Resource, _IEncodingResource
+from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.server import Request as ServerRequest
 
@@ -75,20 +73,20 @@ from atomrelay.xml.soap import (
     response_envelope,
     version_of,
 )
-from atomrelay.onvif.shapes import Known, Shapes
 from atomrelay.xml.parsing import XMLRejected, parse_untrusted
 
 MAX_BODY = 256 * 1024
 """Largest request body accepted (bytes)."""
-REPLY_CACHE_SIZE = 32
+REPLY_CACHE_BYTES = 4 * 1024 * 1024
+"""Bytes of serialized answers kept for operations with a ``reply_key`` (the cache is emptied when full);
+an answer over a quarter of it is not kept."""
 HOSTS_KEPT = 64
 """Distinct Host header values whose XAddr host is remembered (the table is emptied when full)."""
-"""Serialized answers kept for operations with a ``reply_key`` (the cache is emptied when full)."""
+MAX_HOST = 300
+"""Bytes of a Host header value used for XAddrs (a DNS name has at most 253); a longer one is ignored."""
 
 _SOAP_MEDIA_TYPES = frozenset({"application/soap+xml", "text/xml", "application/xml"})
 _PLAIN_TEXT = b"text/plain; charset=utf-8"
-_DATES: dict[int, bytes] = {}
-"""The Date header value of the current second (``BoundedRequest.process``)."""
 _UNSUPPORTED_MEDIA = (
     b"Unsupported media type: send SOAP 1.2 as application/soap+xml or SOAP 1.1 as text/xml.\n"
 )
@@ -140,41 +138,15 @@ class BoundedRequest(ServerRequest):
     _abort_call: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         # No POST to the relay is an HTML form: skip twisted.web's form parsing, whose
         # Content-Type parsing through email.message alone cost ~15 % of a SOAP request.
-        self._parsePOSTFormSubmission = False
+        kwargs["parsePOSTFormSubmission"] = False
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
 
-    def process(self) -> None:
-        """twisted.web's ``Request.process``, less per-request work.
-
-        The same steps (the path split into ``postpath``, the resource found through the
-        site, an ``_IEncodingResource``'s encoder used, ``render``, ``processingFailed`` on
-        any error), except that the Date header is formatted once per second of the
-        site's clock instead of for every request, and no Server header gives away the
-        Twisted version.
-        """
-        site = self.site = cast(Any, self.channel).site
-        now = int(site.reactor.seconds())
-        date = _DATES.get(now)
-        if date is None:
-            _DATES.clear()
-            date = _DATES[now] = datetimeToString(now)  # type: ignore[no-untyped-call]
-        self.setHeader(b"date", date)  # type: ignore[no-untyped-call]
-        self.prepath = []
-        self.postpath = list(map(unquote_to_bytes, self.path[1:].split(b"/")))
-        if self.path == b"*":
-            self._handleStar()  # type: ignore[no-untyped-call]
-            return
-        try:
-            found = site.getResourceFor(self)
-            if _IEncodingResource.providedBy(found):
-                encoder = found.getEncoder(self)
-                if encoder is not None:
-                    self._encoder = encoder
-            self.render(found)  # type: ignore[no-untyped-call]
-        except BaseException:
-            self.processingFailed(Failure())  # type: ignore[no-untyped-call]
+    def render(self, resource: Any) -> None:
+        """Render ``resource`` as twisted.web does, without the Server header naming the Twisted version."""
+        self.responseHeaders.removeHeader(b"server")
+        super().render(resource)  # type: ignore[no-untyped-call]
 
     def gotLength(self, length: int | None) -> None:
         """Refuse a declared length over the cap; otherwise buffer in memory (never a temp file)."""
@@ -232,6 +204,29 @@ class BoundedRequest(ServerRequest):
         channel: Any = self.channel
         if channel is not None and channel.transport is not None:
             channel.transport.abortConnection()
+
+
+class _Replies:
+    """Serialized answers by reply key, at most ``max_bytes`` of them (emptied when full)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._bodies: dict[Hashable, bytes] = {}
+
+    def get(self, key: Hashable) -> bytes | None:
+        """The answer kept under ``key``, if any."""
+        return self._bodies.get(key)
+
+    def put(self, key: Hashable, body: bytes) -> None:
+        """Keep ``body`` under ``key``, unless it is over a quarter of the cache."""
+        if len(body) > self.max_bytes // 4:
+            return
+        if self.size + len(body) > self.max_bytes:
+            self._bodies.clear()
+            self.size = 0
+        self.size += len(body) - len(self._bodies.get(key, b""))
+        self._bodies[key] = body
 
 
 @dataclass(frozen=True)
@@ -307,8 +302,7 @@ class OnvifResource(Resource):
         self._endpoints: dict[bytes, _Endpoint] = {}
         self._namespaces: set[str] = set()
         self._missing: Resource = pages.errorPage(404, "No Such Service", "No ONVIF service lives at this path.")
-        self._replies: dict[Hashable, bytes] = {}
-        self._shapes: Shapes[_Route] = Shapes()
+        self._replies = _Replies(REPLY_CACHE_BYTES)
         self._hosts: dict[bytes, str] = {}
         """Host header values and the host[:port] each stands for (when the local address plays no part)."""
         for service in services:
@@ -367,18 +361,6 @@ class OnvifResource(Resource):
             # curl --digest (and libcurl) send the first POST without its body and wait for the challenge.
             self.authenticator.challenge(request, stale=False)
             return _fault(request, SOAP_11 if media_type == "text/xml" else SOAP_12, _CHALLENGE_FAULT)
-        # A request shaped like one answered before: its caller is checked without parsing it.
-        known, texts = self._shapes.find(data)
-        verified = None
-        if known is not None:
-            verified = self._shape_caller(request, known, texts)
-            if verified is not None and verified.level in known.route.levels:
-                context = self._context(request, known.envelope, verified, remote)
-                cached = self._cached(known.route, known.envelope, context)[1]
-                if cached is not None:
-                    request.setHeader(b"content-type", known.envelope.version.content_type)
-                    self._seen(request, known.route.name, "ok")
-                    return cached
         guess = SOAP_11 if media_type == "text/xml" else SOAP_12
         try:
             root = parse_untrusted(data)
@@ -396,7 +378,7 @@ class OnvifResource(Resource):
             self._seen(request, "unknown", "ActionNotSupported")
             return _fault(request, envelope.version, self._unsupported(envelope.operation, remote), envelope)
         try:
-            caller = self._authorize(request, envelope, route, remote, verified)
+            caller = self._authorize(request, envelope, route, remote)
         except _Challenge as challenge:
             self.authenticator.challenge(request, stale=challenge.stale)
             self._seen(request, route.name, _CHALLENGE_FAULT)
@@ -408,7 +390,6 @@ class OnvifResource(Resource):
         try:
             reply_key, cached = self._cached(route, envelope, context)
             if cached is not None:
-                self._remember(request, data, envelope, route)
                 self._seen(request, route.name, "ok")
                 return _reply(request, 200, envelope.version.content_type, cached)
             result = route.operation.handler(context)
@@ -416,10 +397,7 @@ class OnvifResource(Resource):
                 return self._answer_later(request, envelope, route, remote, result)
             body = response_envelope(envelope.version, _checked(result), envelope)
             if reply_key is not None:
-                if len(self._replies) >= REPLY_CACHE_SIZE:
-                    self._replies.clear()
-                self._replies[reply_key] = body
-                self._remember(request, data, envelope, route)
+                self._replies.put(reply_key, body)
             self._seen(request, route.name, "ok")
             return _reply(request, 200, envelope.version.content_type, body)
         except SoapFault as fault:
@@ -450,26 +428,6 @@ class OnvifResource(Resource):
         reply_key = (envelope.operation.tag, envelope.version.label, key_of(context))
         return reply_key, self._replies.get(reply_key)
 
-    def _shape_caller(self, request: Request, known: Known[_Route], texts: tuple[bytes, ...]) -> Caller | None:
-        """The caller of a request of a known shape, as ``_authorize`` would find it; None to leave it to that.
-
-        None as well when the token is refused: the full path then refuses it again, and logs why.
-        """
-        if request.getHeader(b"authorization") is not None:
-            return None
-        if known.token is None:
-            return ANONYMOUS if known.route.operation.access is AccessClass.PRE_AUTH else None
-        password, nonce, created = texts
-        try:
-            return self.authenticator.verify_token(known.token, password.decode(), nonce.decode(), created.decode())
-        except AuthenticationFailed:
-            return None
-
-    def _remember(self, request: Request, data: bytes, envelope: Envelope, route: _Route) -> None:
-        """Keep the shape of a request answered from the reply cache with no HTTP credentials."""
-        if request.getHeader(b"authorization") is None:
-            self._shapes.remember(data, envelope, route)
-
     def _read_body(self, request: Request) -> bytes | None:
         # BoundedRequest refuses a longer body before it is buffered; other requests have
         # buffered it already, and reading one byte past the limit tells.
@@ -489,15 +447,9 @@ class OnvifResource(Resource):
             return receiver_fault("ActionNotSupported", reason=reason)
         return sender_fault("ActionNotSupported", reason=reason)
 
-    def _authorize(
-        self, request: Request, envelope: Envelope, route: _Route, remote: str, verified: Caller | None = None
-    ) -> Caller:
-        """The verified caller, per Core 5.12.1: HTTP credentials first, then WS-Security.
-
-        ``verified`` is a caller already proven by this request (its shape was known):
-        its credentials are not checked again, which would find its nonce replayed.
-        """
-        caller = verified if verified is not None else self._authenticate(request, envelope, route, remote)
+    def _authorize(self, request: Request, envelope: Envelope, route: _Route, remote: str) -> Caller:
+        """The verified caller, per Core 5.12.1: HTTP credentials first, then WS-Security."""
+        caller = self._authenticate(request, envelope, route, remote)
         if caller is None:
             if route.operation.access is AccessClass.PRE_AUTH:
                 return ANONYMOUS
@@ -594,6 +546,8 @@ class OnvifResource(Resource):
     def _host(self, request: Request) -> str:
         """Host[:port] for XAddrs: advertise_host, else a sane Host header, else the local address."""
         header = request.getHeader(b"host") or b""
+        if len(header) > MAX_HOST:
+            header = b""
         known = self._hosts.get(header)
         if known is not None:
             return known
@@ -636,9 +590,8 @@ def _reply(request: Request, status: int, content_type: bytes, body: bytes) -> b
     return body
 
 
-@functools.lru_cache(maxsize=64)
 def _media_type(raw: bytes | None) -> str:
-    """The lower-case media type of a Content-Type value (memoized: clients send a handful)."""
+    """The lower-case media type of a Content-Type value."""
     return raw.split(b";", 1)[0].strip().lower().decode("latin-1") if raw else ""
 
 
@@ -646,7 +599,8 @@ def _media_type(raw: bytes | None) -> str:
 def _parse_host(text: str) -> tuple[str, int | None] | None:
     """``(host, port)`` from a Host header value, or None when it is unusable for XAddrs.
 
-    Memoized: clients send a handful of distinct values, and ``ipaddress`` is slow.
+    Memoized: clients send a handful of distinct values, and ``ipaddress`` is slow (the
+    server passes at most ``MAX_HOST`` bytes).
     """
     match = _HOST.match(text)
     if match is None:

@@ -19,68 +19,53 @@ one costs a file descriptor, 1024 by default). ``GuardedSite`` is a ``Site`` tha
   past a limit. A limit therefore fires up to one tick late, never early;
 * an access log only when asked for (``access_log=True``): twisted.web formats a line
   for every request, which costs a fifth of a small SOAP request's CPU time;
-* connection caps: at most ``max_connections`` connections at once, and at most
-  ``max_per_peer`` from one IP address, so that one client cannot take every slot. A
-  connection over a cap gets ``503 Service Unavailable`` with ``Retry-After`` and is
-  closed before anything is read from it;
-* a quicker way in for the common request: one that arrives whole in one read, on an
-  idle connection, with a plain head (see ``GuardedChannel._plain_request``). twisted.web's
-  line reader calls Python code for every line and checks the request target byte by
-  byte, about a tenth of a small SOAP request's CPU time.
+* a first-byte deadline: a connection that has sent nothing ``first_byte_timeout``
+  seconds after it opened is closed, so that silent connections give their slot back
+  long before the idle timeout;
+* connection caps (``ConnectionLimits``, one object shared by every listener of the
+  process): at most ``max_connections`` connections at once, and at most
+  ``max_per_source`` from one source network (a /24 for IPv4, a /64 for IPv6, an
+  IPv4-mapped IPv6 address counting as its IPv4 address), so that one host, or one
+  host with many addresses, cannot take every slot. A connection over a cap gets
+  ``503 Service Unavailable`` with ``Retry-After`` and is closed before anything is
+  read from it.
 
 Requests cut off and connections refused are logged at most once per ``LOG_INTERVAL``
 seconds each, with how many there were, so that a flood of slow clients is not also a
 flood of log lines.
 
-Use it wherever a ``Site`` would be: ``GuardedSite(root, requestFactory=BoundedRequest)``.
+Use it wherever a ``Site`` would be: ``GuardedSite(root, requestFactory=BoundedRequest,
+limits=shared_limits)``.
 """
 
 from __future__ import annotations
 
-import re
+import ipaddress
 from collections import Counter
 from typing import Any, cast
 
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
-from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.server import Site
 
 REQUEST_TIMEOUT = 10.0
 """Seconds a client has to send one whole request (line, headers and body)."""
+FIRST_BYTE_TIMEOUT = 9.0
+"""Seconds a new connection has to send its first byte (closed within 10 s, the sweep's tick included)."""
 IDLE_TIMEOUT = 60.0
 """Seconds a connection may sit idle between requests (twisted.web's default)."""
 MAX_CONNECTIONS = 512
-"""Open connections per listener; half the default file descriptor limit of 1024."""
-MAX_PER_PEER = 128
-"""Open connections from one IP address (an NVR with many cameras opens several per camera)."""
+"""Open connections on all listeners together (the systemd units allow 4096 file descriptors)."""
+MAX_PER_SOURCE = 128
+"""Open connections from one source network, /24 or /64 (an NVR with many cameras opens several per camera)."""
 LOG_INTERVAL = 10.0
 """Seconds between two log lines about refused connections."""
 
 # Not a class-level ``log``: on a Site that name is the access-log method (HTTPFactory.log).
 _log = Logger(namespace="atomrelay.web.limits")
-
-_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_PLAIN_HEAD = re.compile(
-    rb"(" + _TOKEN + rb") (/[!-~]*) (HTTP/1\.[01])\r\n((?:" + _TOKEN + rb":[ \t!-~]*\r\n){0,100})\r\n"
-)
-"""A plain request head: method, origin-form target and version, then at most 100 header
-lines, each a name, a colon and visible ASCII or blanks, every line ended by CRLF."""
-_PLAIN_HEAD_MAX = 8192
-"""Bytes a plain head may take (twisted.web allows 16384 for the request line and headers)."""
-_LENGTH_FIELD = b"\ncontent-length:"
-_KNOWN_TWISTED = all(
-    hasattr(owner, name)
-    for owner, name in (
-        (HTTPChannel, "_HTTPChannel__first_line"), (LineReceiver, "_buffer"), (LineReceiver, "_busyReceiving"),
-        (HTTPChannel, "headerReceived"), (HTTPChannel, "allHeadersReceived"), (HTTPChannel, "allContentReceived"),
-    )
-)
-"""The twisted.web channel state the plain-request path sets is where it expects it."""
 
 _TIMEOUT_BODY = b"No complete request within the time allowed.\n"
 _BUSY_BODY = b"Too many connections; try again.\n"
@@ -113,8 +98,69 @@ class _Tally:
         return count
 
 
+def source_network(host: str) -> str:
+    """The network a peer address counts against: its /24 (IPv4, IPv4-mapped IPv6 too) or /64 (IPv6).
+
+    Anything that is no IP address (a UNIX socket path, say) is its own source.
+    """
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = 24 if address.version == 4 else 64
+    return str(ipaddress.ip_network((address, prefix), strict=False))
+
+
+class ConnectionLimits:
+    """The connection caps of every listener of the process: one total, one per source network.
+
+    Give the same object to every ``GuardedSite`` so that the caps hold across listeners
+    (per_camera mode opens one listener per camera).
+    """
+
+    def __init__(self, max_connections: int = MAX_CONNECTIONS, max_per_source: int = MAX_PER_SOURCE) -> None:
+        self.max_connections = max_connections
+        self.max_per_source = max_per_source
+        self.open_connections = 0
+        self._per_source: Counter[str] = Counter()
+        self._refused = _Tally()
+
+    def admit(self, source: str) -> bool:
+        """Take a slot for a connection from ``source`` (a ``source_network``); False when a cap is reached."""
+        if self.open_connections >= self.max_connections or self._per_source[source] >= self.max_per_source:
+            return False
+        self.open_connections += 1
+        self._per_source[source] += 1
+        return True
+
+    def release(self, source: str) -> None:
+        """Give back the slot of a connection from ``source``."""
+        self.open_connections -= 1
+        self._per_source[source] -= 1
+        if self._per_source[source] <= 0:
+            del self._per_source[source]
+
+    def note_refusal(self, now: float, host: str, source: str) -> None:
+        """Log (now and then) that connections were refused."""
+        count = self._refused.due(now)
+        if count:
+            _log.warn(
+                "refused {count} connection(s) over the limits (latest from {peer}: {source_open} open from {source}, "
+                "{open} in all; limits {per_source} per source network, {total} in all)",
+                count=count,
+                peer=host or "?",
+                source=source or "?",
+                source_open=self._per_source[source],
+                open=self.open_connections,
+                per_source=self.max_per_source,
+                total=self.max_connections,
+            )
+
+
 class GuardedChannel(HTTPChannel):
-    """An HTTP/1.1 channel whose idle timeout and request deadline are checked by its site's sweep.
+    """An HTTP/1.1 channel whose timeouts and request deadline are checked by its site's sweep.
 
     twisted.web's ``TimeoutMixin`` calls (``setTimeout``/``resetTimeout``) only record
     times here; ``GuardedSite`` calls ``check`` every tick.
@@ -124,15 +170,24 @@ class GuardedChannel(HTTPChannel):
     _now: Any = None
     """The site's clock (its reactor's ``seconds``)."""
     peer_host = ""
+    source = ""
+    """The peer's ``source_network``: the slot it holds in the site's limits."""
+    _opened_at: float | None = None
+    """When the connection opened; None once its first byte came."""
     _idle_since = 0.0
     """When the connection last received data or changed its idle timeout (``timeOut``)."""
     _request_started: float | None = None
     """When the first byte of the request now arriving came; None between requests and once its body is in."""
+    _abort_call: Any = None
+    """The pending abort of a connection closed for being too slow."""
 
     _peer: Any = None
     _local: Any = None
-    plain_requests = _KNOWN_TWISTED
-    """Take whole plain requests past twisted.web's line reader (``dataReceived``)."""
+
+    def connectionMade(self) -> None:
+        """Start the first-byte deadline."""
+        self._opened_at = self._now()
+        super().connectionMade()  # type: ignore[no-untyped-call]
 
     def setTimeout(self, period: int | None) -> int | None:
         """Set the idle timeout (None: off, as while a request is answered); the previous one."""
@@ -164,76 +219,8 @@ class GuardedChannel(HTTPChannel):
         # byte of the next one (buffered pipelined bytes come back here once it is).
         if data and self._request_started is None and not self.requests:
             self._request_started = self._now()
-            if self.plain_requests and self._plain_request(data):
-                return
+            self._opened_at = None
         super().dataReceived(data)  # type: ignore[no-untyped-call]
-
-    def _plain_request(self, data: bytes) -> bool:
-        """Handle ``data`` if it is one whole plain request on an idle channel; False to leave it to twisted.web.
-
-        Plain: ``_PLAIN_HEAD`` matches within the channel's limits on line, head and header
-        count, there is no Transfer-Encoding, at most one Content-Length, and the body is
-        exactly that long (no more bytes, no fewer). Any other request, a partial one or
-        pipelined ones included, goes through twisted.web's line reader as before. A plain request is then handled by twisted.web's own steps
-        (``headerReceived`` for each header line, ``allHeadersReceived``,
-        ``rawDataReceived`` or ``allContentReceived``), called in the order its line reader
-        calls them, so what it accepts, refuses and answers is the same; only the split
-        into lines and the request-line check are done here, by one regular expression.
-        """
-        # twisted.web's own channel state, untyped there: the line reader idle and empty,
-        # before the first line of a request (1: not even an extra empty line seen), on a
-        # connection not closing (a TLS connection still delivers data while it closes,
-        # and the line reader then takes one line per read).
-        state: Any = self
-        transport = state.transport
-        if (not self.line_mode or state._buffer or state._busyReceiving or self.paused or not self.persistent
-                or state._HTTPChannel__first_line != 1 or transport is None or transport.disconnecting):
-            return False
-        head = _PLAIN_HEAD.match(data, 0, min(_PLAIN_HEAD_MAX, self.totalHeadersSize, self.MAX_LENGTH))
-        if head is None:
-            return False
-        fields = head[4]
-        if fields.count(b"\n") > self.maxHeaders:
-            return False
-        lowered = b"\n" + fields.lower()
-        body = data[head.end():]
-        at = lowered.find(_LENGTH_FIELD)
-        if at < 0:
-            if body:
-                return False
-        elif lowered.find(_LENGTH_FIELD, at + 1) >= 0:
-            return False
-        else:
-            declared = lowered[at + len(_LENGTH_FIELD):lowered.index(b"\r", at)].strip(b" \t")
-            if not declared.isdigit() or int(declared) != len(body):
-                return False
-        if b"\ntransfer-encoding:" in lowered:
-            return False
-        self.resetTimeout()
-        factory = self.requestFactory
-        self.requests.append(factory(self) if INonQueuedRequestFactory.providedBy(factory) else factory(self, 0))
-        state._HTTPChannel__first_line = 0
-        state._command, state._path, state._version = head[1], head[2], head[3]
-        state._busyReceiving = True
-        try:
-            for line in fields.split(b"\r\n")[:-1]:
-                if not state.headerReceived(line):  # answered 400 and closing (the checks above leave no cause)
-                    return True
-            # What the line reader does on the empty line ending the head, and after it.
-            state.allHeadersReceived()
-            if self.length == 0:
-                self.allContentReceived()
-            else:
-                state.setRawMode()
-                if transport.disconnecting:  # e.g. closed by gotLength: the line reader keeps the body unread
-                    state._buffer = body
-                    return True
-                self.rawDataReceived(body)
-        finally:
-            state._busyReceiving = False
-        if state._buffer:  # bytes handed back while the request was answered
-            super().dataReceived(b"")  # type: ignore[no-untyped-call]
-        return True
 
     def allContentReceived(self) -> None:
         """The whole request is in: its deadline no longer applies."""
@@ -243,13 +230,22 @@ class GuardedChannel(HTTPChannel):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Give the connection's slot back."""
         self._request_started = None
+        self._opened_at = None
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
         self.site.release(self)
 
     def check(self, now: float) -> None:
-        """Close the connection if its request is overdue or it has been idle too long (the site's sweep)."""
+        """Close the connection if it is silent, its request overdue or it has been idle too long (the site's sweep)."""
         started = self._request_started
-        if started is not None and now - started >= self.site.request_timeout:
+        opened = self._opened_at
+        if opened is not None and now - opened >= self.site.first_byte_timeout:
+            self._opened_at = None
+            self.timeOut = None
+            self.site.note_silent(self.peer_host)
+            self._close()
+        elif started is not None and now - started >= self.site.request_timeout:
             self._too_slow()
         elif self.timeOut is not None and now - self._idle_since >= self.timeOut:
             self.timeOut = None  # fires once, as twisted's timeout call does
@@ -263,8 +259,14 @@ class GuardedChannel(HTTPChannel):
             return
         self.site.note_too_slow(self.peer_host)
         transport.write(_TIMEOUT_RESPONSE)
+        self._close()
+
+    def _close(self) -> None:
+        """Close the connection; abort it ``abortTimeout`` seconds later if the peer does not let it close."""
+        if self.transport is None:
+            return
         if self.abortTimeout is not None:
-            self._abortingCall = self.callLater(  # type: ignore[no-untyped-call]
+            self._abort_call = self.callLater(  # type: ignore[no-untyped-call]
                 self.abortTimeout, self.forceAbortClient
             )
         self.loseConnection()  # type: ignore[no-untyped-call]
@@ -281,10 +283,11 @@ class _Refusal(Protocol):
 
 
 class GuardedSite(Site):
-    """A ``Site`` with a per-request deadline, an idle timeout and caps on open connections.
+    """A ``Site`` with a first-byte deadline, a per-request deadline, an idle timeout and connection caps.
 
-    Keyword arguments other than the limits go to ``Site`` (``requestFactory``,
-    ``logFormatter``, ``reactor``...).
+    ``limits`` holds the caps; without it the site gets limits of its own, from
+    ``max_connections`` and ``max_per_source``. Other keyword arguments go to ``Site``
+    (``requestFactory``, ``logFormatter``, ``reactor``...).
     """
 
     protocol = GuardedChannel  # type: ignore[assignment]  # plain HTTP/1.1: no HTTP/2 negotiation without TLS
@@ -294,40 +297,45 @@ class GuardedSite(Site):
         resource: Any,
         *,
         request_timeout: float = REQUEST_TIMEOUT,
+        first_byte_timeout: float = FIRST_BYTE_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
+        limits: ConnectionLimits | None = None,
         max_connections: int = MAX_CONNECTIONS,
-        max_per_peer: int = MAX_PER_PEER,
+        max_per_source: int = MAX_PER_SOURCE,
         access_log: bool = False,
         **site_arguments: Any,
     ) -> None:
         super().__init__(resource, timeout=idle_timeout, **site_arguments)  # type: ignore[no-untyped-call]
         self.access_log = access_log
         self.request_timeout = request_timeout
-        self.max_connections = max_connections
-        self.max_per_peer = max_per_peer
-        self.open_connections = 0
-        self.tick = min(1.0, request_timeout / 4, idle_timeout / 4)
+        self.first_byte_timeout = first_byte_timeout
+        self.limits = limits if limits is not None else ConnectionLimits(max_connections, max_per_source)
+        self.tick = min(1.0, request_timeout / 4, first_byte_timeout / 4, idle_timeout / 4)
         """Seconds between two sweeps over the open connections."""
         self._channels: set[GuardedChannel] = set()
         self._sweeper = LoopingCall(self._sweep)
         self._sweeper.clock = self.reactor
-        self._per_peer: Counter[str] = Counter()
         self._too_slow = _Tally()
-        self._refused = _Tally()
+        self._silent = _Tally()
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open on this site."""
+        return len(self._channels)
 
     def buildProtocol(self, addr: Any) -> Any:
         """A guarded channel, or a 503 refusal when a connection cap is reached."""
         host = str(getattr(addr, "host", "") or "")
-        if self.open_connections >= self.max_connections or self._per_peer[host] >= self.max_per_peer:
-            self._note_refusal(host)
+        source = source_network(host)
+        if not self.limits.admit(source):
+            self.limits.note_refusal(self.seconds(), host, source)
             refusal = _Refusal()
             refusal.factory = cast(Any, self)
             return refusal
         channel = cast(GuardedChannel, super().buildProtocol(addr))  # type: ignore[no-untyped-call]
         channel.peer_host = host
+        channel.source = source
         channel._now = cast(Any, self.reactor).seconds
-        self.open_connections += 1
-        self._per_peer[host] += 1
         self._channels.add(channel)
         if not self._sweeper.running:
             self._sweeper.start(self.tick, now=False)
@@ -368,17 +376,16 @@ class GuardedSite(Site):
 
     def release(self, channel: GuardedChannel) -> None:
         """A guarded channel closed: its slot is free again."""
-        self.open_connections -= 1
+        if channel not in self._channels:
+            return
         self._channels.discard(channel)
+        self.limits.release(channel.source)
         if not self._channels and self._sweeper.running:
             self._sweeper.stop()
-        self._per_peer[channel.peer_host] -= 1
-        if self._per_peer[channel.peer_host] <= 0:
-            del self._per_peer[channel.peer_host]
 
     def note_too_slow(self, host: str) -> None:
         """Log (now and then) that connections were cut off for not sending a whole request in time."""
-        count = self._too_slow.due(cast(Any, self.reactor).seconds())
+        count = self._too_slow.due(self.seconds())
         if count:
             _log.info(
                 "closed {count} connection(s) that sent no complete request within {timeout:g}s (latest from {peer})",
@@ -387,16 +394,13 @@ class GuardedSite(Site):
                 peer=host or "?",
             )
 
-    def _note_refusal(self, host: str) -> None:
-        count = self._refused.due(cast(Any, self.reactor).seconds())
+    def note_silent(self, host: str) -> None:
+        """Log (now and then) that connections were closed for sending nothing."""
+        count = self._silent.due(self.seconds())
         if count:
-            _log.warn(
-                "refused {count} connection(s) over the limits (latest from {peer}: {peer_open} open from it, "
-                "{open} in all; limits {per_peer} per address, {total} in all)",
+            _log.info(
+                "closed {count} connection(s) that sent nothing within {timeout:g}s (latest from {peer})",
                 count=count,
+                timeout=self.first_byte_timeout,
                 peer=host or "?",
-                peer_open=self._per_peer[host],
-                open=self.open_connections,
-                per_peer=self.max_per_peer,
-                total=self.max_connections,
             )

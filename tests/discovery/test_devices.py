@@ -100,6 +100,18 @@ def test_per_camera_mode_is_one_device_per_camera(tmp_path: Path) -> None:
     assert [p.advertise_host for p in plans] == ["nvr.example", "nvr.example", "192.168.1.53"]
 
 
+def test_every_listener_shares_one_connection_cap(tmp_path: Path) -> None:
+    """per_camera: the main listener and the three camera listeners count against one ConnectionLimits."""
+    from atomrelay.web.limits import GuardedSite
+
+    config = relay_config(tmp_path, "per_camera", 1, 8080, [8101, 8102, 8103])
+    relay = build_relay(config, reactor)
+    sites = [getattr(child, "factory", None) for child in relay]
+    sites = [site for site in sites if isinstance(site, GuardedSite)]
+    assert len(sites) == 4
+    assert len({id(site.limits) for site in sites}) == 1
+
+
 def test_discovery_is_wired_last_with_one_target_per_device(tmp_path: Path) -> None:
     """With discovery on, the DiscoveryService follows every listener (Hello after listen, Bye before close)."""
     config = relay_config(tmp_path, "per_camera", 1, 8080, [8101, 8102, 8103], discovery=True)

@@ -14,7 +14,7 @@ from atomrelay.xml import ns
 from atomrelay.auth.policy import AccessClass
 from atomrelay.onvif.base import Operation, RequestContext, Service
 from atomrelay.xml.soap import sender_fault
-from atomrelay.onvif.server import REPLY_CACHE_SIZE, BoundedRequest, OnvifResource
+from atomrelay.onvif.server import BoundedRequest, OnvifResource
 from atomrelay.xml.soap import Maker
 from tests.helpers import settled
 from tests.media.support import MediaHarness
@@ -40,12 +40,13 @@ class Counted:
         self.calls = 0
         self.key: Any = "one"
         self.fail = False
+        self.padding = ""
 
     def get_hostname(self, ctx: RequestContext) -> _Element:
         self.calls += 1
         if self.fail:
             raise sender_fault("InvalidArgVal", reason="Argument Value Invalid: not now")
-        return TDS("GetHostnameResponse", TDS("HostnameInformation", str(self.calls)))
+        return TDS("GetHostnameResponse", TDS("HostnameInformation", str(self.calls) + self.padding))
 
     def service(self) -> Service:
         return Service(ns.TDS, "/onvif/device_service", (2, 40), {
@@ -109,13 +110,21 @@ def test_faults_are_not_cached_and_access_is_still_checked() -> None:
     assert relay.post(soap_envelope(soap_op("GetHostname"))).status == 401
 
 
-def test_the_cache_is_bounded() -> None:
-    """No more than REPLY_CACHE_SIZE answers are kept, whatever the number of keys."""
+def test_the_cache_is_bounded_in_bytes() -> None:
+    """The answers kept never add up to more than the cache's bytes, whatever the number of keys, and an answer
+    over a quarter of them is not kept."""
     relay, counted = counted_relay()
-    for key in range(REPLY_CACHE_SIZE * 3):
+    replies = relay.resource._replies
+    replies.max_bytes = 8192
+    for key in range(100):
         counted.key = key
         relay.post(signed(soap_op("GetHostname")))
-    assert len(relay.resource._replies) <= REPLY_CACHE_SIZE
+        assert 0 < replies.size <= 8192
+    counted.key, counted.padding = "big", "x" * 2100
+    calls = counted.calls
+    for _ in range(2):
+        assert relay.post(signed(soap_op("GetHostname"))).status == 200
+    assert counted.calls == calls + 2
 
 
 def test_media_get_profiles_answer_follows_profile_changes(tmp_path: Path) -> None:
@@ -176,3 +185,27 @@ def test_bounded_request_leaves_form_bodies_alone() -> None:
     request.handleContentChunk(b"a=b")
     request.requestReceived(b"POST", b"/form", b"HTTP/1.1")
     assert seen == [{}]
+
+
+def test_the_fault_cache_is_bounded_in_entries_and_bytes() -> None:
+    """Cached fault answers (whose reasons may quote the request) are at most 3 KiB each and 128 in all: 384 KiB."""
+    from atomrelay.onvif import soap
+    from atomrelay.xml.soap import SoapFault
+
+    longest = "\U0001f600" * 200  # the longest cached reason, in the widest UTF-8 characters
+    for version in (soap.SOAP_12, soap.SOAP_11):
+        body = soap.fault_envelope(version, SoapFault("Sender", ("ActionNotSupported", "X" * 40), longest))
+        assert len(body) <= 3072
+    soap._fault_bytes.cache_clear()
+    for n in range(300):
+        soap.fault_envelope(soap.SOAP_12, SoapFault("Sender", ("ActionNotSupported",), f"reason {n}"))
+    assert soap._fault_bytes.cache_info().currsize == 128
+
+
+def test_a_host_header_too_long_for_a_host_name_is_not_remembered() -> None:
+    """A Host value over 300 bytes (no DNS name is that long) gives XAddrs on the local address and is not kept."""
+    relay, _ = counted_relay()
+    host = "a" * 60 + "." + "b" * 60 + "." + "c" * 60 + "." + "d" * 60 + "." + "e" * 60 + ".example"
+    assert relay.post(signed(soap_op("GetHostname")), headers={"Host": host}).status == 200
+    assert relay.post(signed(soap_op("GetHostname")), headers={"Host": "relay.example:8080"}).status == 200
+    assert list(relay.resource._hosts.values()) == ["relay.example:8080"]

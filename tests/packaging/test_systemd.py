@@ -235,3 +235,32 @@ async def test_real_relay_notifies_ready_watchdog_and_stopping(tmp_path: Path) -
     assert "camera" in ready["STATUS"]
     assert messages[-1].get("STOPPING") == "1"
     assert code == (0, None), proto.output.decode()
+
+
+def test_ready_waits_for_every_listener_and_never_comes_for_a_failed_one(path_listener: NotifyListener) -> None:
+    """READY=1 needs each relay Listener bound; a Listener whose port is taken fails its bind and READY never comes."""
+    import socket
+
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory, Protocol
+
+    from atomrelay.relay import Listener
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    good = Listener(reactor, "127.0.0.1", 0, Factory.forProtocol(Protocol))
+    bad = Listener(reactor, "127.0.0.1", taken.getsockname()[1], Factory.forProtocol(Protocol))
+    try:
+        failures: list[Any] = []
+        good.bind().addErrback(failures.append)
+        bad.bind().addErrback(failures.append)
+        assert len(failures) == 1 and "127.0.0.1" in str(failures[0].value)
+        clock = Clock()
+        service = notifier(path_listener, clock, [good.bind(), bad.bind()], ["x"])
+        service.startService()
+        assert not path_listener.seen("READY")
+        service.stopService()
+    finally:
+        good.stopService()
+        taken.close()

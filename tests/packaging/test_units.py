@@ -47,6 +47,15 @@ def test_unit_has_the_required_directives(name: str) -> None:
     assert "AmbientCapabilities" not in units  # only added by the operator for ports below 1024
 
 
+@pytest.mark.parametrize("name", UNIT_NAMES)
+def test_unit_allows_the_connection_cap_plus_the_default_descriptors(name: str) -> None:
+    """LimitNOFILE leaves room for every client connection the caps allow on top of the default 1024 descriptors."""
+    from atomrelay.web.limits import MAX_CONNECTIONS
+
+    (limit,) = unit_directives(name)["LimitNOFILE"]
+    assert int(limit) >= MAX_CONNECTIONS + 1024
+
+
 def test_exec_start_lines_are_the_documented_ones() -> None:
     """The onedir unit runs /opt/atomrelay/atomrelay run, the pip unit twistd -n --pidfile= atomrelay."""
     assert exec_start("atomrelay.service") == ["/opt/atomrelay/atomrelay", "run", "-c", "/etc/atomrelay/config.yaml"]

@@ -9,7 +9,6 @@ before and after. Each request carries a header block the relay does not know:
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -101,10 +100,6 @@ async def test_attribute_floods_are_refused_and_pin_nothing(relay: RelayProcess,
     assert growth < RSS_GROWTH_LIMIT_KIB, f"RSS grew by {growth} KiB"
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("atomrelay.onvif.shapes") is not None,
-    reason="needs onvif/shapes.py removed (issue 15 section 1): the shape cache keeps every accepted body and tree",
-)
 @pytest_twisted.ensureDeferred
 async def test_big_requests_within_the_limits_pin_nothing(relay: RelayProcess) -> None:
     """64 distinct 256 KiB requests under every XML limit are answered and leave RSS within +30 MB."""

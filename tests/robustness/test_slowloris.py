@@ -4,7 +4,7 @@ twisted.web by itself only has an idle timeout that every received byte restarts
 deadline for a whole request and no connection cap (see ``atomrelay.web.limits``). These
 tests serve the relay's real site root (built by ``build_relay``) through a GuardedSite
 with short limits: a 0.5 s request deadline, a 2 s idle timeout, 8 connections per
-address and 20 in all.
+source network (/24) and 20 in all.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.integration
 
 REQUEST_TIMEOUT = 0.5
 IDLE_TIMEOUT = 2.0
-MAX_PER_PEER = 8
+MAX_PER_SOURCE = 8
 MAX_CONNECTIONS = 20
 
 
@@ -59,7 +59,7 @@ class Guarded:
 def guard(relay: InProcessRelay) -> tuple[GuardedSite, Any]:
     """The relay's site root behind a new GuardedSite with the short limits, listening on a free port."""
     site = GuardedSite(relay.site.resource, requestFactory=BoundedRequest, request_timeout=REQUEST_TIMEOUT,
-                       idle_timeout=IDLE_TIMEOUT, max_connections=MAX_CONNECTIONS, max_per_peer=MAX_PER_PEER)
+                       idle_timeout=IDLE_TIMEOUT, max_connections=MAX_CONNECTIONS, max_per_source=MAX_PER_SOURCE)
     return site, reactor.listenTCP(0, site, interface="127.0.0.1")
 
 
@@ -192,17 +192,17 @@ async def test_idle_connection_is_closed(guarded: Guarded) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_slow_clients_do_not_block_others(guarded: Guarded) -> None:
-    """While seven clients dribble headers, another address gets twenty answers at once; the seven cost one log line."""
+    """While seven clients dribble headers, another network gets twenty answers at once; the seven cost one log line."""
     site, listening = guard(guarded.relay)  # its own site: no log line of another test counts against it
     port = listening.getHost().port
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
-    slow = [await raw_connect(port) for _ in range(MAX_PER_PEER - 1)]
+    slow = [await raw_connect(port) for _ in range(MAX_PER_SOURCE - 1)]
     started = time.monotonic()
     loops = [dribble(c, b"POST /onvif/device_service HTTP/1.1\r\n" + b"X: " + b"b" * 200, every=0.02) for c in slow]
     try:
         for _ in range(20):
-            await served(port, source="127.0.0.2", within=0.5)
+            await served(port, source="127.0.1.2", within=0.5)
         assert time.monotonic() - started < REQUEST_TIMEOUT + 1.5
         for connection in slow:
             await cut_off(connection, started, REQUEST_TIMEOUT)
@@ -218,17 +218,17 @@ async def test_slow_clients_do_not_block_others(guarded: Guarded) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_per_address_cap_holds_and_spares_other_addresses(guarded: Guarded) -> None:
-    """One address gets at most 8 connections (the 9th is a 503, closed at once); another address is still served."""
-    held = [await raw_connect(guarded.port) for _ in range(MAX_PER_PEER)]
+async def test_per_source_cap_holds_and_spares_other_networks(guarded: Guarded) -> None:
+    """One address gets at most 8 connections (the 9th is a 503, closed at once); another /24 is still served."""
+    held = [await raw_connect(guarded.port) for _ in range(MAX_PER_SOURCE)]
     try:
-        await poll(lambda: guarded.site.open_connections == MAX_PER_PEER, timeout=5, what="8 connections accepted")
+        await poll(lambda: guarded.site.open_connections == MAX_PER_SOURCE, timeout=5, what="8 connections accepted")
         extra = await raw_connect(guarded.port)
         await poll(lambda: extra.closed, timeout=2, interval=0.01, what="the 9th connection to be refused")
         reply = extra.reply()
         assert reply is not None and reply.status == 503 and reply.header("retry-after") == "1"
-        await served(guarded.port, source="127.0.0.2")
-        assert guarded.site.open_connections == MAX_PER_PEER
+        await served(guarded.port, source="127.0.1.2")
+        assert guarded.site.open_connections == MAX_PER_SOURCE
         assert not any(connection.closed for connection in held)
     finally:
         for connection in held:
@@ -239,19 +239,19 @@ async def test_per_address_cap_holds_and_spares_other_addresses(guarded: Guarded
 
 @pytest_twisted.ensureDeferred
 async def test_total_cap_holds_and_frees_up(guarded: Guarded) -> None:
-    """Across addresses at most 20 connections are open; the next one is refused, and slots come back when they close."""
-    sources = [f"127.0.1.{n}" for n in range(1, 11)]
+    """Across networks at most 20 connections are open; the next one is refused, and slots come back when they close."""
+    sources = [f"127.0.{n}.1" for n in range(1, 11)]
     held = [await raw_connect(guarded.port, source) for source in sources for _ in range(2)]
     try:
         await poll(lambda: guarded.site.open_connections == MAX_CONNECTIONS, timeout=5, what="20 connections")
-        extra = await raw_connect(guarded.port, "127.0.2.1")
+        extra = await raw_connect(guarded.port, "127.0.11.1")
         await poll(lambda: extra.closed, timeout=2, interval=0.01, what="the 21st connection to be refused")
         assert extra.reply() is not None and extra.reply().status == 503  # type: ignore[union-attr]
     finally:
         for connection in held:
             connection.abort()
     await no_connections_left(guarded.site)
-    await served(guarded.port, source="127.0.2.1")
+    await served(guarded.port, source="127.0.11.1")
 
 
 @pytest_twisted.ensureDeferred

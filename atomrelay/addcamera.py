@@ -443,10 +443,9 @@ def camera_page_advice(config: Config | None, camera: CameraConfig, firmware: Fi
 
 def run(args: argparse.Namespace) -> int:
     """``atomrelay add-camera``: print the entry, or append it with ``--write``."""
+    import treq
     from twisted.internet.defer import Deferred
     from twisted.internet.task import react
-
-    import treq
 
     from atomrelay import tls
     from atomrelay.buildinfo import child_environ

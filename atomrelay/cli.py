@@ -208,9 +208,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     from twisted.internet.defer import Deferred
+    from twisted.internet.task import react
 
     from atomrelay import check
-    from twisted.internet.task import react
 
     results: list[check.CheckResult] = []
 

@@ -20,12 +20,11 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from atomrelay.camera.firmware import Firmware
 from atomrelay.buildinfo import child_environ
+from atomrelay.camera.firmware import Firmware
 from atomrelay.config import Config
 from atomrelay.relay import RelayService, finished
 from atomrelay.wiring import build_relay
-
 
 DEMO_CAMERAS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
     # main: H.264 + S16_BE (ffmpeg makes G.711); sub: H.265 without audio (mediamtx pulls it as is)

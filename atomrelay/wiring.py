@@ -15,28 +15,26 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, cast
 
 from twisted.application.service import MultiService
+from twisted.logger import Logger
 from twisted.web import pages
 from twisted.web.resource import Resource
 
 from atomrelay import __version__
+from atomrelay.auth.security import Authenticator
+from atomrelay.auth.users import UserStore
 from atomrelay.camera.client import CameraClient
 from atomrelay.camera.health import HealthMonitor, RtspOptionsProbe
 from atomrelay.camera.model import ModelRegistry, facts_for
 from atomrelay.camera.ptz import PtzController
-from atomrelay.web.snapshot import SnapshotResource
-from atomrelay.web.status import StatusResource
 from atomrelay.config import CameraConfig, Config, ConfigError, User
 from atomrelay.discovery.responder import Target
 from atomrelay.discovery.service import DiscoveryService
-from atomrelay.events.service import EventsService
-from atomrelay.events.state import EventHub
 from atomrelay.events.consumers import NotifyClient, notify_client
 from atomrelay.events.records import saved_state_name
+from atomrelay.events.service import EventsService
+from atomrelay.events.state import EventHub
 from atomrelay.events.subscriptions import Subscriptions
-from atomrelay.web.webhook import WebhookResource, access_log_formatter
-from atomrelay.web.limits import ConnectionLimits, GuardedSite
 from atomrelay.identity import Identity, load_identity
-from atomrelay.web.mediamtx_auth import MediamtxAuthResource
 from atomrelay.mediamtx.client import MediamtxClient
 from atomrelay.mediamtx.reconciler import Reconciler
 from atomrelay.metrics import Registry
@@ -48,16 +46,17 @@ from atomrelay.onvif.media import MediaService
 from atomrelay.onvif.media2 import Media2Service
 from atomrelay.onvif.media_model import MediaModel
 from atomrelay.onvif.ptz import PtzService, media_profile_lookup
-from atomrelay.auth.security import Authenticator
-from atomrelay.onvif.server import BoundedRequest, OnvifResource
-from atomrelay.auth.users import UserStore
+from atomrelay.onvif.server import OnvifResource
+from atomrelay.relay import RelayService
 from atomrelay.state import StateError, StateStore
 from atomrelay.web.dashboard import DashboardResource, assets
+from atomrelay.web.limits import BoundedRequest, ConnectionLimits, GuardedSite
+from atomrelay.web.mediamtx_auth import MediamtxAuthResource
 from atomrelay.web.metrics import MetricsResource, RelayGauges, listener_sites
 from atomrelay.web.report import Device, StatusReport
-
-from atomrelay.relay import RelayService
-from twisted.logger import Logger
+from atomrelay.web.snapshot import SnapshotResource
+from atomrelay.web.status import StatusResource
+from atomrelay.web.webhook import WebhookResource, access_log_formatter
 
 log = Logger(namespace="atomrelay.wiring")
 

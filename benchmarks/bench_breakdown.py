@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 import bare_server
 import common
+
 from atomrelay.xml import ns
 
 ROUNDS = 5
@@ -89,13 +90,13 @@ def measure(cameras: int, workdir: Path) -> dict[str, Any]:
     from twisted.internet import reactor
     from twisted.web.server import Site
 
-    from atomrelay.config import load_config
-    from atomrelay.web.limits import GuardedSite
-    from atomrelay.onvif import server
     from atomrelay.auth.security import Authenticator
-    from atomrelay.xml.soap import read_envelope
-    from atomrelay.xml.parsing import parse_untrusted
+    from atomrelay.config import load_config
+    from atomrelay.onvif import server
+    from atomrelay.web.limits import GuardedSite
     from atomrelay.wiring import build_relay
+    from atomrelay.xml.parsing import parse_untrusted
+    from atomrelay.xml.soap import read_envelope
 
     config = load_config(str(common.write_config(workdir / f"relay-{cameras}.yaml", _NoSimulators(), cameras, 8080,
                                                  workdir / f"state-{cameras}")))

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import common
 from lxml import etree
 from lxml.builder import ElementMaker  # type: ignore[import-not-found, unused-ignore]
 
-import common
 from atomrelay.xml import ns
 
 CAMERAS = 16

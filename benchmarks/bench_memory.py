@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import common
 from lxml.builder import ElementMaker  # type: ignore[import-not-found, unused-ignore]
 
-import common
 from atomrelay.xml import ns
 
 SETTLE = 3.0

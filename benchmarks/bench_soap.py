@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import common
+
 from atomrelay.xml import ns
 
 CONNECTIONS = (1, 16, 64)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import common
+
 from atomrelay.xml import ns
 
 RATE_HZ = 1000

@@ -12,9 +12,8 @@ from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 
 from atomrelay.events.state import EventHub
-from atomrelay.web.limits import ConnectionLimits, GuardedChannel, GuardedSite, source_network
+from atomrelay.web.limits import BoundedRequest, ConnectionLimits, GuardedChannel, GuardedSite, source_network
 from atomrelay.web.webhook import access_log_formatter
-from atomrelay.onvif.server import BoundedRequest
 
 
 class Hello(Resource):

@@ -13,9 +13,9 @@ from lxml import etree
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 
-from atomrelay.xml import ns
 from atomrelay.sim.camera import SimulatedCamera, listen_camera
 from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
+from atomrelay.xml import ns
 from tests.helpers import VENV_BIN, child_env, free_port, poll
 from tests.onvif.conftest import soap_envelope, soap_iso, soap_security
 from tests.test_cli import answers, spawn

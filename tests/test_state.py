@@ -14,11 +14,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from atomrelay.config import parse_config
-from atomrelay.xml import ns
 from atomrelay.sim.camera import SimulatedCamera, listen_camera
 from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
 from atomrelay.state import StateError, StateStore
 from atomrelay.wiring import build_relay
+from atomrelay.xml import ns
 from tests.helpers import free_port, poll
 from tests.test_reload import call, child, op
 

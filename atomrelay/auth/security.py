@@ -50,11 +50,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
+from atomrelay.auth.policy import Caller
+from atomrelay.auth.replay import ReplayMemory
 from atomrelay.clock import Clock
 from atomrelay.config import User
 from atomrelay.xml import ns
-from atomrelay.auth.replay import ReplayMemory
-from atomrelay.auth.policy import Caller
 from atomrelay.xml.parsing import first_children
 
 _DIGEST_ALGORITHMS: dict[str, Callable[[bytes], "hashlib._Hash"]] = {

@@ -21,8 +21,8 @@ from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from atomrelay.config import User
-from atomrelay.xml.soap import receiver_fault, sender_fault
 from atomrelay.state import StateError, StateStore
+from atomrelay.xml.soap import receiver_fault, sender_fault
 
 STATE_NAME = "users"
 LEVELS = ("Administrator", "Operator", "User")

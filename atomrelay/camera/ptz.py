@@ -56,7 +56,17 @@ from atomrelay.camera.client import (
     MotorPosition,
 )
 from atomrelay.camera.model import ModelFacts
-from atomrelay.camera.moves import GENERIC_SPACE, MOTOR_RATE, MoveOutcome, MoveQueue, MoveSink, clamp, generic_to_degrees, speed_index, translation_to_degrees
+from atomrelay.camera.moves import (
+    GENERIC_SPACE,
+    MOTOR_RATE,
+    MoveOutcome,
+    MoveQueue,
+    MoveSink,
+    clamp,
+    generic_to_degrees,
+    speed_index,
+    translation_to_degrees,
+)
 from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig
 from atomrelay.state import StateError, StateStore

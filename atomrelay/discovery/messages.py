@@ -22,8 +22,8 @@ from lxml import etree
 from lxml.etree import _Element
 
 from atomrelay.xml import ns
-from atomrelay.xml.soap import Maker
 from atomrelay.xml.parsing import XMLRejected, parse_untrusted
+from atomrelay.xml.soap import Maker
 
 WSD = "http://schemas.xmlsoap.org/ws/2005/04/discovery"
 WSA = "http://schemas.xmlsoap.org/ws/2004/08/addressing"

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from atomrelay.clock import Clock, DelayedCall
 from atomrelay.discovery import messages
-from atomrelay.discovery.messages import Match, MalformedMessage, Probe, Resolve, Sequencing
+from atomrelay.discovery.messages import MalformedMessage, Match, Probe, Resolve, Sequencing
 from atomrelay.onvif.base import DEVICE_SERVICE_PATH as PATH
 
 APP_MAX_DELAY = 0.5

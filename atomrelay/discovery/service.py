@@ -42,8 +42,8 @@ from typing import Any, Callable, Collection, Protocol, Sequence, cast
 from twisted.application.service import Service
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock
-from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 

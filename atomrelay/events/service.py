@@ -34,18 +34,24 @@ from lxml.etree import _Element
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from atomrelay.auth.policy import AccessClass
 from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig
+from atomrelay.events.consumers import ConsumerRefused
 from atomrelay.events.messages import notification_message
 from atomrelay.events.state import Event, EventHub
-from atomrelay.events.consumers import ConsumerRefused
-from atomrelay.events.subscriptions import DEFAULT_TERMINATION, MAX_TERMINATION, PullInProgress, Subscriptions, TooManySubscriptions, UnknownSubscription
+from atomrelay.events.subscriptions import (
+    DEFAULT_TERMINATION,
+    MAX_TERMINATION,
+    PullInProgress,
+    Subscriptions,
+    TooManySubscriptions,
+    UnknownSubscription,
+)
 from atomrelay.events.topics import DIALECTS, FilterError, TopicFilter, parse_topic_expression, topic_set
-from atomrelay.xml import ns
-from atomrelay.auth.policy import AccessClass
 from atomrelay.onvif.base import Handler, Operation, RequestContext, Service
-from atomrelay.xml.soap import receiver_fault, sender_fault, SoapFault
-from atomrelay.xml.soap import Maker
+from atomrelay.xml import ns
+from atomrelay.xml.soap import Maker, SoapFault, receiver_fault, sender_fault
 from atomrelay.xml.xstypes import parse_duration, parse_time, xs_datetime
 
 PATH = "/onvif/events_service"

@@ -44,7 +44,6 @@ from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import CameraConfig
 from atomrelay.events.consumers import NotifyClient
 from atomrelay.events.messages import notify_document
-from atomrelay.events.state import Event, EventHub
 from atomrelay.events.records import (
     SAVED_VERSION,
     PullPoint,
@@ -53,6 +52,7 @@ from atomrelay.events.records import (
     parse_saved,
     saved,
 )
+from atomrelay.events.state import Event, EventHub
 from atomrelay.events.topics import TOPICS, TopicFilter
 from atomrelay.metrics import Registry
 from atomrelay.state import StateStore

@@ -41,7 +41,6 @@ from typing import Callable
 from lxml.etree import QName, _Element
 
 from atomrelay.onvif import tokens
-
 from atomrelay.xml import ns
 from atomrelay.xml.soap import Maker
 from atomrelay.xml.xstypes import xs_bool

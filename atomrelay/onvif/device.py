@@ -30,16 +30,15 @@ from lxml.etree import _Element
 from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
+from atomrelay.auth.policy import AccessClass
+from atomrelay.auth.users import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH, MAX_USERS, UserStore
 from atomrelay.clock import Clock
 from atomrelay.config import Config, User
 from atomrelay.identity import Identity
-from atomrelay.xml import ns
-from atomrelay.auth.policy import AccessClass
 from atomrelay.onvif.base import DEVICE_SERVICE_PATH, Handler, Operation, RequestContext, Service
-from atomrelay.xml.soap import receiver_fault, sender_fault
-from atomrelay.xml.soap import Maker
-from atomrelay.auth.users import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH, MAX_USERS, UserStore
 from atomrelay.state import StateError, StateStore
+from atomrelay.xml import ns
+from atomrelay.xml.soap import Maker, receiver_fault, sender_fault
 from atomrelay.xml.xstypes import xs_bool
 
 PATH = DEVICE_SERVICE_PATH

@@ -15,9 +15,8 @@ from typing import Any, Sequence
 
 from twisted.web.resource import Resource
 
-from atomrelay.xml.soap import receiver_fault
 from atomrelay.onvif.base import DEVICE_SERVICE_PATH as PATH
-from atomrelay.xml.soap import SOAP_11, SOAP_12, fault_envelope, fault_status
+from atomrelay.xml.soap import SOAP_11, SOAP_12, fault_envelope, fault_status, receiver_fault
 
 _SAFE_HOST = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])$")
 

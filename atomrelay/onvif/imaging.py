@@ -29,15 +29,14 @@ from lxml import etree
 from lxml.etree import _Element
 from twisted.logger import Logger
 
+from atomrelay.auth.policy import AccessClass
 from atomrelay.camera.client import CameraError
 from atomrelay.config import CameraConfig
 from atomrelay.onvif import tokens
-from atomrelay.xml import ns
-from atomrelay.auth.policy import AccessClass
 from atomrelay.onvif.base import Operation, RequestContext, Service
-from atomrelay.xml.soap import sender_fault
 from atomrelay.onvif.ptz import HealthLookup, camera_error_fault, camera_offline_fault
-from atomrelay.xml.soap import Maker
+from atomrelay.xml import ns
+from atomrelay.xml.soap import Maker, sender_fault
 
 PATH = "/onvif/imaging_service"
 VERSION = (22, 6)

@@ -23,18 +23,16 @@ from typing import Any, Awaitable, Callable, Iterable, Sequence
 from lxml.etree import _Element
 from twisted.logger import Logger
 
-from atomrelay.xml import ns
 from atomrelay.auth.policy import AccessClass, allowed
 from atomrelay.onvif.base import Handler, Operation, RequestContext
-from atomrelay.xml.soap import receiver_fault, sender_fault, SoapFault
 from atomrelay.onvif.media_common import (
+    GOV_LENGTH_RANGE,
+    MediaServiceBase,
     audio_source_configuration_element,
     audio_source_element,
     check_video_encoder_settings,
-    GOV_LENGTH_RANGE,
     int_range,
     media_uri_element,
-    MediaServiceBase,
     no_multicast,
     optional_text,
     parse_int,
@@ -47,20 +45,21 @@ from atomrelay.onvif.media_common import (
 from atomrelay.onvif.media_types import (
     AUDIO_ENCODER,
     AUDIO_SOURCE,
-    AudioEncoderConfiguration,
-    no_config,
-    no_profile,
-    Profile,
     PTZ,
     QUALITY,
     SESSION_TIMEOUT,
     TT,
     VIDEO_ENCODER,
     VIDEO_SOURCE,
+    AudioEncoderConfiguration,
+    Profile,
     VideoEncoderConfiguration,
     VideoSourceConfiguration,
+    no_config,
+    no_profile,
 )
-from atomrelay.xml.soap import Maker
+from atomrelay.xml import ns
+from atomrelay.xml.soap import Maker, SoapFault, receiver_fault, sender_fault
 from atomrelay.xml.xstypes import xs_bool
 
 PATH = "/onvif/media_service"

@@ -15,14 +15,12 @@ from typing import Any, Callable, Sequence
 from lxml.etree import _Element
 from twisted.logger import Logger
 
-from atomrelay.xml import ns
 from atomrelay.auth.policy import AccessClass
 from atomrelay.onvif.base import Handler, Operation, RequestContext
-from atomrelay.xml.soap import sender_fault
 from atomrelay.onvif.media_common import (
+    MediaServiceBase,
     audio_source_configuration_element,
     check_video_encoder_settings,
-    MediaServiceBase,
     optional_text,
     parse_int,
     read_video_encoder_settings,
@@ -33,19 +31,20 @@ from atomrelay.onvif.media_common import (
 from atomrelay.onvif.media_types import (
     AUDIO_ENCODER,
     AUDIO_SOURCE,
-    AudioEncoderConfiguration,
     KINDS,
-    no_config,
-    Profile,
     PTZ,
     QUALITY,
     TT,
     VIDEO_ENCODER,
     VIDEO_SOURCE,
+    AudioEncoderConfiguration,
+    Profile,
     VideoEncoderConfiguration,
     VideoSourceConfiguration,
+    no_config,
 )
-from atomrelay.xml.soap import Maker
+from atomrelay.xml import ns
+from atomrelay.xml.soap import Maker, sender_fault
 from atomrelay.xml.xstypes import xs_bool
 
 PATH = "/onvif/media2_service"

@@ -8,19 +8,18 @@ from typing import Callable, Sequence
 from lxml import etree
 from lxml.etree import _Element
 
-from atomrelay.xml import ns
 from atomrelay.onvif.base import Operation, RequestContext, Service
-from atomrelay.xml.soap import sender_fault
-from atomrelay.xml.soap import Maker
 from atomrelay.onvif.media_model import MediaModel, ResponseCache
 from atomrelay.onvif.media_types import (
+    TT,
     AudioSource,
     AudioSourceConfiguration,
-    TT,
     VideoEncoderConfiguration,
     VideoSource,
     VideoSourceConfiguration,
 )
+from atomrelay.xml import ns
+from atomrelay.xml.soap import Maker, sender_fault
 
 # --- what SetVideoEncoderConfiguration may change ----------------------------------------------
 

@@ -41,38 +41,39 @@ from twisted.logger import Logger
 from atomrelay.config import CameraConfig, StreamConfig
 from atomrelay.mediamtx.paths import path_name
 from atomrelay.onvif import tokens
-from atomrelay.xml.soap import receiver_fault, sender_fault
 from atomrelay.onvif.media_types import (
-    audio_codec,
     AUDIO_ENCODER,
     AUDIO_SOURCE,
-    AudioEncoderConfiguration,
-    AudioSource,
-    AudioSourceConfiguration,
-    check_name,
-    clip_name,
-    Configuration,
-    host_without_port,
-    incomplete,
     KINDS,
     MAX_NAME_LENGTH,
-    max_profiles_fault,
-    no_config,
-    no_profile,
-    Profile,
-    profile_slots,
     PTZ,
-    PTZConfigurationRef,
-    PtzHook,
     SLOT_FIELDS,
     STATE_NAME,
     VIDEO_ENCODER,
     VIDEO_SOURCE,
+    AudioEncoderConfiguration,
+    AudioSource,
+    AudioSourceConfiguration,
+    Configuration,
+    Profile,
+    PTZConfigurationRef,
+    PtzHook,
     VideoEncoderConfiguration,
     VideoSource,
     VideoSourceConfiguration,
+    audio_codec,
+    check_name,
+    clip_name,
+    host_without_port,
+    incomplete,
+    max_profiles_fault,
+    no_config,
+    no_profile,
+    profile_slots,
 )
 from atomrelay.state import StateError, StateStore
+from atomrelay.xml.soap import receiver_fault, sender_fault
+
 
 class MediaModel:
     """Sources, configurations and profiles of one ONVIF device, and the rules for changing profiles.

@@ -9,8 +9,7 @@ from lxml.etree import _Element
 
 from atomrelay.config import CameraConfig, StreamConfig
 from atomrelay.xml import ns
-from atomrelay.xml.soap import receiver_fault, sender_fault, SoapFault
-from atomrelay.xml.soap import Maker
+from atomrelay.xml.soap import Maker, SoapFault, receiver_fault, sender_fault
 
 STATE_NAME = "profiles"
 MAX_NAME_LENGTH = 64

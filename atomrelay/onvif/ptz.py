@@ -39,9 +39,10 @@ from lxml.etree import _Element
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from atomrelay.auth.policy import AccessClass
 from atomrelay.camera.client import CameraError
 from atomrelay.camera.health import OFFLINE, HealthState
-from atomrelay.camera.moves import degrees_to_generic, FOV_SPACE, GENERIC_SPACE
+from atomrelay.camera.moves import FOV_SPACE, GENERIC_SPACE, degrees_to_generic
 from atomrelay.camera.ptz import (
     InvalidPresetName,
     NoHomePosition,
@@ -57,11 +58,9 @@ from atomrelay.camera.ptz import (
 from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig
 from atomrelay.onvif import tokens
-from atomrelay.xml import ns
-from atomrelay.auth.policy import AccessClass
 from atomrelay.onvif.base import Operation, RequestContext, Service
-from atomrelay.xml.soap import receiver_fault, sender_fault, SoapFault
-from atomrelay.xml.soap import Maker
+from atomrelay.xml import ns
+from atomrelay.xml.soap import Maker, SoapFault, receiver_fault, sender_fault
 from atomrelay.xml.xstypes import format_duration, parse_duration, xs_datetime
 
 PATH = "/onvif/ptz_service"

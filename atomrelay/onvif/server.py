@@ -38,11 +38,8 @@ pedantry: no client sends one the relay cannot honour by ignoring it).
 
 from __future__ import annotations
 
-import functools
 import inspect
 import io
-import ipaddress
-import re
 from dataclasses import dataclass
 from typing import IO, Any, Awaitable, Hashable, Protocol, Sequence
 
@@ -54,29 +51,30 @@ from twisted.python.failure import Failure
 from twisted.web import pages
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from twisted.web.server import Request as ServerRequest
 
-from atomrelay.metrics import Registry
-from atomrelay.xml import ns
-from atomrelay.auth.policy import AccessClass, ANONYMOUS, Caller, levels_allowed
-from atomrelay.onvif.base import Operation, RequestContext, Service
-from atomrelay.xml.soap import receiver_fault, sender_fault, SoapFault
+from atomrelay.auth.policy import ANONYMOUS, AccessClass, Caller, levels_allowed
 from atomrelay.auth.security import AuthenticationFailed, Authenticator, HttpRequest, remote_address
+from atomrelay.metrics import Registry
+from atomrelay.onvif.base import Operation, RequestContext, Service
+from atomrelay.onvif.hosts import advertised, join_host, local_address, parse_host
+from atomrelay.web.limits import MAX_BODY, PLAIN_TEXT, TOO_LARGE
+from atomrelay.xml import ns
+from atomrelay.xml.parsing import XMLRejected, parse_untrusted
 from atomrelay.xml.soap import (
     SOAP_11,
     SOAP_12,
     Envelope,
+    SoapFault,
     SoapVersion,
     fault_envelope,
     fault_status,
     read_envelope,
+    receiver_fault,
     response_envelope,
+    sender_fault,
     version_of,
 )
-from atomrelay.xml.parsing import XMLRejected, parse_untrusted
 
-MAX_BODY = 256 * 1024
-"""Largest request body accepted (bytes)."""
 REPLY_CACHE_BYTES = 4 * 1024 * 1024
 """Bytes of serialized answers kept for operations with a ``reply_key`` (the cache is emptied when full);
 an answer over a quarter of it is not kept."""
@@ -86,18 +84,12 @@ MAX_HOST = 300
 """Bytes of a Host header value used for XAddrs (a DNS name has at most 253); a longer one is ignored."""
 
 _SOAP_MEDIA_TYPES = frozenset({"application/soap+xml", "text/xml", "application/xml"})
-_PLAIN_TEXT = b"text/plain; charset=utf-8"
 _UNSUPPORTED_MEDIA = (
     b"Unsupported media type: send SOAP 1.2 as application/soap+xml or SOAP 1.1 as text/xml.\n"
 )
-_TOO_LARGE = b"Request body too large.\n"
 _NOT_AUTHORIZED = "Sender not authorized"
 _CHALLENGE_FAULT = SoapFault("Sender", ("NotAuthorized",), _NOT_AUTHORIZED, http_status=401)
 _ACTION_FAILED = receiver_fault("Action", reason="Action Failed: the device could not complete the request")
-_HOST = re.compile(
-    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?))(?::(?P<port>[0-9]{1,5}))?$"
-)
 
 
 class Request(HttpRequest, Protocol):
@@ -114,96 +106,6 @@ class Request(HttpRequest, Protocol):
     def write(self, data: bytes) -> None: ...
 
     def finish(self) -> None: ...
-
-
-class BoundedRequest(ServerRequest):
-    """A twisted.web request that refuses a body over ``max_body`` without buffering it.
-
-    twisted.web buffers whole request bodies before rendering, so the cap lives here:
-    a Content-Length over the cap is answered 413 as soon as the headers are in (no
-    ``100 Continue``), a chunked body the moment it grows past the cap. The refusal is
-    a lingering close: the 413 is sent and the write side shut, then further body bytes
-    are read and dropped for at most ``linger`` seconds or ``max_body`` more bytes
-    before the connection is aborted, so that the client reads the 413 instead of a
-    reset. Use it for the relay's Site: ``Site(root, requestFactory=BoundedRequest)``.
-    """
-
-    log = Logger()
-    max_body = MAX_BODY
-    linger = 2.0
-    _refused = False
-    _received = 0
-    _discarded = 0
-    _buffer: io.BytesIO
-    _abort_call: Any = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # No POST to the relay is an HTML form: skip twisted.web's form parsing, whose
-        # Content-Type parsing through email.message alone cost ~15 % of a SOAP request.
-        kwargs["parsePOSTFormSubmission"] = False
-        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
-
-    def render(self, resource: Any) -> None:
-        """Render ``resource`` as twisted.web does, without the Server header naming the Twisted version."""
-        self.responseHeaders.removeHeader(b"server")
-        super().render(resource)  # type: ignore[no-untyped-call]
-
-    def gotLength(self, length: int | None) -> None:
-        """Refuse a declared length over the cap; otherwise buffer in memory (never a temp file)."""
-        self.content = self._buffer = io.BytesIO()
-        if length is not None and length > self.max_body:
-            self._refuse(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        """Keep a chunk unless the body has grown past the cap; after a refusal, drop it."""
-        if self._refused:
-            self._discarded += len(data)
-            if self._discarded > self.max_body:
-                self._abort()
-            return
-        self._received += len(data)
-        if self._received > self.max_body:
-            self._refuse(self._received)
-            return
-        self._buffer.write(data)
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        """Process the request unless it was refused (the connection is closing)."""
-        if not self._refused:
-            super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
-
-    def connectionLost(self, reason: Failure) -> None:
-        """Forget the pending abort of a refused request."""
-        if self._abort_call is not None and self._abort_call.active():
-            self._abort_call.cancel()
-        super().connectionLost(reason)  # type: ignore[no-untyped-call]
-
-    def _refuse(self, size: int) -> None:
-        self._refused = True
-        self.content = self._buffer = io.BytesIO()
-        # twisted.web sends "100 Continue" after gotLength unless the header is gone.
-        self.requestHeaders.removeHeader(b"expect")
-        channel: Any = self.channel
-        transport = channel.transport
-        self.log.info(
-            "refused a request body of {size} bytes or more from {remote} (limit {limit})",
-            size=size,
-            remote=str(getattr(transport.getPeer(), "host", "?")),
-            limit=self.max_body,
-        )
-        transport.write(
-            b"HTTP/1.1 413 Request Entity Too Large\r\n"
-            b"Content-Type: " + _PLAIN_TEXT + b"\r\n"
-            b"Content-Length: " + str(len(_TOO_LARGE)).encode("ascii") + b"\r\n"
-            b"Connection: close\r\n\r\n" + _TOO_LARGE
-        )
-        transport.loseWriteConnection()
-        self._abort_call = channel.callLater(self.linger, self._abort)
-
-    def _abort(self) -> None:
-        channel: Any = self.channel
-        if channel is not None and channel.transport is not None:
-            channel.transport.abortConnection()
 
 
 class _Replies:
@@ -297,7 +199,7 @@ class OnvifResource(Resource):
         )
         self.device_id = device_id
         self.max_body = max_body
-        self._advertise = _advertised(advertise_host) if advertise_host else None
+        self._advertise = advertised(advertise_host) if advertise_host else None
         self._routes: dict[str, _Route] = {}
         self._endpoints: dict[bytes, _Endpoint] = {}
         self._namespaces: set[str] = set()
@@ -355,7 +257,7 @@ class OnvifResource(Resource):
             return _plain(request, 415, _UNSUPPORTED_MEDIA)
         data = self._read_body(request)
         if data is None:
-            return _plain(request, 413, _TOO_LARGE)
+            return _plain(request, 413, TOO_LARGE)
         remote = remote_address(request)
         if not data and request.getHeader(b"authorization") is None:
             # curl --digest (and libcurl) send the first POST without its body and wait for the challenge.
@@ -551,15 +453,15 @@ class OnvifResource(Resource):
         known = self._hosts.get(header)
         if known is not None:
             return known
-        parsed = _parse_host(header.decode("latin-1").strip()) if header else None
+        parsed = parse_host(header.decode("latin-1").strip()) if header else None
         if parsed is None or (self._advertise is not None and self._advertise[1] is None and parsed[1] is None):
             # The answer depends on the address the request came in on.
-            host, port = self._advertise or _local(request)
-            return _join(host, port if port is not None else _local(request)[1])
+            host, port = self._advertise or local_address(request)
+            return join_host(host, port if port is not None else local_address(request)[1])
         host, port = parsed if self._advertise is None else (self._advertise[0], self._advertise[1] or parsed[1])
         if len(self._hosts) >= HOSTS_KEPT:
             self._hosts.clear()
-        known = self._hosts[header] = _join(host, port)
+        known = self._hosts[header] = join_host(host, port)
         return known
 
 
@@ -579,7 +481,7 @@ def _fault(request: Request, version: SoapVersion, fault: SoapFault, envelope: E
 
 
 def _plain(request: Request, status: int, text: bytes) -> bytes:
-    return _reply(request, status, _PLAIN_TEXT, text)
+    return _reply(request, status, PLAIN_TEXT, text)
 
 
 def _reply(request: Request, status: int, content_type: bytes, body: bytes) -> bytes:
@@ -593,59 +495,3 @@ def _reply(request: Request, status: int, content_type: bytes, body: bytes) -> b
 def _media_type(raw: bytes | None) -> str:
     """The lower-case media type of a Content-Type value."""
     return raw.split(b";", 1)[0].strip().lower().decode("latin-1") if raw else ""
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_host(text: str) -> tuple[str, int | None] | None:
-    """``(host, port)`` from a Host header value, or None when it is unusable for XAddrs.
-
-    Memoized: clients send a handful of distinct values, and ``ipaddress`` is slow (the
-    server passes at most ``MAX_HOST`` bytes).
-    """
-    match = _HOST.match(text)
-    if match is None:
-        return None
-    port_text = match.group("port")
-    port = int(port_text) if port_text else None
-    if port is not None and not 0 < port < 65536:
-        return None
-    v6 = match.group("v6")
-    if v6 is not None:
-        try:
-            address = ipaddress.IPv6Address(v6)
-        except ValueError:
-            return None
-        return (str(address), port) if not address.is_unspecified else None
-    name = match.group("name").rstrip(".").lower()
-    if name.replace(".", "").isdigit():
-        try:
-            if ipaddress.IPv4Address(name).is_unspecified:
-                return None
-        except ValueError:
-            return None
-    return name, port
-
-
-def _advertised(value: str) -> tuple[str, int | None]:
-    """``advertise_host`` as (host, port): ``name``, ``name:port``, ``[v6]:port`` or a bare IPv6 literal."""
-    try:
-        return str(ipaddress.IPv6Address(value)), None
-    except ValueError:
-        pass
-    parsed = _parse_host(value)
-    if parsed is None:
-        raise ValueError(f"advertise_host {value!r} is not a host name or address")
-    return parsed
-
-
-def _local(request: Request) -> tuple[str, int | None]:
-    address = request.getHost()
-    host = str(getattr(address, "host", "") or "localhost")
-    port = getattr(address, "port", None)
-    return host, port if isinstance(port, int) else None
-
-
-def _join(host: str, port: int | None) -> str:
-    if ":" in host:
-        host = f"[{host}]"
-    return host if port is None else f"{host}:{port}"

@@ -20,12 +20,11 @@ from lxml.builder import ElementMaker  # type: ignore[import-not-found, unused-i
 from lxml.etree import _Element
 from twisted.web.resource import Resource
 
-from atomrelay.web.status import DocumentRequest, DocumentResource
 from atomrelay.auth.policy import Caller
 from atomrelay.auth.security import Authenticator
 from atomrelay.onvif.tokens import profile as profile_token
 from atomrelay.web.report import StatusReport
-
+from atomrelay.web.status import DocumentRequest, DocumentResource
 
 
 class _Html:

@@ -15,12 +15,12 @@ from typing import Any, Protocol, cast
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
+from atomrelay.auth.security import Authenticator, HttpRequest
 from atomrelay.camera.health import HealthState
 from atomrelay.clock import Clock
-from atomrelay.events.subscriptions import Subscriptions
 from atomrelay.events.state import HEALTH_STATES
+from atomrelay.events.subscriptions import Subscriptions
 from atomrelay.metrics import CONTENT_TYPE, Registry
-from atomrelay.auth.security import Authenticator, HttpRequest
 
 
 class _Request(HttpRequest, Protocol):

@@ -22,16 +22,16 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from atomrelay.auth.policy import Caller
 from atomrelay.camera.health import HealthState
 from atomrelay.camera.model import ModelFacts
 from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig, Config
-from atomrelay.events.state import Event, EventHub
 from atomrelay.events.records import PushSubscription, Subscription
+from atomrelay.events.state import Event, EventHub
 from atomrelay.events.subscriptions import Subscriptions
 from atomrelay.events.topics import MOTION_ALARM, OBJECT, SIGNAL_LOSS
 from atomrelay.mediamtx.paths import path_name
-from atomrelay.auth.policy import Caller
 from atomrelay.onvif.media_types import host_without_port
 
 PATHS_MAX_AGE = 2.0

@@ -37,11 +37,11 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from atomrelay.auth.policy import AccessClass, allowed
+from atomrelay.auth.security import Authenticator, HttpRequest
 from atomrelay.camera.client import CameraAuthError, CameraClient, CameraHTTPError, CameraUnavailable
 from atomrelay.clock import Clock
 from atomrelay.metrics import Registry
-from atomrelay.auth.policy import AccessClass, allowed
-from atomrelay.auth.security import Authenticator, HttpRequest
 
 MAX_TIMEOUT = 5.0
 """The longest a snapshot request may wait for the camera (seconds)."""

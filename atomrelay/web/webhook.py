@@ -47,9 +47,9 @@ from twisted.logger import Logger
 from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import Resource
 
+from atomrelay.auth.security import HttpRequest, remote_address
 from atomrelay.clock import Clock
 from atomrelay.events.state import EventHub
-from atomrelay.auth.security import HttpRequest, remote_address
 
 MAX_BODY = 64 * 1024
 """Largest webhook body accepted (bytes)."""

@@ -24,11 +24,11 @@ from zeep.exceptions import Fault
 from atomrelay.config import Config, parse_config
 from atomrelay.discovery.service import DiscoveryService
 from atomrelay.identity import load_identity
-from atomrelay.xml import ns
+from atomrelay.relay import RelayService
 from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
 from atomrelay.state import StateStore
-from atomrelay.relay import RelayService
 from atomrelay.wiring import build_relay, plan_devices
+from atomrelay.xml import ns
 from tests.helpers import GET_DATE, free_port
 
 pytestmark = pytest.mark.aio

@@ -32,8 +32,8 @@ from wsdiscovery.discovery import ThreadedWSDiscovery
 from wsdiscovery.scope import Scope
 
 from atomrelay.config import load_config
-from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
 from atomrelay.relay import RelayService
+from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
 from atomrelay.wiring import build_relay
 from tests.discovery.support import NVT, STREAMING, TDS_DEVICE, parse, probe_bytes, raw_probe, resolve_bytes
 from tests.helpers import GET_DATE, ROOT, free_port, poll

@@ -28,16 +28,16 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from atomrelay.auth.security import Authenticator
 from atomrelay.config import Config, User, parse_config
+from atomrelay.events.consumers import ConsumerGuard, ConsumerPolicy, NotifyClient
 from atomrelay.events.service import PATH, EventsService
 from atomrelay.events.state import EventHub
-from atomrelay.events.consumers import ConsumerGuard, ConsumerPolicy, NotifyClient
 from atomrelay.events.subscriptions import Subscriptions
-from atomrelay.web.webhook import WebhookResource
-from atomrelay.xml import ns
-from atomrelay.auth.security import Authenticator
 from atomrelay.onvif.server import OnvifResource
 from atomrelay.state import StateStore
+from atomrelay.web.webhook import WebhookResource
+from atomrelay.xml import ns
 from tests.onvif import schema
 
 NOW = 1_700_000_000.0

@@ -21,8 +21,8 @@ from twisted.web.server import Site
 
 from atomrelay.config import parse_config
 from atomrelay.events.consumers import ConsumerGuard, ConsumerPolicy, ConsumerRefused, NotifyClient, guarded_agent
-from atomrelay.events.state import EventHub
 from atomrelay.events.records import PushSubscription
+from atomrelay.events.state import EventHub
 from atomrelay.events.subscriptions import Subscriptions
 from tests.events.support import NameTable
 from tests.helpers import poll

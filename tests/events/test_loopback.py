@@ -31,19 +31,20 @@ from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from atomrelay.auth.security import Authenticator
+from atomrelay.auth.users import UserStore
 from atomrelay.config import parse_config
+from atomrelay.events.consumers import ConsumerGuard, ConsumerPolicy, NotifyClient, guarded_agent
 from atomrelay.events.service import EventsService
 from atomrelay.events.state import EventHub
-from atomrelay.events.consumers import ConsumerGuard, ConsumerPolicy, NotifyClient, guarded_agent
 from atomrelay.events.subscriptions import Subscriptions
-from atomrelay.web.webhook import WebhookResource
 from atomrelay.identity import Identity
 from atomrelay.onvif.base import Service
 from atomrelay.onvif.device import DeviceService
-from atomrelay.auth.security import Authenticator
-from atomrelay.onvif.server import BoundedRequest, OnvifResource
-from atomrelay.auth.users import UserStore
+from atomrelay.onvif.server import OnvifResource
 from atomrelay.state import StateStore
+from atomrelay.web.limits import BoundedRequest
+from atomrelay.web.webhook import WebhookResource
 from tests.helpers import GET_DATE, poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.aio]

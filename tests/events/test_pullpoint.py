@@ -8,10 +8,10 @@ import time
 import pytest
 from lxml import etree
 
-from atomrelay.xml.xstypes import parse_datetime
 from atomrelay.events.service import PATH
 from atomrelay.onvif import tokens
 from atomrelay.xml import ns
+from atomrelay.xml.xstypes import parse_datetime
 from tests.events.support import NOW, TEV, TOKEN1, WSA, WSNT, EventsRelay, messages
 from tests.onvif import schema
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from twisted.internet.task import Clock
 
 from atomrelay.events.consumers import ConsumerPolicy, ConsumerRefused
 from atomrelay.xml import ns
-from twisted.internet.task import Clock
-
 from tests.events.support import CONSUMER, NOW, TEV, WSA, WSNT, EventsRelay, NameTable
 
 MOTION = "tns1:VideoSource/MotionAlarm"

@@ -11,8 +11,8 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 
 from atomrelay.events.subscriptions import Subscriptions
-from atomrelay.xml import ns
 from atomrelay.state import StateStore
+from atomrelay.xml import ns
 from tests.events.support import BASE, CONSUMER, NOW, TEV, WSA, WSNT, EventsRelay, messages
 
 MOTION = "tns1:VideoSource/MotionAlarm"

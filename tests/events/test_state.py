@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from atomrelay.xml.xstypes import parse_datetime, parse_duration, parse_time, xs_datetime
 from atomrelay.events.state import Event, EventHub
 from atomrelay.events.topics import MOTION_ALARM, FilterError, parse_topic_expression
 from atomrelay.xml import ns
+from atomrelay.xml.xstypes import parse_datetime, parse_duration, parse_time, xs_datetime
 from tests.events.support import NOW, load_config
 
 

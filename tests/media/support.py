@@ -4,7 +4,6 @@ that calls handlers directly (Clock-free: the media services never read the time
 from __future__ import annotations
 
 import inspect
-
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,15 +12,15 @@ from lxml import etree
 from lxml.builder import ElementMaker
 from lxml.etree import _Element
 
-from atomrelay.config import CameraConfig, Config, parse_config
-from atomrelay.xml import ns
 from atomrelay.auth.policy import Caller
+from atomrelay.config import CameraConfig, Config, parse_config
 from atomrelay.onvif.base import RequestContext
-from atomrelay.xml.soap import SoapFault
 from atomrelay.onvif.media import MediaService
 from atomrelay.onvif.media2 import Media2Service
 from atomrelay.onvif.media_model import MediaModel
 from atomrelay.state import StateStore
+from atomrelay.xml import ns
+from atomrelay.xml.soap import SoapFault
 from tests.helpers import settled
 from tests.onvif import schema
 

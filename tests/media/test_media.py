@@ -13,11 +13,11 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 
-from atomrelay.config import User
-from atomrelay.xml import ns
-from atomrelay.onvif.media import PATH
 from atomrelay.auth.security import Authenticator
+from atomrelay.config import User
+from atomrelay.onvif.media import PATH
 from atomrelay.onvif.server import OnvifResource
+from atomrelay.xml import ns
 from tests.media.support import (
     OPERATOR,
     TRT,
@@ -25,8 +25,8 @@ from tests.media.support import (
     MediaHarness,
     faults,
     resolutions,
-    stream_setup,
     spec_access_classes,
+    stream_setup,
     swing_only_ptz,
     text,
     tokens_of,

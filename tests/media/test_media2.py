@@ -8,8 +8,8 @@ import pytest
 from lxml import etree
 from lxml.etree import _Element
 
-from atomrelay.xml import ns
 from atomrelay.auth.policy import AccessClass
+from atomrelay.xml import ns
 from tests.media.support import (
     TR2,
     TRT,

@@ -8,20 +8,20 @@ from typing import Any
 
 import pytest
 
-from atomrelay.xml.soap import SoapFault
 from atomrelay.onvif.media_model import MediaModel
 from atomrelay.onvif.media_types import (
-    audio_codec,
     AUDIO_ENCODER,
     AUDIO_SOURCE,
-    host_without_port,
     KINDS,
     PTZ,
     VIDEO_ENCODER,
     VIDEO_SOURCE,
+    audio_codec,
+    host_without_port,
 )
 from atomrelay.state import StateError, StateStore
 from atomrelay.xml import ns
+from atomrelay.xml.soap import SoapFault
 from tests.helpers import settled
 from tests.media.support import CAMERAS, TRT, MediaHarness, faults, swing_only_ptz
 

@@ -14,13 +14,13 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
+from atomrelay.auth.security import Authenticator
 from atomrelay.camera.client import CameraClient
 from atomrelay.camera.digest import authorization, pick_challenge
-from atomrelay.web.snapshot import SnapshotResource
 from atomrelay.config import CameraConfig, StreamConfig, User
 from atomrelay.metrics import Registry
-from atomrelay.auth.security import Authenticator
 from atomrelay.sim.camera import SNAPSHOT_JPEG, SimulatedCamera
+from atomrelay.web.snapshot import SnapshotResource
 from tests.helpers import metric
 
 NOW = 1_700_000_000.0

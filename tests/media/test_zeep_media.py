@@ -9,7 +9,6 @@ way out (the services are wrapped, not changed).
 
 from __future__ import annotations
 
-
 import os
 import time
 import uuid
@@ -30,23 +29,23 @@ from zeep.proxy import AsyncServiceProxy
 from zeep.transports import AsyncTransport
 from zeep.wsse.username import UsernameToken
 
+from atomrelay.auth.security import Authenticator
+from atomrelay.auth.users import UserStore
 from atomrelay.camera.client import CameraClient
-from atomrelay.web.snapshot import SnapshotResource
 from atomrelay.config import Config, parse_config
 from atomrelay.identity import Identity
-from atomrelay.xml import ns
 from atomrelay.onvif.base import Service
 from atomrelay.onvif.device import DeviceService, TimeZone
 from atomrelay.onvif.media import MediaService
 from atomrelay.onvif.media2 import Media2Service
 from atomrelay.onvif.media_model import MediaModel
-from atomrelay.auth.security import Authenticator
 from atomrelay.onvif.server import OnvifResource
-from atomrelay.auth.users import UserStore
 from atomrelay.sim.camera import SNAPSHOT_JPEG, SimulatedCamera, listen_camera
 from atomrelay.state import StateStore
-from tests.onvif import schema
+from atomrelay.web.snapshot import SnapshotResource
+from atomrelay.xml import ns
 from tests.helpers import count_answers_built
+from tests.onvif import schema
 from tests.onvif.test_zeep_device import aio
 
 pytestmark = [pytest.mark.integration, pytest.mark.aio]

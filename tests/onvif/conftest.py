@@ -21,14 +21,13 @@ from twisted.logger import Logger, formatEvent
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
-from atomrelay.config import User
-from atomrelay.xml import ns
 from atomrelay.auth.policy import AccessClass
-from atomrelay.onvif.base import Operation, RequestContext, Service
-from atomrelay.xml.soap import sender_fault
 from atomrelay.auth.security import Authenticator
+from atomrelay.config import User
+from atomrelay.onvif.base import Operation, RequestContext, Service
 from atomrelay.onvif.server import OnvifResource
-from atomrelay.xml.soap import Maker
+from atomrelay.xml import ns
+from atomrelay.xml.soap import Maker, sender_fault
 
 SOAP_NOW = 1_700_000_000.0
 """The test clock's start (2023-11-14T22:13:20Z)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-
 import time
 import uuid
 from pathlib import Path
@@ -16,15 +15,15 @@ from lxml.etree import _Element
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
+from atomrelay.auth.policy import AccessClass, Caller
+from atomrelay.auth.users import UserStore
 from atomrelay.config import Config, User, parse_config
 from atomrelay.identity import Identity
-from atomrelay.xml import ns
-from atomrelay.auth.policy import AccessClass, Caller
 from atomrelay.onvif.base import RequestContext, Service
-from atomrelay.xml.soap import SoapFault
 from atomrelay.onvif.device import PATH, DeviceService, TimeZone, host_time_zone
-from atomrelay.auth.users import UserStore
 from atomrelay.state import StateStore
+from atomrelay.xml import ns
+from atomrelay.xml.soap import SoapFault
 from tests.helpers import settled
 from tests.onvif import schema
 

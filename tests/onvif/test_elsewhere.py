@@ -8,8 +8,8 @@ from lxml import etree
 from treq.testing import StubTreq
 from twisted.web.resource import Resource
 
-from atomrelay.xml import ns
 from atomrelay.onvif.elsewhere import DeviceAddress, DevicesElsewhere
+from atomrelay.xml import ns
 
 DEVICES = [DeviceAddress("porch", 8101, None), DeviceAddress("garage", 8103, "192.168.1.53"),
            DeviceAddress("lab", 8104, "fd00::5")]

@@ -18,9 +18,19 @@ from twisted.web.server import Site
 
 from atomrelay.auth.policy import Caller
 from atomrelay.auth.security import Authenticator
-from atomrelay.onvif.server import BoundedRequest, OnvifResource
+from atomrelay.onvif.server import OnvifResource
+from atomrelay.web.limits import BoundedRequest
 from tests.helpers import poll
-from tests.onvif.conftest import SOAP12_TYPE, SOAP_SKEW, SOAP_USERS, SoapRelay, soap_envelope, soap_op, soap_security, soap_services
+from tests.onvif.conftest import (
+    SOAP12_TYPE,
+    SOAP_SKEW,
+    SOAP_USERS,
+    SoapRelay,
+    soap_envelope,
+    soap_op,
+    soap_security,
+    soap_services,
+)
 from tests.onvif.test_security import iso_microseconds
 
 CAP = 500

@@ -10,12 +10,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyChannel
 
-from atomrelay.xml import ns
 from atomrelay.auth.policy import AccessClass
 from atomrelay.onvif.base import Operation, RequestContext, Service
-from atomrelay.xml.soap import sender_fault
-from atomrelay.onvif.server import BoundedRequest, OnvifResource
-from atomrelay.xml.soap import Maker
+from atomrelay.onvif.server import OnvifResource
+from atomrelay.web.limits import BoundedRequest
+from atomrelay.xml import ns
+from atomrelay.xml.soap import Maker, sender_fault
 from tests.helpers import settled
 from tests.media.support import MediaHarness
 from tests.onvif.conftest import (
@@ -189,7 +189,7 @@ def test_bounded_request_leaves_form_bodies_alone() -> None:
 
 def test_the_fault_cache_is_bounded_in_entries_and_bytes() -> None:
     """Cached fault answers (whose reasons may quote the request) are at most 3 KiB each and 128 in all: 384 KiB."""
-    from atomrelay.onvif import soap
+    from atomrelay.xml import soap
     from atomrelay.xml.soap import SoapFault
 
     longest = "\U0001f600" * 200  # the longest cached reason, in the widest UTF-8 characters

@@ -24,11 +24,12 @@ from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyRequest
 from zeep.wsse.username import UsernameToken
 
-from atomrelay.xml import ns
 from atomrelay.auth.policy import ANONYMOUS, Caller
 from atomrelay.auth.replay import ReplayMemory
 from atomrelay.auth.security import AuthenticationFailed, Authenticator
-from atomrelay.onvif.server import BoundedRequest, OnvifResource
+from atomrelay.onvif.server import OnvifResource
+from atomrelay.web.limits import BoundedRequest
+from atomrelay.xml import ns
 from tests.onvif.conftest import (
     SOAP_NOW,
     SOAP_SKEW,

@@ -17,12 +17,12 @@ from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.web.server import Site
 
-from atomrelay.xml import ns
 from atomrelay.auth.policy import ANONYMOUS
-from atomrelay.xml.soap import sender_fault, SoapFault
-from atomrelay.onvif.server import MAX_BODY, BoundedRequest, OnvifResource
-from atomrelay.xml.soap import MAX_REASON, SOAP_11, SOAP_12, _fault_bytes, fault_envelope
+from atomrelay.onvif.server import OnvifResource
+from atomrelay.web.limits import MAX_BODY, BoundedRequest
+from atomrelay.xml import ns
 from atomrelay.xml.parsing import MalformedXML, UnsafeXML, parse_untrusted
+from atomrelay.xml.soap import MAX_REASON, SOAP_11, SOAP_12, SoapFault, _fault_bytes, fault_envelope, sender_fault
 from tests.onvif.conftest import (
     EXAMPLE_NS,
     SOAP11_TYPE,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from atomrelay.config import User
-from atomrelay.xml.soap import SoapFault
 from atomrelay.auth.users import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH, MAX_USERS, UserStore
+from atomrelay.config import User
 from atomrelay.state import StateStore
+from atomrelay.xml.soap import SoapFault
 from tests.helpers import settled
 
 ADMIN = User("admin", "secret", "Administrator")

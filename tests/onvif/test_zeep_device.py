@@ -26,15 +26,15 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zeep.exceptions import Fault
 
+from atomrelay.auth.security import Authenticator
+from atomrelay.auth.users import UserStore
 from atomrelay.config import Config, parse_config
 from atomrelay.identity import Identity
-from atomrelay.xml import ns
 from atomrelay.onvif.base import Service
 from atomrelay.onvif.device import DeviceService, TimeZone
-from atomrelay.auth.security import Authenticator
 from atomrelay.onvif.server import OnvifResource
-from atomrelay.auth.users import UserStore
 from atomrelay.state import StateStore
+from atomrelay.xml import ns
 
 pytestmark = [pytest.mark.integration, pytest.mark.aio]
 

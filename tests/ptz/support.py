@@ -12,17 +12,17 @@ from lxml.etree import _Element
 from treq.testing import StubTreq
 from twisted.web.resource import Resource
 
+from atomrelay.auth.security import Authenticator
 from atomrelay.camera.health import OFFLINE, ONLINE, HealthState
 from atomrelay.camera.model import ModelRegistry
 from atomrelay.camera.ptz import PtzController
 from atomrelay.config import CameraConfig, User
-from atomrelay.xml import ns
 from atomrelay.onvif.imaging import ImagingService
 from atomrelay.onvif.ptz import PtzService
-from atomrelay.auth.security import Authenticator
 from atomrelay.onvif.server import OnvifResource
-from atomrelay.xml.soap import Maker
 from atomrelay.state import StateStore
+from atomrelay.xml import ns
+from atomrelay.xml.soap import Maker
 from tests.camera.support import CAM2, SWING, Bench, camera_config
 from tests.onvif import schema
 

@@ -28,9 +28,8 @@ from atomrelay.camera.ptz import (
     TooManyPresets,
 )
 from atomrelay.state import StateError, StateStore
-from tests.helpers import settled
 from tests.camera.support import CAM2, SWING, Bench, camera_config
-from tests.helpers import ROOT
+from tests.helpers import ROOT, settled
 
 
 def rig(tmp_path: Path, **options: Any) -> tuple[Bench, Any, PtzController]:

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from atomrelay.camera.model import MODELS
 from atomrelay.camera.moves import (
-    degrees_to_generic,
     FOV_SPACE,
     GENERIC_SPACE,
+    degrees_to_generic,
     generic_to_degrees,
     speed_index,
     translation_to_degrees,

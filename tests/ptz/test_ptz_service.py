@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from atomrelay.xml import ns
 from atomrelay.onvif.ptz import (
     POSITION_GENERIC,
     SPEED_GENERIC,
@@ -16,6 +15,7 @@ from atomrelay.onvif.ptz import (
     TRANSLATION_GENERIC,
     VELOCITY_GENERIC,
 )
+from atomrelay.xml import ns
 from atomrelay.xml.soap import Maker
 from atomrelay.xml.xstypes import format_duration, parse_duration
 from tests.onvif import schema

@@ -27,23 +27,23 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zeep.exceptions import Fault
 
+from atomrelay.auth.security import Authenticator
+from atomrelay.auth.users import UserStore
 from atomrelay.camera.client import CameraClient
 from atomrelay.camera.model import ModelRegistry
 from atomrelay.camera.ptz import PtzController
 from atomrelay.config import Config, parse_config
 from atomrelay.identity import Identity
-from atomrelay.xml import ns
 from atomrelay.onvif.base import Service
 from atomrelay.onvif.device import DeviceService, TimeZone
 from atomrelay.onvif.imaging import ImagingService
 from atomrelay.onvif.media import MediaService
 from atomrelay.onvif.media_model import MediaModel
 from atomrelay.onvif.ptz import TRANSLATION_FOV, PtzService, media_profile_lookup
-from atomrelay.auth.security import Authenticator
 from atomrelay.onvif.server import OnvifResource
-from atomrelay.auth.users import UserStore
 from atomrelay.sim.camera import SimulatedCamera, listen_camera
 from atomrelay.state import StateStore
+from atomrelay.xml import ns
 from tests.helpers import poll
 from tests.onvif import schema
 from tests.onvif.test_zeep_device import aio

@@ -30,9 +30,9 @@ from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from atomrelay.xml import ns
 from atomrelay.sim.camera import SimulatedCamera
 from atomrelay.sim.mediamtx import FakeMediamtx
+from atomrelay.xml import ns
 from tests.helpers import VENV_BIN, child_env, free_port, poll
 
 USER, PASSWORD = "admin", "s3cret!"

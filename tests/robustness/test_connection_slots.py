@@ -16,8 +16,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.web.resource import Resource
 
-from atomrelay.web.limits import ConnectionLimits, GuardedSite
-from atomrelay.onvif.server import BoundedRequest
+from atomrelay.web.limits import BoundedRequest, ConnectionLimits, GuardedSite
 from tests.helpers import poll
 from tests.robustness.support import RawConnection, raw_connect
 

@@ -17,14 +17,14 @@ import pytest
 import pytest_twisted
 from lxml import etree
 
-from atomrelay.xml import ns
 from atomrelay.sim.camera import MOVE_DISMISSED
+from atomrelay.xml import ns
 from tests.helpers import poll
 from tests.robustness.support import (
     BlackHole,
     HttpReply,
-    Rig,
     RelayProcess,
+    Rig,
     authed,
     check_reply,
     fault_reason,

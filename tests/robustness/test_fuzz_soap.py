@@ -25,8 +25,8 @@ import pytest_twisted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
-from twisted.internet.address import IPv4Address
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import deferLater
@@ -48,13 +48,13 @@ from tests.robustness.strategies import (
     sweep,
 )
 from tests.robustness.support import (
-    all_services,
-    answers_soap,
     GET_DATE,
     HttpReply,
     InProcessRelay,
-    Rig,
     RelayProcess,
+    Rig,
+    all_services,
+    answers_soap,
     authed,
     check_reply,
     envelope,

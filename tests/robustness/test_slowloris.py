@@ -21,9 +21,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.server import Site
 
-from atomrelay.web.limits import GuardedSite
+from atomrelay.web.limits import BoundedRequest, GuardedSite
 from atomrelay.xml import ns
-from atomrelay.onvif.server import BoundedRequest
 from tests.helpers import poll
 from tests.robustness.support import (
     GET_DATE,

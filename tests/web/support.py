@@ -9,18 +9,18 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 
+from atomrelay.auth.security import Authenticator
 from atomrelay.camera.digest import authorization, pick_challenge
 from atomrelay.camera.health import HealthState
 from atomrelay.camera.model import MODELS
-from atomrelay.web.status import StatusResource
 from atomrelay.config import parse_config
 from atomrelay.events.state import EventHub
 from atomrelay.events.subscriptions import Subscriptions
 from atomrelay.mediamtx.client import MediamtxClient
-from atomrelay.auth.security import Authenticator
 from atomrelay.sim.mediamtx import FakeMediamtx
 from atomrelay.web.dashboard import DashboardResource, assets
 from atomrelay.web.report import Device, StatusReport
+from atomrelay.web.status import StatusResource
 
 NOW = 1_700_000_000.0
 BASE = "http://relay.test:8080"

@@ -11,12 +11,12 @@ from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 
 from atomrelay import metrics as metrics_module
+from atomrelay.auth.security import Authenticator
 from atomrelay.config import User
 from atomrelay.events.state import EventHub
 from atomrelay.events.subscriptions import Subscriptions
 from atomrelay.events.topics import OBJECT
 from atomrelay.metrics import Registry
-from atomrelay.auth.security import Authenticator
 from atomrelay.onvif.server import OnvifResource
 from atomrelay.web.metrics import MetricsResource, RelayGauges
 from tests.camera.support import camera_config

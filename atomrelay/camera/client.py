@@ -40,7 +40,7 @@ from twisted.web.client import RequestTransmissionFailed, ResponseFailed, Respon
 from atomrelay.camera.digest import DigestError, authorization, pick_challenge
 from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig
-from atomrelay.netfailure import describe, is_cancellation, url_host
+from atomrelay.net import describe, is_cancellation, url_host
 
 T = TypeVar("T")
 

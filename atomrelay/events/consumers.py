@@ -50,6 +50,7 @@ from zope.interface import implementer
 
 from atomrelay import tls
 from atomrelay.events.messages import NOTIFY_CONTENT_TYPE
+from atomrelay.net import ip_of
 
 MAX_CONSUMER_URL = 2048
 """Longest consumer URL accepted (characters)."""
@@ -64,17 +65,6 @@ class ConsumerRefused(Exception):
     """A push consumer address the relay will not send to; the message says why."""
 
 
-def _ip_of(host: str) -> Address | None:
-    """The IP address written in ``host`` (scope id dropped, IPv4-mapped IPv6 as IPv4), or None."""
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
 @dataclass(frozen=True)
 class ConsumerPolicy:
     """Which URLs and addresses a Notify may go to, cameras aside (see the module docstring)."""
@@ -83,7 +73,7 @@ class ConsumerPolicy:
 
     def address_allowed(self, host: str) -> bool:
         """Whether an IP address (text) is an acceptable Notify destination."""
-        address = _ip_of(host)
+        address = ip_of(host)
         if address is None:
             return False
         if address.is_loopback:
@@ -112,7 +102,7 @@ class ConsumerPolicy:
             raise ConsumerRefused("the consumer address must not carry user credentials")
         if port == 0:
             raise ConsumerRefused("the consumer address has port 0")
-        literal = _ip_of(parts.hostname)
+        literal = ip_of(parts.hostname)
         if literal is not None and not self.address_allowed(str(literal)):
             raise ConsumerRefused(f"the relay does not send notifications to {literal}")
         return url
@@ -206,11 +196,11 @@ class ConsumerGuard:
         lookups = [_resolve(self._resolver, host, port, address_types)]
         lookups += [_resolve(self._resolver, camera_host) for camera_host in hosts]
         resolved = await gatherResults(lookups, consumeErrors=True)
-        cameras = {_ip_of(_address_text(address)) for addresses in resolved[1:] for address in addresses}
+        cameras = {ip_of(_address_text(address)) for addresses in resolved[1:] for address in addresses}
         allowed: list[IAddress] = []
         refused: list[tuple[IAddress, str]] = []
         for address in resolved[0]:
-            ip = _ip_of(_address_text(address))
+            ip = ip_of(_address_text(address))
             if ip is not None and ip in cameras:
                 refused.append((address, "a camera of this relay"))
             elif not self._policy.address_allowed(_address_text(address)):

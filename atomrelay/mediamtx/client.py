@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import MediamtxConfig
 from atomrelay.metrics import Registry
-from atomrelay.netfailure import describe, is_cancellation
+from atomrelay.net import describe, is_cancellation
 
 T = TypeVar("T")
 

@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 from atomrelay.config import CameraConfig, MediamtxConfig, StreamConfig
-from atomrelay.netfailure import url_host
+from atomrelay.net import url_host
 
 # Readers wait this long for the camera (Wi-Fi, RTSP handshake, ffmpeg probing of a
 # main stream whose SDP lacks SPS/PPS) before mediamtx gives up on them; mediamtx's

@@ -53,6 +53,8 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import Request as ServerRequest
 from twisted.web.server import Site
 
+from atomrelay.net import ip_of
+
 REQUEST_TIMEOUT = 10.0
 """Seconds a client has to send one whole request (line, headers and body)."""
 FIRST_BYTE_TIMEOUT = 9.0
@@ -110,12 +112,9 @@ def source_network(host: str) -> str:
 
     Anything that is no IP address (a UNIX socket path, say) is its own source.
     """
-    try:
-        address = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
+    address = ip_of(host)
+    if address is None:
         return host
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
     prefix = 24 if address.version == 4 else 64
     return str(ipaddress.ip_network((address, prefix), strict=False))
 

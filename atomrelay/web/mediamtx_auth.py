@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 
 from atomrelay.config import MediamtxConfig, User
+from atomrelay.net import ip_of
 
 MAX_BODY = 16 * 1024
 LOCALHOST = frozenset({ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")})
@@ -65,16 +66,6 @@ class AuthRequest:
         self.protocol = fields["protocol"]
 
 
-def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
 def _same_secret(given: str, expected: str | None) -> bool:
     """Constant-time comparison; ``expected`` None never matches (but costs the same)."""
     reference = expected.encode("utf-8") if expected is not None else _DUMMY_PASSWORD
@@ -92,14 +83,14 @@ class MediamtxAuthResource(Resource):
         super().__init__()  # type: ignore[no-untyped-call]
         self._lookup_user = lookup_user
         self._config = config
-        self._relay_ip = _parse_ip(config.relay_address)
-        api_ip = _parse_ip(urlsplit(config.api_url).hostname or "")
+        self._relay_ip = ip_of(config.relay_address)
+        api_ip = ip_of(urlsplit(config.api_url).hostname or "")
         self._callers = LOCALHOST | ({api_ip} if api_ip is not None else set())
 
     def render_POST(self, request: _Request) -> bytes:
         """Decide one request: 200 allow, 401 deny, 400 malformed, 413 too large."""
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        caller = _parse_ip(str(getattr(request.getClientAddress(), "host", "")))
+        caller = ip_of(str(getattr(request.getClientAddress(), "host", "")))
         if caller is None or not (caller in self._callers or caller.is_loopback):
             self.log.warn("mediamtx auth: refused a request from {caller}, which is not mediamtx's address",
                           caller=caller)
@@ -160,7 +151,7 @@ class MediamtxAuthResource(Resource):
         if auth.action in ("read", "playback"):
             return self._check_onvif_user(auth)
         if auth.action == "publish":
-            if _parse_ip(auth.ip) in LOCALHOST:
+            if ip_of(auth.ip) in LOCALHOST:
                 return None
             return "publishing is allowed from this host only"
         if auth.action in ("api", "metrics", "pprof"):
@@ -179,7 +170,7 @@ class MediamtxAuthResource(Resource):
         return None
 
     def _check_relay_user(self, auth: AuthRequest) -> str | None:
-        if self._relay_ip is None or _parse_ip(auth.ip) != self._relay_ip:
+        if self._relay_ip is None or ip_of(auth.ip) != self._relay_ip:
             return "only the relay may use the mediamtx API"
         expected_user, expected_password = self._config.username, self._config.password
         if expected_user is None or expected_password is None:

@@ -7,7 +7,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseNeverReceived
 
-from atomrelay.netfailure import describe, is_cancellation, url_host
+from atomrelay.net import describe, is_cancellation, url_host
 
 
 def test_cancellations_and_timeouts_are_cancellations_even_wrapped() -> None:
@@ -32,3 +32,15 @@ def test_url_host_brackets_ipv6_and_encodes_the_zone() -> None:
     assert url_host("fe80::1%eth0") == "[fe80::1%25eth0]"
     assert url_host("[::1]") == "[::1]"
     assert url_host("192.0.2.1") == "192.0.2.1" and url_host("cam.local") == "cam.local"
+
+
+def test_ip_of_reads_addresses_not_names() -> None:
+    """IP literals come back as addresses (IPv4-mapped IPv6 as IPv4, zone dropped); names are None."""
+    from ipaddress import ip_address
+
+    from atomrelay.net import ip_of
+
+    assert ip_of("::ffff:192.0.2.7") == ip_address("192.0.2.7")
+    assert ip_of("fe80::1%eth0") == ip_address("fe80::1")
+    assert ip_of("192.0.2.7") == ip_address("192.0.2.7")
+    assert ip_of("cam.local") is None and ip_of("3232255242") is None

@@ -1,7 +1,9 @@
-"""Transport failures of the relay's HTTP clients (cameras, mediamtx), told apart and said in a few words."""
+"""Network helpers: the HTTP clients' transport failures told apart and said in a few words, hosts in URLs,
+IP addresses read from text."""
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import quote
 
 from twisted.internet.defer import CancelledError, TimeoutError
@@ -52,3 +54,14 @@ def url_host(host: str) -> str:
         address, _, zone = host.partition("%")
         return f"[{address}%25{quote(zone, safe='')}]" if zone else f"[{address}]"
     return host
+
+
+def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address written in ``host`` (scope id dropped, IPv4-mapped IPv6 as IPv4), or None for a name."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address

@@ -17,6 +17,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.utils import getProcessOutput
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -35,6 +36,9 @@ DEMO_CAMERAS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
     ("wyze", "Wyze Cam v3", "WYZE_CAKP2JFUS", {"RTSP_AUDIO0": "AAC"}),
 )
 """id, name, model and hack.ini settings of each simulated camera: together the three mediamtx path shapes."""
+
+PATTERNS = ("testsrc2", "smptehdbars", "rgbtestsrc")
+"""ffmpeg test sources for the simulated cameras' snapshots, one per camera."""
 
 MEDIAMTX_STOP_TIMEOUT = 5.0
 """Seconds mediamtx gets to exit after SIGTERM before it is killed."""
@@ -128,6 +132,8 @@ class DemoService(MultiService):
             rtsp: Any = listen_rtsp(self.reactor, server)
             self._ports += [http, rtsp]
             self._rtsp_servers.append(server)
+            if ffmpeg is not None:
+                self._paint(camera, ffmpeg, PATTERNS[index % len(PATTERNS)])
             cameras.append(DemoCamera(cam_id, name, model, Firmware(camera.firmware), int(http.getHost().port),
                                       int(rtsp.getHost().port), token))
         binary = shutil.which("mediamtx")
@@ -138,6 +144,21 @@ class DemoService(MultiService):
         self.relay = build_relay(config, self.reactor)
         cast(Any, self.relay).setServiceParent(self)
         print(demo_banner(config, cameras, mediamtx, ffmpeg is not None), flush=True)
+
+    def _paint(self, camera: Any, ffmpeg: str, pattern: str) -> None:
+        """Give ``camera``'s snapshots an ffmpeg test pattern instead of the simulator's 8x8 grey (in the background)."""
+        args = ["-v", "error", "-f", "lavfi", "-i", f"{pattern}=size=640x360", "-frames:v", "1", "-f", "mjpeg", "-"]
+
+        def painted(jpeg: bytes) -> None:
+            if jpeg.startswith(b"\xff\xd8"):
+                camera.snapshot_jpeg = jpeg
+
+        def failed(failure: Failure) -> None:
+            self.log.info("demo: no test-pattern snapshot ({error}); the simulator's grey one it is",
+                          error=str(failure.value))
+
+        done: Deferred[bytes] = cast(Any, getProcessOutput)(ffmpeg, args, env=child_environ(), reactor=self.reactor)
+        done.addCallbacks(painted, failed)
 
     def _start_fake_mediamtx(self) -> DemoMediamtx:
         from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx

@@ -60,6 +60,20 @@ def spawn_demo(port: int, env: dict[str, str], cwd: Path) -> tuple[Collect, Any]
     return proto, process
 
 
+async def snapshot_width(port: int, camera: str, tmp_path: Path) -> bool:
+    """Whether the relay's snapshot of ``camera`` (admin/admin, Digest) is a 640 pixels wide picture."""
+    picture = tmp_path / f"{camera}.jpg"
+    _, _, code = await getProcessOutputAndValue(
+        "/usr/bin/env", ["curl", "-s", "-f", "--digest", "-u", "admin:admin", "-o", str(picture),
+                         f"http://127.0.0.1:{port}/snapshot/{camera}.jpg"], env=child_env())
+    if code != 0:
+        return False
+    out, _, code = await getProcessOutputAndValue(
+        "/usr/bin/env", ["ffprobe", "-v", "error", "-show_entries", "stream=width,height", "-of", "csv=p=0",
+                         str(picture)], env=child_env())
+    return code == 0 and out.strip() == b"640,360"
+
+
 async def all_online(proto: Collect) -> None:
     await poll(lambda: all(f"camera {c} is online".encode() in proto.output for c in CAMERAS),
                timeout=40, what="every demo camera online")
@@ -78,11 +92,14 @@ async def stop(proto: Collect, process: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_demo_without_mediamtx_has_online_cameras_and_says_what_video_needs(tmp_path: Path) -> None:
-    """Without mediamtx every camera goes online, the banner lists snapshot and stream URLs and how to get video, and the state directory is removed."""
+    """Without mediamtx every camera goes online (with ffmpeg, its snapshot is a 640x360 test pattern), the banner lists snapshot and stream URLs and how to get video, and the state directory is removed."""
     port = free_port()
     proto, process = spawn_demo(port, demo_env(tmp_path, []), tmp_path)
     try:
         await all_online(proto)
+        if shutil.which("ffmpeg") and shutil.which("ffprobe") and shutil.which("curl"):
+            await poll(lambda: snapshot_width(port, "swing", tmp_path), timeout=20,
+                       what="the swing's snapshot to be a 640x360 test pattern")
     finally:
         await stop(proto, process)
     output = proto.output.decode()

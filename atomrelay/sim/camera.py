@@ -284,8 +284,10 @@ class _Move:
 class _PendingSnapshot:
     """A ``get_jpeg.cgi`` request waiting for its simulated capture delay."""
 
-    def __init__(self, clock: Clock, request: _Request, delay: float, on_done: Callable[[], None]) -> None:
+    def __init__(self, clock: Clock, request: _Request, delay: float, on_done: Callable[[], None],
+                 jpeg: bytes) -> None:
         self._request = request
+        self._jpeg = jpeg
         self._on_done = on_done
         self._call = clock.callLater(delay, self._deliver)
         request.notifyFinish().addErrback(self._lost)
@@ -293,7 +295,7 @@ class _PendingSnapshot:
     def _deliver(self) -> None:
         self._on_done()
         self._request.setHeader(b"content-type", b"image/jpeg")
-        self._request.write(SNAPSHOT_JPEG)
+        self._request.write(self._jpeg)
         self._request.finish()
 
     def _lost(self, reason: Failure) -> None:
@@ -337,6 +339,8 @@ class SimulatedCamera(Resource):
             raise ValueError(f"unknown model {model!r}; expected one of {', '.join(sorted(MODELS))}")
         if (username is None) != (password is None):
             raise ValueError("username and password must be given together")
+        self.snapshot_jpeg = SNAPSHOT_JPEG
+        """What ``get_jpeg.cgi`` answers (the demo puts a test pattern here when ffmpeg is present)."""
         if move_speed_deg_per_s <= 0:
             raise ValueError("move_speed_deg_per_s must be positive")
         self.clock = clock
@@ -469,9 +473,9 @@ class SimulatedCamera(Resource):
             return b"<html><head><title>503 Service Unavailable</title></head><body></body></html>\n"
         if self.snapshot_delay <= 0:
             request.setHeader(b"content-type", b"image/jpeg")
-            return SNAPSHOT_JPEG
+            return self.snapshot_jpeg
         self._snapshots_in_flight += 1
-        _PendingSnapshot(self._clock, request, self.snapshot_delay, self._snapshot_done)
+        _PendingSnapshot(self._clock, request, self.snapshot_delay, self._snapshot_done, self.snapshot_jpeg)
         return NOT_DONE_YET
 
     def _snapshot_done(self) -> None:
@@ -566,7 +570,7 @@ class SimulatedCamera(Resource):
             self.video_flip = " ".join(args[1:])
             return self._reply_bytes("ok")
         if command == "jpeg":
-            return SNAPSHOT_JPEG
+            return self.snapshot_jpeg
         normalized = " ".join(words)
         if normalized in _FIFO_COMMANDS:
             self._run_fifo_command(normalized)

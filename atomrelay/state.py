@@ -109,6 +109,29 @@ class StateStore:
             self._write_next(name, queue)
         return done
 
+    def commit(self, name: str, document: Any, apply: Callable[[], None]) -> Deferred[None]:
+        """Save ``document``, then ``apply()`` the change it records to what the relay serves.
+
+        ``apply`` runs when the write has succeeded, whether or not the caller still waits:
+        a SOAP client that hangs up while its change is being written (its handler is
+        cancelled) still leaves memory and disk agreeing. The returned Deferred fires after
+        ``apply``, or fails with StateError (then nothing is applied); cancelling it only
+        stops the wait.
+        """
+        written = self.save(name, document)
+        written.addCallback(lambda _: apply())
+        waiting: Deferred[None] = Deferred()
+
+        def tell(result: object) -> None:
+            if not waiting.called:
+                if isinstance(result, Failure):
+                    waiting.errback(result)
+                else:
+                    waiting.callback(None)
+
+        written.addBoth(tell)
+        return waiting
+
     def save_in_background(self, name: str, document: Any, what: str) -> None:
         """Save ``document`` for a caller that does not wait: a failure is logged as "cannot save ``what``"."""
 

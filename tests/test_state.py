@@ -164,3 +164,30 @@ def test_identity_is_written_before_the_reactor_runs(tmp_path: Path) -> None:
 
     identity = load_identity(StateStore(tmp_path, run=lambda function: succeed(None)))
     assert json.loads((tmp_path / "identity.json").read_text()) == {"uuid": str(identity.uuid)}
+
+
+def test_a_change_whose_caller_hung_up_is_still_applied_once_written(tmp_path: Path) -> None:
+    """CreateUsers cancelled while its write is on the disk (the client left) still serves the user once written:
+    memory and disk agree."""
+    from atomrelay.auth.users import UserStore
+    from atomrelay.config import User
+
+    runner = ManualRunner()
+    users = UserStore([User("admin", "pw", "Administrator")], StateStore(tmp_path, run=runner))
+    creating = Deferred.fromCoroutine(users.create([User("viewer", "pw-viewer", "User")]))
+    creating.addErrback(lambda _: None)
+    creating.cancel()
+    assert users.lookup("viewer") is None
+    runner.finish_one()
+    assert users.lookup("viewer") == User("viewer", "pw-viewer", "User")
+    assert [u["username"] for u in json.loads((tmp_path / "users.json").read_text())["users"]] == ["viewer"]
+
+
+def test_a_failed_commit_applies_nothing(tmp_path: Path) -> None:
+    """commit() applies its change only after a successful write."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    applied: list[bool] = []
+    failures: list[Failure] = []
+    StateStore(blocker / "state").commit("doc", {}, lambda: applied.append(True)).addErrback(failures.append)
+    assert applied == [] and failures and failures[0].check(StateError)

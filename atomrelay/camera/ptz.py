@@ -439,10 +439,12 @@ class PtzController:
             "next": next_number,
         }
         try:
-            await self._store.save(self._state_name, document)
+            await self._store.commit(self._state_name, document, lambda: self._use(presets, home, next_number))
         except StateError as exc:
             self.log.error("camera {camera_id}: cannot save presets: {error}", camera_id=self.camera.id, error=str(exc))
             raise SaveFailed(str(exc)) from exc
+
+    def _use(self, presets: list[Preset], home: tuple[float, float] | None, next_number: int) -> None:
         self._presets, self._home, self._next_number = presets, home, next_number
 
 

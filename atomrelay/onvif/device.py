@@ -259,11 +259,11 @@ class DeviceService:
             SCOPE_PREFIX + "location/" + DEFAULT_LOCATION,
         ]
 
-    async def _save(self, scopes: list[str], discoverable: bool) -> None:
-        """Write first, then change what the device serves: a failed write changes nothing."""
+    async def _save(self, scopes: list[str], discoverable: bool, use: Callable[[], None]) -> None:
+        """Write first, then ``use()`` the change: a failed write changes nothing."""
         document = {"scopes": scopes, "discovery_mode": "Discoverable" if discoverable else "NonDiscoverable"}
         try:
-            await self._store.save(self._state_name, document)
+            await self._store.commit(self._state_name, document, use)
         except StateError as exc:
             self.log.error("cannot save the device settings: {error}", error=str(exc))
             raise receiver_fault("Action", reason="the setting could not be saved on the relay") from exc
@@ -535,10 +535,13 @@ class DeviceService:
             raise receiver_fault("Action", "TooManyScopes", reason=f"at most {MAX_SCOPES} configurable scopes")
         if scopes == self._scopes:
             return
-        await self._save(scopes, self._discoverable)
-        self._scopes = scopes
-        self.log.info("scopes changed: {scopes}", scopes=" ".join(self._scopes))
-        self._notify(self.on_scopes_changed, self.scopes(), "scopes")
+
+        def use() -> None:
+            self._scopes = scopes
+            self.log.info("scopes changed: {scopes}", scopes=" ".join(self._scopes))
+            self._notify(self.on_scopes_changed, self.scopes(), "scopes")
+
+        await self._save(scopes, self._discoverable, use)
 
     def get_discovery_mode(self, ctx: RequestContext) -> _Element:
         """GetDiscoveryMode: Discoverable unless switched off over ONVIF or in the config."""
@@ -552,10 +555,13 @@ class DeviceService:
         discoverable = mode == "Discoverable"
         async with self._lock:
             if discoverable != self._discoverable:
-                await self._save(self._scopes, discoverable)
-                self._discoverable = discoverable
-                self.log.info("discovery mode set to {mode}", mode=mode)
-                self._notify(self.on_discovery_mode_changed, self.discoverable, "discovery mode")
+
+                def use() -> None:
+                    self._discoverable = discoverable
+                    self.log.info("discovery mode set to {mode}", mode=mode)
+                    self._notify(self.on_discovery_mode_changed, self.discoverable, "discovery mode")
+
+                await self._save(self._scopes, discoverable, use)
         return TDS.SetDiscoveryModeResponse()
 
     # --- network -----------------------------------------------------------------------------

@@ -440,10 +440,12 @@ class MediaModel:
             ],
         }
         try:
-            await self._store.save(self._state_name, document)
+            await self._store.commit(self._state_name, document, lambda: self._use(users, next_number))
         except StateError as exc:
             self.log.error("cannot save the media profiles: {error}", error=str(exc))
             raise receiver_fault("Action", reason="the media profiles could not be saved on the relay") from exc
+
+    def _use(self, users: dict[str, Profile], next_number: int) -> None:
         self._user = users
         self._next = next_number
         self.generation += 1

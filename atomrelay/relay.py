@@ -104,8 +104,16 @@ class RelayService(MultiService):
     def install(
         self, generation: Generation, fresh: dict[tuple[str, int], tuple[Listener, SwitchRoot]] | None = None
     ) -> None:
-        """Make ``generation`` the served one: listeners first (``fresh`` ones may be bound already),
-        then its workers (not started here)."""
+        """Make ``generation`` the served one (``serve``), then add its workers (``start_workers``)."""
+        self.serve(generation, fresh)
+        self.start_workers(generation)
+
+    def serve(
+        self, generation: Generation, fresh: dict[tuple[str, int], tuple[Listener, SwitchRoot]] | None = None
+    ) -> None:
+        """Answer requests from ``generation``'s resources: listeners first (``fresh`` ones may be bound
+        already), then the persistent parts it changes (``on_install``); synchronous, so no request
+        falls between the two generations."""
         for key, (name, root) in generation.roots.items():
             if key in self.listeners:
                 self.listeners[key][1].switch(root)
@@ -115,6 +123,9 @@ class RelayService(MultiService):
         self.generation = generation
         for action in generation.on_install:
             action()
+
+    def start_workers(self, generation: Generation) -> None:
+        """Add ``generation``'s workers (started if the relay runs), and keep WS-Discovery the last child."""
         cast(Any, generation.workers).setServiceParent(self)
         discovery = self.parts.discovery
         if discovery is None and generation.config.discovery.enabled:
@@ -182,6 +193,10 @@ class RelayService(MultiService):
             self.log.error("config reload refused, still running on the previous config: {error}", error=str(exc))
             return "config reload refused: " + str(exc).splitlines()[0]
         fresh: dict[tuple[str, int], tuple[Listener, SwitchRoot]] = {}
+        # Saved changes of the running generation are on disk before the new one reads them; from
+        # the build to serve() nothing yields to the reactor while requests could come in (binding a
+        # TCP port answers at once), so no change falls between the two generations.
+        await self.parts.store.idle()
         try:
             new = self.builder.generation(config, self)
             fresh = self.listeners_for(new)
@@ -193,7 +208,11 @@ class RelayService(MultiService):
             self.log.error("config reload failed, still running on the previous config: {error}",
                            error=f"{type(error).__name__}: {error}" if not isinstance(error, OSError) else str(error))
             return f"config reload failed: {error}"
-        await self._switch(new, fresh)
+        try:
+            await self._switch(new, fresh)
+        except Exception as exc:  # noqa: BLE001 - a bug past the point of no return: say so, keep serving
+            self.log.failure("config reload failed while switching to the new config")
+            return f"config reload failed while switching: {type(exc).__name__}: {exc}"
         self.log.info(
             "config reloaded: {cameras} cameras, {streams} streams, {devices} ONVIF devices",
             cameras=len(config.cameras), streams=sum(len(c.streams) for c in config.cameras),
@@ -202,10 +221,16 @@ class RelayService(MultiService):
         return "config reloaded"
 
     async def _switch(self, new: Generation, fresh: dict[tuple[str, int], tuple[Listener, SwitchRoot]]) -> None:
-        """Retire the running generation and serve ``new`` (built, its new sockets bound)."""
+        """Serve ``new`` (built, its new sockets bound), then retire the old generation's workers, WS-Discovery
+        announcements and listeners, and start the new workers."""
         config = new.config
         old = self.generation
         assert old is not None
+        self.parts.events.update_cameras(config.cameras, config.events.motion_timeout)
+        self.parts.authenticator.max_clock_skew = config.onvif.max_clock_skew
+        self.parts.authenticator.http_basic = config.onvif.http_basic
+        self.parts.authenticator.allow_password_text = config.onvif.allow_password_text
+        self.serve(new, fresh)
         await finished(cast(Any, old.workers).disownServiceParent())
         discovery = self.parts.discovery
         kept = discovery is not None and config.discovery.enabled and discovery.config == config.discovery
@@ -218,13 +243,9 @@ class RelayService(MultiService):
         for key in [k for k in self.listeners if k not in keys]:
             listener, _ = self.listeners.pop(key)
             await finished(listener.disownServiceParent())
-        self.parts.events.update_cameras(config.cameras, config.events.motion_timeout)
-        self.parts.authenticator.max_clock_skew = config.onvif.max_clock_skew
-        self.parts.authenticator.http_basic = config.onvif.http_basic
-        self.parts.authenticator.allow_password_text = config.onvif.allow_password_text
         for device_id in [d for d in self.parts.subscriptions if d not in {p.device_id for p in new.plans}]:
             await finished(cast(Any, self.parts.subscriptions.pop(device_id)).disownServiceParent())
-        self.install(new, fresh)
+        self.start_workers(new)
         if kept and discovery is not None:
             await discovery.update(new.targets)
 

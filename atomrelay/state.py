@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -55,6 +55,7 @@ class StateStore:
         self.directory = directory
         self._run = run
         self._queues: dict[str, _Queue] = {}
+        self._idle: list[Deferred[None]] = []
 
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}.json"
@@ -132,6 +133,14 @@ class StateStore:
         written.addBoth(tell)
         return waiting
 
+    def idle(self) -> Deferred[None]:
+        """Fires once no write is waiting or on the disk (at once when none is)."""
+        if not self._queues:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._idle.append(waiter)
+        return waiter
+
     def save_in_background(self, name: str, document: Any, what: str) -> None:
         """Save ``document`` for a caller that does not wait: a failure is logged as "cannot save ``what``"."""
 
@@ -156,6 +165,10 @@ class StateStore:
             else:
                 queue.busy = False
                 del self._queues[name]
+                if not self._queues:
+                    waiters, self._idle = self._idle, []
+                    for waiter in waiters:
+                        waiter.callback(None)
 
         self._run(lambda: self.write(name, data)).addBoth(finished)
 

@@ -10,6 +10,7 @@ import pytest
 import pytest_twisted
 import treq
 from lxml import etree
+from twisted.internet.defer import Deferred
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 
@@ -299,3 +300,74 @@ def _answers_sync(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failure_while_switching_is_reported_and_systemd_still_hears_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug past the point of no return (starting the new workers) is logged, the outcome says the reload
+    failed, and the reload hooks (systemd's READY) still run."""
+    from atomrelay.config import load_config
+    from atomrelay.relay import RelayService
+    from atomrelay.wiring import build_relay
+
+    path = tmp_path / "config.yaml"
+    ports = (free_port(), free_port(), [("cam1", free_port())])
+    write_config(path, *ports)
+    relay: Any = build_relay(load_config(str(path)), reactor, config_path=str(path))
+    relay.startService()
+    try:
+        outcomes: list[str] = []
+        relay.on_reloaded.append(outcomes.append)
+
+        def broken(self: Any, generation: Any) -> None:
+            raise RuntimeError("a bug in starting the workers")
+
+        monkeypatch.setattr(RelayService, "start_workers", broken)
+        await relay.reload()
+        assert outcomes == ["config reload failed while switching: RuntimeError: a bug in starting the workers"]
+        assert "failed" in relay.reload_outcome
+    finally:
+        monkeypatch.undo()
+        await relay.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_change_saved_during_a_reload_is_in_the_new_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CreateUsers whose write is still on the disk when SIGHUP's reload starts is served by the new generation
+    (the reload waits for pending writes before it reads the state)."""
+    import threading
+
+    from atomrelay.config import User, load_config
+    from atomrelay.state import StateStore
+    from atomrelay.wiring import build_relay
+
+    release = threading.Event()
+    real_write = StateStore.write
+
+    def held_write(self: StateStore, name: str, data: bytes) -> None:
+        if name == "users":
+            release.wait(30)
+        real_write(self, name, data)
+
+    monkeypatch.setattr(StateStore, "write", held_write)
+    path = tmp_path / "config.yaml"
+    ports = (free_port(), free_port(), [("cam1", free_port())])
+    write_config(path, *ports)
+    relay: Any = build_relay(load_config(str(path)), reactor, config_path=str(path))
+    relay.startService()
+    try:
+        creating = Deferred.fromCoroutine(relay.parts.users.create([User("viewer", "pw-viewer", "User")]))
+        reloading = relay.reload()
+        assert not reloading.called
+        release.set()
+        await creating
+        await reloading
+        assert relay.reload_outcome == "config reloaded"
+        assert relay.parts.users.lookup("viewer") == User("viewer", "pw-viewer", "User")
+    finally:
+        release.set()
+        await relay.stopService()

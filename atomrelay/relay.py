@@ -245,6 +245,7 @@ class RelayService(MultiService):
             await finished(listener.disownServiceParent())
         for device_id in [d for d in self.parts.subscriptions if d not in {p.device_id for p in new.plans}]:
             await finished(cast(Any, self.parts.subscriptions.pop(device_id)).disownServiceParent())
+        await self.parts.store.idle()  # what the old workers saved (the reconciler's paths) is read by the new
         self.start_workers(new)
         if kept and discovery is not None:
             await discovery.update(new.targets)

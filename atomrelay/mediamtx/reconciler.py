@@ -85,7 +85,8 @@ class Reconciler(Service):
         self._config = config
         self._store = store
         self.ready: Deferred[None] = Deferred()
-        self._owned: set[str] = self._load_owned()
+        self._owned: set[str] = set()
+        """The paths the relay made (read from ``state_dir`` when the service starts)."""
         self._started: str | None = None
         self._problem: str | None = None
         self._backoff = 0.0
@@ -110,6 +111,7 @@ class Reconciler(Service):
     def startService(self) -> None:
         """Start waiting for mediamtx, then configure paths and keep reconciling."""
         super().startService()  # type: ignore[no-untyped-call]
+        self._owned = self._load_owned()
         self._stopping = False
         self._loop = Deferred.fromCoroutine(self._run())
         self._loop.addErrback(lambda failure: self.log.failure("the mediamtx reconciler stopped", failure))

@@ -139,7 +139,6 @@ class Subscriptions(Service):
         self.retry_delays = tuple(retry_delays)
         self._subs: dict[str, Subscription] = {}
         self._camera_ids: tuple[str, ...] = tuple(camera.id for camera in cameras)
-        hub.listeners.append(self.publish)
         registry = metrics or Registry()
         self._delivered = registry.counter(
             "atomrelay_events_delivered_total", "Event messages handed to subscribers (pulled, or pushed and accepted)",
@@ -293,7 +292,8 @@ class Subscriptions(Service):
         return []
 
     def startService(self) -> None:
-        """Restore the saved subscriptions; listen to the hub again after a stop (construction already listens)."""
+        """Listen to the hub (from here on, so that a generation built but never installed leaves no listener),
+        and restore the saved subscriptions."""
         if self.publish not in self._hub.listeners:
             self._hub.listeners.append(self.publish)
         super().startService()  # type: ignore[no-untyped-call]

@@ -250,6 +250,8 @@ class EventsRelay:
             max_subscriptions=self.max_subscriptions,
             store=StateStore(self.state_dir) if self.state_dir is not None else None,
         )
+        if self.state_dir is None:  # with saved state, the test starts it (that restores what was saved)
+            self.subscriptions.startService()
         self.events = EventsService(self.clock, cameras, self.hub, self.subscriptions)
         self.authenticator = Authenticator(self.clock, USERS.get, 300.0, True)
         self.webhooks = WebhookResource(self.clock, self.hub)

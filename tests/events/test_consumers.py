@@ -70,6 +70,7 @@ class Rig:
         guard.log = Logger(observer=lambda event: self.logged.append(formatEvent(event)))
         store = Subscriptions(reactor, hub, config.cameras, NotifyClient(guarded_agent(reactor, guard), guard),
                               retry_delays=(30.0,))
+        store.startService()
         self.stores.append(store)
         self.hubs.append(hub)
         return store

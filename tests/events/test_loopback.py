@@ -126,6 +126,7 @@ cameras:
     hub = EventHub(reactor, config.cameras, config.events.motion_timeout)
     guard = ConsumerGuard(reactor.nameResolver, hub.camera_hosts, ConsumerPolicy(allow_loopback=True))
     subscriptions = Subscriptions(reactor, hub, config.cameras, NotifyClient(guarded_agent(reactor, guard), guard))
+    subscriptions.startService()
     events = EventsService(reactor, config.cameras, hub, subscriptions)
     services: list[Service] = []
     device = DeviceService(

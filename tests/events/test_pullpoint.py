@@ -392,3 +392,19 @@ def test_a_client_that_goes_away_frees_the_pull_without_losing_messages() -> Non
     assert [m[4] for m in relay.pull(path)] == [{"State": "true"}, {"IsMotion": "true"}]
     assert relay.clock.getDelayedCalls() != []  # only the motion timer and the expiry remain
     assert all("_answer" not in repr(call) for call in relay.clock.getDelayedCalls())
+
+
+def test_subscriptions_listen_to_the_hub_only_once_started() -> None:
+    """A device's subscriptions built by a reload that then fails (never started) leave no listener on the hub."""
+    from typing import Any, cast
+
+    from atomrelay.events.subscriptions import Subscriptions
+
+    relay = EventsRelay()
+    before = list(relay.hub.listeners)
+    built = Subscriptions(relay.clock, relay.hub, [], cast(Any, None))
+    assert relay.hub.listeners == before
+    built.startService()
+    assert built.publish in relay.hub.listeners
+    built.stopService()
+    assert relay.hub.listeners == before

@@ -13,6 +13,7 @@ tls.import_twisted_without_tls()
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, cast
+from urllib.parse import urlsplit
 
 from twisted.application.service import MultiService
 from twisted.logger import Logger
@@ -293,6 +294,11 @@ def no_cookies() -> Any:
     return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
+def mediamtx_host(config: Config) -> str:
+    """The host of mediamtx's Control API (push consumers may never reach it)."""
+    return urlsplit(config.mediamtx.api_url).hostname or ""
+
+
 def camera_http_client(reactor: Any) -> Any:
     """The treq client the relay talks to cameras and mediamtx with (a persistent pool, no cookies)."""
     import treq
@@ -338,7 +344,9 @@ def build_relay(
         identity=identity,
         http_client=http_client,
         events=events,
-        notify_client=notify_client(reactor, events.camera_hosts, notify_pool),
+        notify_client=notify_client(
+            reactor, lambda: [*events.camera_hosts(), mediamtx_host(relay.config)], notify_pool
+        ),
         metrics=metrics,
         started=reactor.seconds(),
     )

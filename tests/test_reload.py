@@ -371,3 +371,19 @@ async def test_a_change_saved_during_a_reload_is_in_the_new_generation(
     finally:
         release.set()
         await relay.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_consumers_may_not_reach_mediamtx(tmp_path: Path) -> None:
+    """The relay's Notify client refuses mediamtx's API host (mediamtx trusts the relay's address), as configured now."""
+    from atomrelay.config import load_config
+    from atomrelay.events.consumers import ConsumerRefused
+    from atomrelay.wiring import build_relay
+
+    path = tmp_path / "config.yaml"
+    write_config(path, free_port(), free_port(), [("cam1", free_port())])
+    path.write_text(path.read_text().replace("api_url: http://127.0.0.1:", "api_url: http://192.0.2.9:"))
+    relay: Any = build_relay(load_config(str(path)), reactor)
+    with pytest.raises(ConsumerRefused, match="192.0.2.9 .a camera of this relay or its mediamtx"):
+        await relay.parts.notify_client.check("http://192.0.2.9:9997/v3/config/paths/delete/cam1/main")
+    assert await relay.parts.notify_client.check("http://192.0.2.10:8123/hook") == "http://192.0.2.10:8123/hook"

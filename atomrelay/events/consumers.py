@@ -10,8 +10,9 @@ URL host may be written ``3232255242``, ``0xc0a84d0a``, ``0300.0250.77.10``, ``1
   no user info and a port other than 0 (``ConsumerPolicy.check_url``);
 * its host is resolved by the injected name resolver (the reactor's: getaddrinfo in a
   thread, which reads every numeric form the way the connection will), and so is every
-  configured camera's host;
-* an address is refused when a camera's host resolves to it, or when it is loopback
+  protected host: each configured camera's, and mediamtx's API host (mediamtx trusts
+  requests from the relay's address, so a Notify must never reach its Control API);
+* an address is refused when a protected host resolves to it, or when it is loopback
   (unless the policy allows it), unspecified, ``0.0.0.0/8``, link-local (``169.254/16``
   with the cloud metadata address, ``fe80::/10``), multicast, broadcast or reserved; an
   IPv4-mapped IPv6 address counts as its IPv4 address;
@@ -145,8 +146,9 @@ class ConsumerGuard:
     """Checks consumer URLs at Subscribe and consumer addresses at each connection.
 
     ``resolver`` resolves the consumer's and the cameras' hosts (the reactor's
-    ``nameResolver`` in the relay); ``camera_hosts`` returns the configured camera hosts
-    of the moment (``EventHub.camera_hosts``), so a config reload applies at once.
+    ``nameResolver`` in the relay); ``protected_hosts`` returns the hosts no Notify may
+    reach, as configured at the moment (the cameras' and mediamtx's API host), so a config
+    reload applies at once.
     """
 
     log = Logger()
@@ -154,12 +156,12 @@ class ConsumerGuard:
     def __init__(
         self,
         resolver: Any,
-        camera_hosts: Callable[[], Iterable[str]],
+        protected_hosts: Callable[[], Iterable[str]],
         policy: ConsumerPolicy = ConsumerPolicy(),
     ) -> None:
         self._resolver = resolver
         self._policy = policy
-        self._camera_hosts = camera_hosts
+        self._protected_hosts = protected_hosts
 
     async def check(self, url: str) -> str:
         """The consumer URL if it is acceptable and its host has an allowed address, else raise ConsumerRefused."""
@@ -192,17 +194,17 @@ class ConsumerGuard:
         self, host: str, port: int, address_types: Sequence[type[IAddress]] | None
     ) -> tuple[list[IAddress], list[tuple[IAddress, str]]]:
         """``host``'s addresses, split into allowed ones and refused ones with the reason."""
-        hosts = sorted(set(self._camera_hosts()))
+        hosts = sorted(set(self._protected_hosts()))
         lookups = [_resolve(self._resolver, host, port, address_types)]
-        lookups += [_resolve(self._resolver, camera_host) for camera_host in hosts]
+        lookups += [_resolve(self._resolver, protected) for protected in hosts]
         resolved = await gatherResults(lookups, consumeErrors=True)
-        cameras = {ip_of(_address_text(address)) for addresses in resolved[1:] for address in addresses}
+        protected = {ip_of(_address_text(address)) for addresses in resolved[1:] for address in addresses}
         allowed: list[IAddress] = []
         refused: list[tuple[IAddress, str]] = []
         for address in resolved[0]:
             ip = ip_of(_address_text(address))
-            if ip is not None and ip in cameras:
-                refused.append((address, "a camera of this relay"))
+            if ip is not None and ip in protected:
+                refused.append((address, "a camera of this relay or its mediamtx"))
             elif not self._policy.address_allowed(_address_text(address)):
                 refused.append((address, "loopback, link-local, multicast or reserved"))
             else:
@@ -330,7 +332,7 @@ class NotifyClient:
         return response
 
 
-def notify_client(reactor: Any, camera_hosts: Callable[[], Iterable[str]], pool: Any = None) -> NotifyClient:
+def notify_client(reactor: Any, protected_hosts: Callable[[], Iterable[str]], pool: Any = None) -> NotifyClient:
     """The relay's NotifyClient: the reactor's name resolver, the default policy, ``guarded_agent`` on ``pool``."""
-    guard = ConsumerGuard(reactor.nameResolver, camera_hosts)
+    guard = ConsumerGuard(reactor.nameResolver, protected_hosts)
     return NotifyClient(guarded_agent(reactor, guard, pool), guard)

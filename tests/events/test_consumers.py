@@ -116,7 +116,7 @@ async def subscribe(store: Subscriptions, consumer: str) -> PushSubscription:
 async def test_every_form_of_a_camera_address_is_refused(rig: Rig, host: str) -> None:
     """Decimal, hex, octal, short and IPv4-mapped forms of the camera's address, read by the reactor's resolver, are refused."""
     store = rig.store(reactor.nameResolver)
-    with pytest.raises(ConsumerRefused, match=r"127\.0\.0\.2 \(a camera of this relay\)"):
+    with pytest.raises(ConsumerRefused, match=r"127\.0\.0\.2 \(a camera of this relay or its mediamtx\)"):
         await subscribe(store, f"http://{host}:{rig.port}/cgi-bin/cmd.cgi?port=socket")
     assert len(store) == 0 and rig.camera.requests == []
 

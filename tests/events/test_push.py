@@ -218,7 +218,7 @@ def test_cameras_added_by_a_reload_are_refused() -> None:
     added = dataclasses.replace(relay.config.cameras[0], id="cam9", host="192.0.2.77")
     relay.hub.update_cameras([*relay.config.cameras, added])
     reply = relay.soap(WSNT.Subscribe(WSNT.ConsumerReference(WSA.Address("http://3221226061/hook"))))
-    assert "192.0.2.77 (a camera of this relay)" in reply.fault()[2]
+    assert "192.0.2.77 (a camera of this relay or its mediamtx)" in reply.fault()[2]
 
 
 @pytest.mark.parametrize(

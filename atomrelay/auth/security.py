@@ -428,7 +428,8 @@ class Authenticator:
         issued = self._nonce_issued(nonce)
         if issued is None or not -1.0 <= now - issued <= self.nonce_lifetime:
             raise _StaleNonce()
-        self._advance_count(hash(nonce), issued, int(params["nc"], 16), now)
+        # Per user: nonces travel in clear, and one user must not spend (or block) another's nonce counts.
+        self._advance_count(hash((username, nonce)), issued, int(params["nc"], 16), now)
         return self._caller(username, user.role)
 
     def _advance_count(self, fingerprint: int, issued: float, count: int, now: float) -> None:

@@ -489,6 +489,16 @@ def test_http_digest_nonce_count_replay_is_refused(soap_relay: SoapRelay) -> Non
     assert soap_relay.post(GET_HOSTNAME, headers=second).status == 200
 
 
+def test_another_user_cannot_spend_an_administrators_nonce_count(soap_relay: SoapRelay) -> None:
+    """A User who saw an Administrator's Digest nonce on the LAN and answers it with the highest count does not
+    lock the Administrator out of that nonce."""
+    challenge = _challenge(soap_relay)
+    sniffed = {"Authorization": _digest(challenge, "viewer", "viewer-secret", nc=0xFFFFFFFF)}
+    assert soap_relay.post(GET_HOSTNAME, headers=sniffed).status == 200
+    admin = {"Authorization": _digest(challenge, "admin", "admin-secret", nc=1)}
+    assert soap_relay.post(GET_HOSTNAME, headers=admin).status == 200
+
+
 @pytest.mark.parametrize(
     "change",
     [

@@ -185,10 +185,24 @@ def cmd_add_camera(args: argparse.Namespace) -> int:
     """Read a camera's firmware and print (or ``--write``) its config entry."""
     from atomrelay import addcamera
 
+    # A password on the command line is visible to every local user (ps): it may come from the
+    # environment instead, or be asked for on the terminal.
+    args.password = args.password or os.environ.get("ATOMRELAY_CAMERA_PASSWORD") or _ask(args.user, "camera web page")
+    args.rtsp_password = (args.rtsp_password or os.environ.get("ATOMRELAY_RTSP_PASSWORD")
+                          or _ask(args.rtsp_user, "RTSP"))
     if (args.user is None) != (args.password is None) or (args.rtsp_user is None) != (args.rtsp_password is None):
         print("atomrelay add-camera: --user/--password and --rtsp-user/--rtsp-password go in pairs", file=sys.stderr)
         return 2
     return addcamera.run(args)
+
+
+def _ask(user: str | None, what: str) -> str | None:
+    """The password of ``user`` asked on the terminal, when there is a user and a terminal to ask on."""
+    if user is None or not sys.stdin.isatty():
+        return None
+    import getpass
+
+    return getpass.getpass(f"{what} password of {user}: ") or None
 
 
 def cmd_mediamtx_config(args: argparse.Namespace) -> int:
@@ -258,9 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--http-port", type=int, default=80)
     add.add_argument("--rtsp-port", type=int, default=8554)
     add.add_argument("--user", help="the camera web page's Digest user, if it has one")
-    add.add_argument("--password")
+    add.add_argument("--password", help="(or ATOMRELAY_CAMERA_PASSWORD, or asked on the terminal)")
     add.add_argument("--rtsp-user", help="the RTSP user, when RTSP_AUTH is on")
-    add.add_argument("--rtsp-password")
+    add.add_argument("--rtsp-password", help="(or ATOMRELAY_RTSP_PASSWORD, or asked on the terminal)")
     add.add_argument("--id", help="config id (default: from the camera's HOSTNAME)")
     add.add_argument("--name", help="display name (default: the camera's HOSTNAME)")
     add.add_argument("-c", "--config", help="the relay's config: its address and port go into WEBHOOK_URL")

@@ -49,9 +49,9 @@ cameras:
 """
 
 
-async def atomrelay(*args: str) -> tuple[str, str, int]:
-    out, err, code = await getProcessOutputAndValue(str(VENV_BIN / "atomrelay"), list(args), env=child_env(),
-                                                    reactor=reactor)
+async def atomrelay(*args: str, environ: dict[str, str] | None = None) -> tuple[str, str, int]:
+    out, err, code = await getProcessOutputAndValue(str(VENV_BIN / "atomrelay"), list(args),
+                                                    env={**child_env(), **(environ or {})}, reactor=reactor)
     return out.decode(), err.decode(), code
 
 
@@ -186,6 +186,9 @@ async def test_specific_errors(tmp_path: Path) -> None:
         assert code == 1 and "requires HTTP Digest credentials: pass --user and --password" in err
         out, err, code = await atomrelay("add-camera", *locked.args(), "--user", "admin", "--password", "right")
         assert code == 0 and 'username: "admin"' in out, out + err
+        out, err, code = await atomrelay("add-camera", *locked.args(), "--user", "admin",
+                                         environ={"ATOMRELAY_CAMERA_PASSWORD": "right"})
+        assert code == 0 and 'username: "admin"' in out, out + err  # the password stays off the command line
         _, err, code = await atomrelay("add-camera", "127.0.0.1", "--http-port", str(free_port()))
         assert code == 1 and "camera unreachable" in err
         _, err, code = await atomrelay("add-camera", *dark.args())

@@ -278,7 +278,7 @@ class Report:
         lines += ["", "Growth with 16 cameras under mixed SOAP requests (wrk, 16 connections; the mix is in "
                   "`bench_memory.py`; the malformed ninth request is answered with a fault and counted as an "
                   "expected error). The growth during the warm-up is the WS-Security replay memory filling up: "
-                  "it keeps up to 50,000 (user, nonce) pairs for 2 × max_clock_skew + 1 s (10 min by default); "
+                  "it keeps up to 50,000 (user, nonce) pairs until their Created leaves the max_clock_skew window; "
                   "once full it stays full, and its table reaches its final size after about 120,000 mixed "
                   "requests, hence the warm-up length. Full, it holds "
                   f"{(growth['phases'][0]['rss_kib'] - growth['rss_after_start_kib']) / MIB:.1f} MiB here "

@@ -6,7 +6,7 @@
 * Growth: with 16 cameras, a warm-up of ``WARMUP`` mixed requests, then 100,000 more
   (wrk, 16 connections). The warm-up is long enough to fill the WS-Security replay
   memory, which by design holds up to 50,000 nonces until their Created leaves the window (here
-  5 min): once full it stays full, so growth after the warm-up is a leak, not that
+  up to 10 min): once full it stays full, so growth after the warm-up is a leak, not that
   bounded cache filling up. RSS is read 1 s after each phase.
 
 The mix (one in ``len(MIX)`` requests each, nonces never reused): GetSystemDateAndTime

@@ -271,7 +271,7 @@ def demo_banner(config: Config, cameras: list[DemoCamera], mediamtx: DemoMediamt
         "atomrelay demo is running (everything on 127.0.0.1; Ctrl-C stops it)",
         f"  ONVIF device service: http://127.0.0.1:{port}/onvif/device_service",
         "  user: admin   password: admin",
-        f"  status page: http://127.0.0.1:{port}/status",
+        f"  dashboard (open it in a browser): http://127.0.0.1:{port}/   (JSON: /status, metrics: /metrics)",
         f"  mediamtx API: {config.mediamtx.api_url}" + ("" if mediamtx.real else " (a stand-in: no video)"),
         "  simulated cameras:",
     ]

@@ -104,6 +104,7 @@ async def test_demo_without_mediamtx_has_online_cameras_and_says_what_video_need
         await stop(proto, process)
     output = proto.output.decode()
     assert f"http://127.0.0.1:{port}/snapshot/cam2.jpg" in output
+    assert f"dashboard (open it in a browser): http://127.0.0.1:{port}/ " in output
     assert "rtsp://127.0.0.1:8554/cam2/main" in output and "rtsp://127.0.0.1:8554/swing/sub" in output
     assert "mediamtx is not on PATH" in output and "github.com/bluenviron/mediamtx/releases" in output
     assert "is degraded" not in output.split("is online")[-1]

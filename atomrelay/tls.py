@@ -37,7 +37,6 @@ TWISTED_MODULES = (
     "twisted.internet.posixbase",
     "twisted.internet.tcp",
     "twisted.internet.endpoints",
-    "twisted.application.strports",
     "twisted.web.client",
     "treq",
 )

@@ -371,7 +371,10 @@ def relay_status(config: Config, relay: RelayService) -> str:
         f"{len(config.cameras)} cameras, {streams} streams; "
         f"{len(relay.reconciler.owned_paths)} mediamtx paths registered"
     )
-    if relay.reload_outcome and relay.reload_outcome != "config reloaded":
-        status += f"; {relay.reload_outcome} (still on the previous config)"
+    outcome = relay.reload_outcome
+    if outcome.startswith("config reload failed while switching"):
+        status += f"; {outcome} (restart the relay)"
+    elif outcome and outcome != "config reloaded":
+        status += f"; {outcome} (still on the previous config)"
     return status
 

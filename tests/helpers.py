@@ -55,6 +55,25 @@ def settled(work: Any) -> Any:
     return outcome[0]
 
 
+def hold_writes(monkeypatch: Any, name: str) -> Any:
+    """Hold every write of the state document ``name`` on the disk until the returned Event is set
+    (at most 30 s), as a slow SD card would; other documents are written at once."""
+    import threading
+
+    from atomrelay.state import StateStore
+
+    release = threading.Event()
+    real_write = StateStore.write
+
+    def held_write(self: StateStore, document: str, data: bytes) -> None:
+        if document == name:
+            release.wait(30)
+        real_write(self, document, data)
+
+    monkeypatch.setattr(StateStore, "write", held_write)
+    return release
+
+
 def child_env() -> dict[str, str]:
     """Environment for child processes: this venv first on PATH."""
     env = dict(os.environ)

@@ -17,7 +17,7 @@ from twisted.internet.task import Clock
 from atomrelay.sim.camera import SimulatedCamera, listen_camera
 from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
 from atomrelay.xml import ns
-from tests.helpers import VENV_BIN, child_env, free_port, poll
+from tests.helpers import VENV_BIN, child_env, free_port, hold_writes, poll
 from tests.onvif.conftest import soap_envelope, soap_iso, soap_security
 from tests.test_cli import answers, spawn
 
@@ -189,6 +189,17 @@ async def test_reload_applies_clock_skew_and_http_basic(tmp_path: Path) -> None:
     assert any(value.startswith(b"Basic") for value in authenticator.challenge_headers())
 
 
+def reloading_relay(tmp_path: Path) -> tuple[Path, tuple[int, int, list[tuple[str, int]]], Any]:
+    """A relay (built, not started) on a loopback config file it reloads on request: (path, its ports, relay)."""
+    from atomrelay.config import load_config
+    from atomrelay.wiring import build_relay
+
+    path = tmp_path / "config.yaml"
+    ports = (free_port(), free_port(), [("cam1", free_port())])
+    write_config(path, *ports)
+    return path, ports, build_relay(load_config(str(path)), reactor, config_path=str(path))
+
+
 def per_camera_config(path: Path, api_port: int, cameras: list[tuple[str, int, int]]) -> None:
     """A per_camera config: (camera id, camera HTTP port, ONVIF port) per camera."""
     write_config(path, api_port, free_port(), [(cam_id, http) for cam_id, http, _ in cameras],
@@ -258,16 +269,11 @@ async def test_reload_with_a_part_that_fails_to_build_keeps_the_old_generation(
 
     from twisted.logger import globalLogPublisher
 
-    from atomrelay.config import load_config
     from atomrelay.onvif import imaging
-    from atomrelay.wiring import build_relay
 
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
-    path = tmp_path / "config.yaml"
-    ports = (free_port(), free_port(), [("cam1", free_port())])
-    write_config(path, *ports)
-    relay: Any = build_relay(load_config(str(path)), reactor, config_path=str(path))
+    path, ports, relay = reloading_relay(tmp_path)
     relay.startService()
     try:
         await poll(lambda: _answers_sync(ports[1]), what="the relay listening")
@@ -308,14 +314,9 @@ async def test_a_failure_while_switching_is_reported_and_systemd_still_hears_rea
 ) -> None:
     """A bug past the point of no return (starting the new workers) is logged, the outcome says the reload
     failed, and the reload hooks (systemd's READY) still run."""
-    from atomrelay.config import load_config
     from atomrelay.relay import RelayService
-    from atomrelay.wiring import build_relay
 
-    path = tmp_path / "config.yaml"
-    ports = (free_port(), free_port(), [("cam1", free_port())])
-    write_config(path, *ports)
-    relay: Any = build_relay(load_config(str(path)), reactor, config_path=str(path))
+    path, ports, relay = reloading_relay(tmp_path)
     relay.startService()
     try:
         outcomes: list[str] = []
@@ -342,25 +343,11 @@ async def test_a_change_saved_during_a_reload_is_in_the_new_generation(
 ) -> None:
     """A CreateUsers whose write is still on the disk when SIGHUP's reload starts is served by the new generation
     (the reload waits for pending writes before it reads the state)."""
-    import threading
 
-    from atomrelay.config import User, load_config
-    from atomrelay.state import StateStore
-    from atomrelay.wiring import build_relay
+    from atomrelay.config import User
 
-    release = threading.Event()
-    real_write = StateStore.write
-
-    def held_write(self: StateStore, name: str, data: bytes) -> None:
-        if name == "users":
-            release.wait(30)
-        real_write(self, name, data)
-
-    monkeypatch.setattr(StateStore, "write", held_write)
-    path = tmp_path / "config.yaml"
-    ports = (free_port(), free_port(), [("cam1", free_port())])
-    write_config(path, *ports)
-    relay: Any = build_relay(load_config(str(path)), reactor, config_path=str(path))
+    release = hold_writes(monkeypatch, "users")
+    path, ports, relay = reloading_relay(tmp_path)
     relay.startService()
     try:
         creating = Deferred.fromCoroutine(relay.parts.users.create([User("viewer", "pw-viewer", "User")]))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +18,7 @@ from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
 from atomrelay.state import StateError, StateStore
 from atomrelay.wiring import build_relay
 from atomrelay.xml import ns
-from tests.helpers import free_port, poll
+from tests.helpers import free_port, hold_writes, poll
 from tests.test_reload import call, child, op
 
 
@@ -111,15 +110,7 @@ def relay_config(tmp_path: Path, port: int, api_port: int, camera_port: int) -> 
 async def test_a_slow_disk_does_not_stall_other_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """While CreateUsers waits for a write held on the disk, GetSystemDateAndTime is answered; CreateUsers
     answers only after its write succeeded."""
-    release = threading.Event()
-    real_write = StateStore.write
-
-    def held_write(self: StateStore, name: str, data: bytes) -> None:
-        if name == "users":
-            release.wait(30)
-        real_write(self, name, data)
-
-    monkeypatch.setattr(StateStore, "write", held_write)
+    release = hold_writes(monkeypatch, "users")
     camera_port: Any = listen_camera(reactor, SimulatedCamera(reactor, "ATOM_CamV3C"))
     mediamtx_port: Any = listen_mediamtx(reactor, FakeMediamtx(reactor))
     port = free_port()

@@ -93,7 +93,7 @@ def measure(cameras: int, workdir: Path) -> dict[str, Any]:
     from atomrelay.auth.security import Authenticator
     from atomrelay.config import load_config
     from atomrelay.onvif import server
-    from atomrelay.web.limits import GuardedSite
+    from atomrelay.web.limits import BoundedRequest, GuardedSite
     from atomrelay.wiring import build_relay
     from atomrelay.xml.parsing import parse_untrusted
     from atomrelay.xml.soap import read_envelope
@@ -108,7 +108,7 @@ def measure(cameras: int, workdir: Path) -> dict[str, Any]:
         return [_http("/onvif/media_service", signed.make()) for _ in range(PER_ROUND)]
 
     def site_for_relay() -> Any:
-        site: Any = GuardedSite(root, requestFactory=server.BoundedRequest)
+        site: Any = GuardedSite(root, requestFactory=BoundedRequest)
         site.displayTracebacks = False
         return site
 

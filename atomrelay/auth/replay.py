@@ -60,17 +60,38 @@ class ReplayMemory:
 
         A new ``fingerprint``'s ``when`` must be later than ``horizon(owner)``.
         """
+        if fingerprint in self._values:
+            self._values[fingerprint] = value
+        else:
+            self._hold(fingerprint, when, owner, value, now)
+
+    def add(self, fingerprint: int, when: float, owner: str, now: float) -> bool:
+        """Hold a new ``fingerprint`` (value 0), as ``put`` does; False, holding nothing, when it is held already
+        or ``when`` is not later than ``horizon(owner)``.
+
+        One call where a WS-Security token needs three (``get``, ``horizon``, ``put``): it runs for every signed
+        request.
+        """
+        floor = self._floor
+        if fingerprint in self._values or when <= max(floor, self._horizons.get(owner, floor)):
+            return False
+        self._hold(fingerprint, when, owner, 0, now)
+        return True
+
+    def _hold(self, fingerprint: int, when: float, owner: str, value: int, now: float) -> None:
         values = self._values
-        new = fingerprint not in values
         values[fingerprint] = value
-        if new:
+        self._count_fill(now)
+        if len(values) <= self._cap:
             heapq.heappush(self._times, (when, fingerprint, owner))
-            self._count_fill(now)
-        while len(values) > self._cap:
-            self._forget_first()
+        else:  # full: the new entry in, the oldest (perhaps this one) out, in one step
+            self._forget(heapq.heappushpop(self._times, (when, fingerprint, owner)))
 
     def _forget_first(self) -> None:
-        when, fingerprint, owner = heapq.heappop(self._times)
+        self._forget(heapq.heappop(self._times))
+
+    def _forget(self, entry: tuple[float, int, str]) -> None:
+        when, fingerprint, owner = entry
         del self._values[fingerprint]
         horizons = self._horizons
         if owner not in horizons and len(horizons) >= HORIZONS_KEPT:

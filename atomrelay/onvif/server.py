@@ -87,6 +87,7 @@ _SOAP_MEDIA_TYPES = frozenset({"application/soap+xml", "text/xml", "application/
 _UNSUPPORTED_MEDIA = (
     b"Unsupported media type: send SOAP 1.2 as application/soap+xml or SOAP 1.1 as text/xml.\n"
 )
+_WSSE_SECURITY = ns.q(ns.WSSE, "Security")
 _NOT_AUTHORIZED = "Sender not authorized"
 _CHALLENGE_FAULT = SoapFault("Sender", ("NotAuthorized",), _NOT_AUTHORIZED, http_status=401)
 _ACTION_FAILED = receiver_fault("Action", reason="Action Failed: the device could not complete the request")
@@ -134,6 +135,8 @@ class _Replies:
 @dataclass(frozen=True)
 class _Route:
     operation: Operation
+    tag: str
+    """The operation's Clark name."""
     name: str
     levels: frozenset[str]
     """The user levels allowed to call it (``base.allowed``)."""
@@ -223,7 +226,7 @@ class OnvifResource(Resource):
             if tag in self._routes:
                 raise ValueError(f"operation {tag} is served by two services")
             self._namespaces.add(tag[1 : tag.index("}")])
-            self._routes[tag] = _Route(operation, tag[tag.index("}") + 1 :], levels_allowed(operation.access))
+            self._routes[tag] = _Route(operation, tag, tag[tag.index("}") + 1 :], levels_allowed(operation.access))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         """The endpoint for ``/onvif/<path>`` if a service lives there, else a 404 page."""
@@ -327,7 +330,7 @@ class OnvifResource(Resource):
         key_of = route.operation.reply_key
         if key_of is None or envelope.message_id is not None:
             return None, None
-        reply_key = (envelope.operation.tag, envelope.version.label, key_of(context))
+        reply_key = (route.tag, envelope.version.label, key_of(context))
         return reply_key, self._replies.get(reply_key)
 
     def _read_body(self, request: Request) -> bytes | None:
@@ -380,7 +383,7 @@ class OnvifResource(Resource):
         if http.presented and http.caller is None and not pre_auth:
             raise _Challenge(http.stale)
         caller = http.caller
-        security = envelope.header_block(ns.WSSE, "Security")
+        security = envelope.header_blocks.get(_WSSE_SECURITY)
         if security is not None:
             try:
                 caller = self.authenticator.verify_security_header(security, remote) or caller

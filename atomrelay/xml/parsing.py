@@ -91,12 +91,10 @@ def parse_untrusted(
     """
     if _DOCTYPE in data:
         raise UnsafeXML("a document type declaration (DOCTYPE) is not allowed")
-    if not data.strip():
-        raise MalformedXML("the document is empty")
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as exc:
-        raise MalformedXML(_syntax_reason(exc)) from None
+        raise MalformedXML("the document is empty" if not data.strip() else _syntax_reason(exc)) from None
     # Every element has a start tag and every attribute or namespace declaration an "=",
     # so no document has more elements (or levels) than "<" bytes, nor more attributes
     # than "=" bytes (the parser reads UTF-8 only, and without a DTD no entity makes

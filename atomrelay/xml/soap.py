@@ -123,9 +123,13 @@ _WSA = Maker(ns.WSA, {"wsa": ns.WSA})
 _PLAIN = Maker(None)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Envelope:
-    """A parsed request envelope: its SOAP version, header blocks and operation element."""
+    """A parsed request envelope: its SOAP version, header blocks and operation element (read it, never change it).
+
+    Not frozen, like ``onvif.base.RequestContext``: one is built per request, and a frozen
+    dataclass sets each field through ``object.__setattr__``.
+    """
 
     version: SoapVersion
     header: _Element | None
@@ -139,8 +143,8 @@ class Envelope:
         """The first header block with this namespace and local name (prefixes are irrelevant)."""
         return self.header_blocks.get(ns.q(namespace, local))
 
-    def _wsa_text(self, local: str) -> str | None:
-        block = self.header_block(ns.WSA, local)
+    def _wsa_text(self, tag: str) -> str | None:
+        block = self.header_blocks.get(tag)
         if block is None or not block.text:
             return None
         return block.text.strip() or None
@@ -148,17 +152,24 @@ class Envelope:
     @property
     def message_id(self) -> str | None:
         """The WS-Addressing MessageID of the request, if it had one."""
-        return self._wsa_text("MessageID")
+        return self._wsa_text(_WSA_MESSAGE_ID)
 
     @property
     def action(self) -> str | None:
         """The WS-Addressing Action of the request, if it had one."""
-        return self._wsa_text("Action")
+        return self._wsa_text(_WSA_ACTION)
+
+
+_WSA_MESSAGE_ID = ns.q(ns.WSA, "MessageID")
+_WSA_ACTION = ns.q(ns.WSA, "Action")
+_HEADER_AND_BODY = {version: (ns.q(version.namespace, "Header"), ns.q(version.namespace, "Body"))
+                    for version in (SOAP_12, SOAP_11)}
 
 
 def version_of(root: _Element) -> SoapVersion | None:
     """The SOAP version whose Envelope ``root`` is, or None."""
-    return _BY_ENVELOPE_TAG.get(root.tag) if isinstance(root.tag, str) else None
+    tag = root.tag
+    return _BY_ENVELOPE_TAG.get(tag) if isinstance(tag, str) else None
 
 
 def read_envelope(root: _Element) -> Envelope:
@@ -173,15 +184,15 @@ def read_envelope(root: _Element) -> Envelope:
         raise SoapFault(
             "VersionMismatch", (), "SOAP version mismatch: the document is not a SOAP 1.2 or 1.1 Envelope"
         )
-    header_tag = ns.q(version.namespace, "Header")
-    body_tag = ns.q(version.namespace, "Body")
+    header_tag, body_tag = _HEADER_AND_BODY[version]
     header: _Element | None = None
     body: _Element | None = None
     for child in root:
-        if child.tag == body_tag:
+        tag = child.tag
+        if tag == body_tag:
             body = child
             break
-        if child.tag == header_tag and header is None:
+        if tag == header_tag and header is None:
             header = child
     if body is None:
         raise sender_fault("Tag", reason="No Tag: the Envelope has no Body")

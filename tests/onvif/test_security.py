@@ -682,3 +682,17 @@ def test_empty_body_without_credentials_is_challenged(soap_relay: SoapRelay) -> 
     reply = soap_relay.post(b"")
     assert any(value.startswith("Digest ") for value in reply.header("www-authenticate"))
     assert_fault(reply, "Sender", ("NotAuthorized",), 401)
+
+
+def test_replay_memory_add_holds_each_fingerprint_once_and_nothing_its_horizon_covers() -> None:
+    """``add`` refuses a held fingerprint and one dated at or before what the full memory forgot; put keeps counts."""
+    memory = ReplayMemory(2, "test")
+    assert memory.add(1, 10.0, "a", now=0.0) and memory.add(2, 20.0, "a", now=0.0)
+    assert not memory.add(1, 30.0, "a", now=0.0)  # held already
+    assert memory.add(3, 30.0, "a", now=0.0)  # over the cap: 1 (time 10) is forgotten
+    assert memory.get(1) is None and memory.horizon("a") == 10.0 and memory.horizon("b") == float("-inf")
+    assert not memory.add(1, 10.0, "a", now=0.0)  # forgotten, but covered by the horizon
+    assert memory.add(4, 5.0, "b", now=0.0) is True  # another owner's horizon is its own...
+    assert memory.get(4) is None and memory.horizon("b") == 5.0  # ...and the oldest entry goes at once
+    memory.put(3, 30.0, "a", 7, now=0.0)
+    assert memory.get(3) == 7 and len(memory) == 2

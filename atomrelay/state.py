@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredLock, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -56,6 +56,8 @@ class StateStore:
         self._run = run
         self._queues: dict[str, _Queue] = {}
         self._idle: list[Deferred[None]] = []
+        self._changing = 0
+        """Changes holding or waiting for a ``change_lock``."""
 
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}.json"
@@ -134,12 +136,32 @@ class StateStore:
         return waiting
 
     def idle(self) -> Deferred[None]:
-        """Fires once no write is waiting or on the disk (at once when none is)."""
-        if not self._queues:
+        """Fires once no change holds or waits for a ``change_lock`` and no write is waiting or on the disk (at once
+        when none is)."""
+        if not self._queues and not self._changing:
             return succeed(None)
         waiter: Deferred[None] = Deferred()
         self._idle.append(waiter)
         return waiter
+
+    def change_lock(self) -> ChangeLock:
+        """A lock for one kind of change (``async with lock:``) that ``idle`` waits for, from the moment a change
+        asks for it until it lets it go: a change that reads something first (a camera's position) and then
+        commits is never half done when a config reload builds the next generation from the saved state."""
+        return ChangeLock(self)
+
+    def _change_started(self) -> None:
+        self._changing += 1
+
+    def _change_ended(self) -> None:
+        self._changing -= 1
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if not self._queues and not self._changing:
+            waiters, self._idle = self._idle, []
+            for waiter in waiters:
+                waiter.callback(None)
 
     def save_in_background(self, name: str, document: Any, what: str) -> None:
         """Save ``document`` for a caller that does not wait: a failure is logged as "cannot save ``what``"."""
@@ -165,10 +187,7 @@ class StateStore:
             else:
                 queue.busy = False
                 del self._queues[name]
-                if not self._queues:
-                    waiters, self._idle = self._idle, []
-                    for waiter in waiters:
-                        waiter.callback(None)
+                self._maybe_idle()
 
         self._run(lambda: self.write(name, data)).addBoth(finished)
 
@@ -204,3 +223,23 @@ class StateStore:
     def encode(document: Any) -> bytes:
         """The bytes ``save`` writes for ``document``."""
         return json.dumps(document, indent=1, sort_keys=True).encode("utf-8")
+
+
+class ChangeLock:
+    """``StateStore.change_lock``: a DeferredLock whose waiting and holding changes the store's ``idle`` waits for."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self._lock = DeferredLock()
+
+    async def __aenter__(self) -> None:
+        self._store._change_started()
+        try:
+            await self._lock.acquire()
+        except BaseException:
+            self._store._change_ended()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
+        self._store._change_ended()

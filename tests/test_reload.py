@@ -25,7 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 def write_config(path: Path, api_port: int, onvif_port: int, cameras: list[tuple[str, int]], extra: str = "",
-                 onvif_extra: tuple[str, ...] = (), camera_onvif_ports: tuple[int, ...] = ()) -> None:
+                 onvif_extra: tuple[str, ...] = (), camera_onvif_ports: tuple[int, ...] = (),
+                 model: str = "ATOM_CamV3C") -> None:
     """A config on loopback: ``cameras`` are (id, HTTP port); ``camera_onvif_ports`` (per_camera) their ONVIF ports."""
     lines = [
         "onvif:",
@@ -47,7 +48,7 @@ def write_config(path: Path, api_port: int, onvif_port: int, cameras: list[tuple
             "    host: 127.0.0.1",
             f"    http_port: {port}",
             *([f"    onvif_port: {camera_onvif_ports[index]}"] if camera_onvif_ports else []),
-            "    model: ATOM_CamV3C",
+            f"    model: {model}",
             "    streams: [{name: main, rtsp_path: video0_unicast, codec: h264, audio: transcode}]",
         ]
     path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
@@ -189,14 +190,14 @@ async def test_reload_applies_clock_skew_and_http_basic(tmp_path: Path) -> None:
     assert any(value.startswith(b"Basic") for value in authenticator.challenge_headers())
 
 
-def reloading_relay(tmp_path: Path) -> tuple[Path, tuple[int, int, list[tuple[str, int]]], Any]:
+def reloading_relay(tmp_path: Path, model: str = "ATOM_CamV3C") -> tuple[Path, tuple[int, int, list[tuple[str, int]]], Any]:
     """A relay (built, not started) on a loopback config file it reloads on request: (path, its ports, relay)."""
     from atomrelay.config import load_config
     from atomrelay.wiring import build_relay
 
     path = tmp_path / "config.yaml"
     ports = (free_port(), free_port(), [("cam1", free_port())])
-    write_config(path, *ports)
+    write_config(path, *ports, model=model)
     return path, ports, build_relay(load_config(str(path)), reactor, config_path=str(path))
 
 
@@ -360,6 +361,51 @@ async def test_a_change_saved_during_a_reload_is_in_the_new_generation(
         assert relay.parts.users.lookup("viewer") == User("viewer", "pw-viewer", "User")
     finally:
         release.set()
+        await relay.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_preset_saved_while_a_reload_starts_is_in_the_new_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SetPreset still waiting for the camera's position when SIGHUP's reload starts: the reload waits for it, and
+    the new generation serves the preset (and would not drop it with its next save)."""
+    from atomrelay.camera.client import CameraClient, MotorPosition
+    from atomrelay.camera.ptz import PtzController
+
+    controllers: list[PtzController] = []
+    real_init = PtzController.__init__
+
+    def recording_init(self: PtzController, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        controllers.append(self)
+
+    readings: list[Deferred[MotorPosition]] = []
+
+    def held_position(self: CameraClient, timeout: float | None = None) -> Deferred[MotorPosition]:
+        readings.append(Deferred())
+        return readings[-1]
+
+    monkeypatch.setattr(PtzController, "__init__", recording_init)
+    monkeypatch.setattr(CameraClient, "position", held_position)
+    path, ports, relay = reloading_relay(tmp_path, model="ATOM_CAKP1JZJP")
+    relay.startService()
+    try:
+        old = controllers[-1]
+        saving = Deferred.fromCoroutine(old.set_preset(name="Door"))
+        assert len(readings) == 1
+        reloading = relay.reload()
+        assert not reloading.called  # waiting for the preset being saved
+        readings[0].callback(MotorPosition(pan=120.0, tilt=40.0, idle=True))
+        token = await saving
+        await reloading
+        assert relay.reload_outcome == "config reloaded"
+        new = controllers[-1]
+        assert new is not old and [(p.token, p.name) for p in new.presets()] == [(token, "Door")]
+    finally:
+        for reading in readings:
+            if not reading.called:
+                reading.callback(MotorPosition(pan=0.0, tilt=0.0, idle=True))
         await relay.stopService()
 
 

@@ -182,3 +182,33 @@ def test_a_failed_commit_applies_nothing(tmp_path: Path) -> None:
     failures: list[Failure] = []
     StateStore(blocker / "state").commit("doc", {}, lambda: applied.append(True)).addErrback(failures.append)
     assert applied == [] and failures and failures[0].check(StateError)
+
+
+def test_idle_waits_for_changes_holding_or_waiting_for_a_change_lock(tmp_path: Path) -> None:
+    """A change that reads something before it commits, and one queued behind it, keep ``idle`` from firing until
+    both let their lock go; a cancelled wait for the lock stops counting."""
+    runner = ManualRunner()
+    store = StateStore(tmp_path, run=runner)
+    lock = store.change_lock()
+    reading: Deferred[int] = Deferred()
+
+    async def change(number: int, read: Deferred[int] | None) -> None:
+        async with lock:
+            if read is not None:
+                number = await read
+            await store.commit("doc", {"n": number}, lambda: None)
+
+    first = Deferred.fromCoroutine(change(0, reading))
+    second = Deferred.fromCoroutine(change(2, None))
+    gone = Deferred.fromCoroutine(change(3, None))
+    gone.cancel()
+    gone.addErrback(lambda failure: None)
+    idle = store.idle()
+    assert not idle.called and not runner.pending  # the first change is still reading
+    reading.callback(1)
+    runner.finish_one()  # the first change's write; the second one's commit follows at once
+    assert first.called and not second.called and not idle.called
+    runner.finish_one()
+    assert second.called and idle.called
+    assert json.loads((tmp_path / "doc.json").read_text()) == {"n": 2}
+    assert store.idle().called

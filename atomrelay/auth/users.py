@@ -17,7 +17,6 @@ from __future__ import annotations
 import builtins
 from typing import Sequence
 
-from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from atomrelay.config import User
@@ -39,7 +38,7 @@ class UserStore:
 
     def __init__(self, config_users: Sequence[User], store: StateStore) -> None:
         self._store = store
-        self._lock = DeferredLock()
+        self._lock = store.change_lock()
         """One change at a time: each is checked against the state the previous one saved."""
         self._fixed: dict[str, User] = {user.username: user for user in config_users}
         self._created: dict[str, User] = self._load()

@@ -47,7 +47,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -173,7 +173,7 @@ class PtzController:
         self._client = client
         self._models = models
         self._store = store
-        self._saving = DeferredLock()
+        self._saving = store.change_lock()
         """One preset or home change at a time, each checked against what the previous one saved."""
         self.max_presets = max_presets
         self.step_period = step_period

@@ -27,7 +27,6 @@ from urllib.parse import quote, urlsplit
 
 from lxml import etree
 from lxml.etree import _Element
-from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from atomrelay.auth.policy import AccessClass
@@ -163,7 +162,7 @@ class DeviceService:
         self._discoverable = saved.get("discovery_mode", "Discoverable") != "NonDiscoverable"
         self._cache: dict[tuple[Any, ...], _Element] = {}
         self._service: Service | None = None
-        self._lock = DeferredLock()
+        self._lock = store.change_lock()
         """One scope or discovery-mode change at a time, each saved before it is served."""
 
     # --- public API for the composition root and WS-Discovery -------------------------------

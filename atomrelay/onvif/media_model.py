@@ -35,7 +35,6 @@ from dataclasses import replace
 from typing import Any, Callable, Iterable, Sequence
 
 from lxml.etree import _Element
-from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from atomrelay.config import CameraConfig, StreamConfig
@@ -96,7 +95,7 @@ class MediaModel:
         ptz_configuration: PtzHook | None = None,
     ) -> None:
         self._store = store
-        self._lock = DeferredLock()
+        self._lock = store.change_lock()
         """One profile change at a time, each checked against what the previous one saved."""
         self.rtsp_port = rtsp_port
         self._max_profiles = max_profiles

@@ -15,7 +15,10 @@ URL host may be written ``3232255242``, ``0xc0a84d0a``, ``0300.0250.77.10``, ``1
 * an address is refused when a protected host resolves to it, or when it is loopback
   (unless the policy allows it), unspecified, ``0.0.0.0/8``, link-local (``169.254/16``
   with the cloud metadata address, ``fe80::/10``), multicast, broadcast or reserved; an
-  IPv4-mapped IPv6 address counts as its IPv4 address;
+  IPv4-mapped IPv6 address counts as its IPv4 address, and so does an IPv6 address a
+  gateway translates to IPv4 (NAT64's well-known prefix ``64:ff9b::/96``, 6to4's
+  ``2002::/16``); the local-use NAT64 prefix ``64:ff9b:1::/48`` is refused, as its
+  IPv4 address may sit in any of several places;
 * Subscribe is refused unless at least one address is allowed, and every connection
   resolves the host again and connects only to allowed addresses (a name may answer
   differently the second time).
@@ -60,6 +63,26 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _BROADCAST = ipaddress.ip_address("255.255.255.255")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def reached(address: Address) -> Address | None:
+    """The address a connection to ``address`` ends up at: the IPv4 address a NAT64 (well-known prefix) or 6to4
+    address carries, else ``address``; None for the local-use NAT64 prefix, whose IPv4 address cannot be told."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if address in _NAT64_LOCAL:
+            return None
+        if address.sixtofour is not None:
+            return address.sixtofour
+    return address
+
+
+def _reached_ip(host: str) -> Address | None:
+    address = ip_of(host)
+    return reached(address) if address is not None else None
 
 
 class ConsumerRefused(Exception):
@@ -74,7 +97,7 @@ class ConsumerPolicy:
 
     def address_allowed(self, host: str) -> bool:
         """Whether an IP address (text) is an acceptable Notify destination."""
-        address = ip_of(host)
+        address = _reached_ip(host)
         if address is None:
             return False
         if address.is_loopback:
@@ -198,11 +221,11 @@ class ConsumerGuard:
         lookups = [_resolve(self._resolver, host, port, address_types)]
         lookups += [_resolve(self._resolver, protected) for protected in hosts]
         resolved = await gatherResults(lookups, consumeErrors=True)
-        protected = {ip_of(_address_text(address)) for addresses in resolved[1:] for address in addresses}
+        protected = {_reached_ip(_address_text(address)) for addresses in resolved[1:] for address in addresses}
         allowed: list[IAddress] = []
         refused: list[tuple[IAddress, str]] = []
         for address in resolved[0]:
-            ip = ip_of(_address_text(address))
+            ip = _reached_ip(_address_text(address))
             if ip is not None and ip in protected:
                 refused.append((address, "a camera of this relay or its mediamtx"))
             elif not self._policy.address_allowed(_address_text(address)):

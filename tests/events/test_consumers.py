@@ -149,3 +149,28 @@ async def test_ipv6_consumers_get_their_notifications(rig: Rig) -> None:
     await poll(lambda: len(rig.consumer6.requests) == 2, timeout=10, what="the second Notify over IPv6")
     assert rig.consumer6.requests == [(b"/hook", None), (b"/hook", None)]
     assert sub.failures == 0 and not [line for line in logged if "crashed" in line or "failed" in line], logged
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("host", ["[64:ff9b::7f00:2]", "[64:ff9b::127.0.0.2]", "[2002:7f00:2::1]"])
+async def test_ipv6_forms_a_gateway_translates_to_a_camera_are_refused(rig: Rig, host: str) -> None:
+    """NAT64 (well-known prefix) and 6to4 addresses that reach the camera's IPv4 address through a gateway are refused."""
+    store = rig.store(reactor.nameResolver)
+    with pytest.raises(ConsumerRefused, match=r"\(a camera of this relay or its mediamtx\)"):
+        await subscribe(store, f"http://{host}:{rig.port}/cgi-bin/cmd.cgi?port=socket")
+    assert len(store) == 0 and rig.camera.requests == []
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("64:ff9b::c0a8:4d0a", True),  # 192.168.77.10 through NAT64: a LAN NVR may sit there
+        ("64:ff9b::7f00:1", False),  # loopback through NAT64
+        ("64:ff9b::a9fe:a9fe", False),  # the cloud metadata address through NAT64
+        ("2002:a9fe:a9fe::1", False),  # ... and through 6to4
+        ("64:ff9b:1:a9fe:a9fe::", False),  # local-use NAT64: where the IPv4 address sits is the operator's choice
+        ("fd00::10", True),
+    ],
+)
+def test_translated_ipv6_destinations_are_judged_by_the_ipv4_address_they_reach(host: str, allowed: bool) -> None:
+    assert ConsumerPolicy().address_allowed(host) is allowed

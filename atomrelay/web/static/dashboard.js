@@ -1,5 +1,6 @@
-// atomrelay dashboard: refresh snapshot thumbnails while the page is visible, show times in
-// the browser's time zone, copy addresses. No framework; the page works without it too.
+// atomrelay dashboard: refresh snapshot thumbnails and camera states (from /status) while the
+// page is visible, show times in the browser's time zone, copy addresses. No framework; the
+// page works without it too.
 "use strict";
 
 (function () {
@@ -24,21 +25,59 @@
     next.src = base + "?t=" + Date.now();
   }
 
+  function showState(camera) {
+    var card = document.querySelector('article.card[data-camera="' + CSS.escape(camera.id) + '"]');
+    if (!card) {
+      return;
+    }
+    var badge = card.querySelector(".badge");
+    Array.from(card.classList).forEach(function (name) {
+      if (name.indexOf("state-") === 0) {
+        card.classList.remove(name);
+      }
+    });
+    card.classList.add("state-" + camera.state);
+    badge.className = "badge " + camera.state;
+    badge.dataset.state = camera.state;
+    badge.textContent = camera.state;
+    var since = document.createElement("time");
+    since.setAttribute("datetime", camera.since);
+    since.textContent = camera.since;
+    localTime(since);
+    var reason = card.querySelector(".reason");
+    reason.textContent = camera.reason + " \u00b7 since ";
+    reason.appendChild(since);
+  }
+
+  function refreshStates() {
+    fetch("status", {credentials: "same-origin", cache: "no-store"})
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (status) {
+        if (status && Array.isArray(status.cameras)) {
+          status.cameras.forEach(showState);
+        }
+      })
+      .catch(function () {});
+  }
+
   function refreshAll() {
     if (document.visibilityState !== "visible") {
       return;
     }
     document.querySelectorAll("img.snapshot").forEach(refresh);
+    refreshStates();
+  }
+
+  function localTime(element) {
+    var when = new Date(element.getAttribute("datetime"));
+    if (!isNaN(when.getTime())) {
+      element.title = element.textContent;
+      element.textContent = when.toLocaleString();
+    }
   }
 
   function localTimes() {
-    document.querySelectorAll("time[datetime]").forEach(function (element) {
-      var when = new Date(element.getAttribute("datetime"));
-      if (!isNaN(when.getTime())) {
-        element.title = element.textContent;
-        element.textContent = when.toLocaleString();
-      }
-    });
+    document.querySelectorAll("time[datetime]").forEach(localTime);
   }
 
   function copy(button) {

@@ -226,28 +226,27 @@ class Report:
             lambda r: f"{_n(r['relay']['rate'])} ({_ms(r['relay']['latency_ms']['p99'])})")
 
     def _shortcuts_before_after(self) -> list[str]:
-        path = BASELINE / "shortcuts.json"
-        if not path.exists():
-            return []
-        baseline = json.loads(path.read_text(encoding="utf-8"))
-        return self._compared(
-            baseline, "### Before and after removing the shortcuts (issue 15)",
-            f"Before: {baseline['what']}. After: this run, where every request is parsed and its token checked "
-            "from the tree, through twisted.web's own line reader. Relay req/s (relay / stock twisted.web) at "
-            "1 / 16 / 64 connections.",
+        return self._against_file(
+            "shortcuts.json", "### Before and after removing the shortcuts (issue 15)",
+            "After: this run, where every request is parsed and its token checked from the tree, through "
+            "twisted.web's own line reader. Relay req/s (relay / stock twisted.web) at 1 / 16 / 64 connections.",
             lambda r: f"{_n(r['relay']['rate'])} ({r['relay']['rate'] / r['stock']['rate']:.2f}×)")
 
     def _tuning_before_after(self) -> list[str]:
-        path = BASELINE / "tuning.json"
+        return self._against_file(
+            "tuning.json", "### Before and after the token-check and envelope tuning (issue 15)",
+            "After: this run (the UsernameToken read in one pass, no frozen dataclass per request, the replay "
+            "memory's check and insert in one call). Relay CPU µs per request (relay / stock twisted.web by CPU "
+            "time) at 1 / 16 / 64 connections; after / before compares req/s.",
+            lambda r: f"{r['relay']['cpu_us']:.0f} ({r['stock']['cpu_us'] / r['relay']['cpu_us']:.2f}×)")
+
+    def _against_file(self, name: str, heading: str, after: str, cell: Any) -> list[str]:
+        """A before/after table against ``baseline/<name>`` (none if it is missing), whose ``what`` says what it is."""
+        path = BASELINE / name
         if not path.exists():
             return []
         baseline = json.loads(path.read_text(encoding="utf-8"))
-        return self._compared(
-            baseline, "### Before and after the token-check and envelope tuning (issue 15)",
-            f"Before: {baseline['what']}. After: this run (the UsernameToken read in one pass, no frozen dataclass "
-            "per request, the replay memory's check and insert in one call). Relay CPU µs per request (relay / "
-            "stock twisted.web by CPU time) at 1 / 16 / 64 connections; after / before compares req/s.",
-            lambda r: f"{r['relay']['cpu_us']:.0f} ({r['stock']['cpu_us'] / r['relay']['cpu_us']:.2f}×)")
+        return self._compared(baseline, heading, f"Before: {baseline['what']}. {after}", cell)
 
     def _compared(self, baseline: dict[str, Any], heading: str, what: str, cell: Any) -> list[str]:
         """A before/after table of the relay's SOAP figures against ``baseline``, a cell per run by ``cell``."""

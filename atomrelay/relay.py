@@ -193,26 +193,32 @@ class RelayService(MultiService):
             self.log.error("config reload refused, still running on the previous config: {error}", error=str(exc))
             return "config reload refused: " + str(exc).splitlines()[0]
         fresh: dict[tuple[str, int], tuple[Listener, SwitchRoot]] = {}
-        # Saved changes of the running generation are on disk before the new one reads them; from
-        # the build to serve() nothing yields to the reactor while requests could come in (binding a
-        # TCP port answers at once), so no change falls between the two generations.
-        await self.parts.store.idle()
+        # The running generation's changes under way (a SetPreset reading the camera's position) end and are on
+        # disk before the new one reads them; changes asked for from now on wait until the new generation serves
+        # (``StateStore.pause_changes``). From the build to serve() nothing yields to the reactor while requests
+        # could come in (binding a TCP port answers at once), so no change falls between the two generations.
+        store = self.parts.store
+        await store.pause_changes()
         try:
-            new = self.builder.generation(config, self)
-            fresh = self.listeners_for(new)
-            await gatherResults([listener.bind() for listener, _ in fresh.values()], consumeErrors=True)
-        except Exception as exc:  # noqa: BLE001 - whatever failed, the running generation stays
-            error = exc.subFailure.value if isinstance(exc, FirstError) else exc
-            for listener, _ in fresh.values():
-                await listener.stopService()
-            self.log.error("config reload failed, still running on the previous config: {error}",
-                           error=f"{type(error).__name__}: {error}" if not isinstance(error, OSError) else str(error))
-            return f"config reload failed: {error}"
-        try:
-            await self._switch(new, fresh)
-        except Exception as exc:  # noqa: BLE001 - a bug past the point of no return: say so, keep serving
-            self.log.failure("config reload failed while switching to the new config")
-            return f"config reload failed while switching: {type(exc).__name__}: {exc}"
+            try:
+                new = self.builder.generation(config, self)
+                fresh = self.listeners_for(new)
+                await gatherResults([listener.bind() for listener, _ in fresh.values()], consumeErrors=True)
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the running generation stays
+                error = exc.subFailure.value if isinstance(exc, FirstError) else exc
+                for listener, _ in fresh.values():
+                    await listener.stopService()
+                self.log.error("config reload failed, still running on the previous config: {error}",
+                               error=f"{type(error).__name__}: {error}" if not isinstance(error, OSError)
+                               else str(error))
+                return f"config reload failed: {error}"
+            try:
+                await self._switch(new, fresh)
+            except Exception as exc:  # noqa: BLE001 - a bug past the point of no return: say so, keep serving
+                self.log.failure("config reload failed while switching to the new config")
+                return f"config reload failed while switching: {type(exc).__name__}: {exc}"
+        finally:
+            store.resume_changes(retire=False)  # the reload failed before serving the new generation (else a no-op)
         self.log.info(
             "config reloaded: {cameras} cameras, {streams} streams, {devices} ONVIF devices",
             cameras=len(config.cameras), streams=sum(len(c.streams) for c in config.cameras),
@@ -231,6 +237,7 @@ class RelayService(MultiService):
         self.parts.authenticator.http_basic = config.onvif.http_basic
         self.parts.authenticator.allow_password_text = config.onvif.allow_password_text
         self.serve(new, fresh)
+        self.parts.store.resume_changes(retire=True)
         await finished(cast(Any, old.workers).disownServiceParent())
         discovery = self.parts.discovery
         kept = discovery is not None and config.discovery.enabled and discovery.config == config.discovery

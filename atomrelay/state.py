@@ -58,6 +58,11 @@ class StateStore:
         self._idle: list[Deferred[None]] = []
         self._changing = 0
         """Changes holding or waiting for a ``change_lock``."""
+        self._epoch = 0
+        """Bumped by ``pause_changes``: a lock made in an earlier epoch belongs to a retired generation."""
+        self._door: list[Deferred[None]] | None = None
+        """While changes are paused: the changes waiting to ask for a lock."""
+        self._paused: list[Deferred[None]] = []
 
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}.json"
@@ -136,19 +141,47 @@ class StateStore:
         return waiting
 
     def idle(self) -> Deferred[None]:
-        """Fires once no change holds or waits for a ``change_lock`` and no write is waiting or on the disk (at once
-        when none is)."""
-        if not self._queues and not self._changing:
+        """Fires once no write is waiting or on the disk (at once when none is)."""
+        if not self._queues:
             return succeed(None)
         waiter: Deferred[None] = Deferred()
         self._idle.append(waiter)
         return waiter
 
     def change_lock(self) -> ChangeLock:
-        """A lock for one kind of change (``async with lock:``) that ``idle`` waits for, from the moment a change
-        asks for it until it lets it go: a change that reads something first (a camera's position) and then
-        commits is never half done when a config reload builds the next generation from the saved state."""
+        """A lock for one kind of change (``async with lock:``, then ``lock.commit``) that ``pause_changes`` knows
+        of: a change that reads something first (a camera's position) and then commits is never half done when a
+        config reload builds the next generation from the saved state."""
         return ChangeLock(self)
+
+    def pause_changes(self) -> Deferred[None]:
+        """Before a config reload builds the next generation: fires once the changes already under way (holding or
+        waiting for a ``change_lock``) have ended and every write is on the disk.
+
+        Changes that ask for a lock from now on wait at the door until ``resume_changes``; every lock made before
+        this call is retired then, unless the reload failed.
+        """
+        if self._door is not None:
+            raise RuntimeError("changes are paused already")
+        self._door = []
+        self._epoch += 1
+        waiter: Deferred[None] = Deferred()
+        self._paused.append(waiter)
+        self._maybe_idle()
+        return waiter
+
+    def resume_changes(self, retire: bool) -> None:
+        """Let the changes waiting at the door go on (nothing happens when changes are not paused). With ``retire``
+        (the new generation serves now), those on a lock made before ``pause_changes`` fail their commit with
+        StateError: the object they change is no longer served, so the client must send the change again."""
+        door, self._door = self._door, None
+        if door is None:
+            return
+        if not retire:
+            self._epoch -= 1
+        for waiter in door:
+            if not waiter.called:
+                waiter.callback(None)
 
     def _change_started(self) -> None:
         self._changing += 1
@@ -158,10 +191,14 @@ class StateStore:
         self._maybe_idle()
 
     def _maybe_idle(self) -> None:
-        if not self._queues and not self._changing:
-            waiters, self._idle = self._idle, []
-            for waiter in waiters:
-                waiter.callback(None)
+        if self._queues:
+            return
+        waiters, self._idle = self._idle, []
+        if not self._changing:
+            waiters += self._paused
+            self._paused = []
+        for waiter in waiters:
+            waiter.callback(None)
 
     def save_in_background(self, name: str, document: Any, what: str) -> None:
         """Save ``document`` for a caller that does not wait: a failure is logged as "cannot save ``what``"."""
@@ -226,20 +263,40 @@ class StateStore:
 
 
 class ChangeLock:
-    """``StateStore.change_lock``: a DeferredLock whose waiting and holding changes the store's ``idle`` waits for."""
+    """``StateStore.change_lock``: a DeferredLock for the changes of one object, whose ``commit`` refuses a change
+    that began after the object's generation was retired by a config reload."""
 
     def __init__(self, store: StateStore) -> None:
         self._store = store
+        self._epoch = store._epoch
         self._lock = DeferredLock()
+        self._retired = False
+        """Whether the change holding the lock began after this lock's generation was retired."""
 
     async def __aenter__(self) -> None:
-        self._store._change_started()
+        store = self._store
+        while store._door is not None:
+            waiter: Deferred[None] = Deferred()
+            store._door.append(waiter)
+            await waiter
+        retired = self._epoch != store._epoch
+        store._change_started()
         try:
             await self._lock.acquire()
         except BaseException:
-            self._store._change_ended()
+            store._change_ended()
             raise
+        self._retired = retired
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._lock.release()
-        self._store._change_ended()
+        try:
+            self._lock.release()
+        finally:
+            self._store._change_ended()
+
+    def commit(self, name: str, document: Any, apply: Callable[[], None]) -> Deferred[None]:
+        """``StateStore.commit`` for the change holding this lock; StateError if it must be sent again."""
+        if self._retired:
+            return fail(StateError("the relay's config was reloaded while this change waited to begin: nothing "
+                                   "was saved; send it again"))
+        return self._store.commit(name, document, apply)

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.python.failure import Failure
 
 from atomrelay.config import parse_config
@@ -184,31 +184,63 @@ def test_a_failed_commit_applies_nothing(tmp_path: Path) -> None:
     assert applied == [] and failures and failures[0].check(StateError)
 
 
-def test_idle_waits_for_changes_holding_or_waiting_for_a_change_lock(tmp_path: Path) -> None:
-    """A change that reads something before it commits, and one queued behind it, keep ``idle`` from firing until
-    both let their lock go; a cancelled wait for the lock stops counting."""
+def test_pause_changes_waits_for_changes_under_way_and_holds_new_ones_at_the_door(tmp_path: Path) -> None:
+    """Changes holding or waiting for a lock end before ``pause_changes`` fires; one asked for later waits at the
+    door and, once its lock's generation is retired, fails its commit; a lock made while paused works."""
     runner = ManualRunner()
     store = StateStore(tmp_path, run=runner)
     lock = store.change_lock()
     reading: Deferred[int] = Deferred()
 
-    async def change(number: int, read: Deferred[int] | None) -> None:
-        async with lock:
+    async def change(on: Any, number: int, read: Deferred[int] | None = None) -> None:
+        async with on:
             if read is not None:
                 number = await read
-            await store.commit("doc", {"n": number}, lambda: None)
+            await on.commit("doc", {"n": number}, lambda: None)
 
-    first = Deferred.fromCoroutine(change(0, reading))
-    second = Deferred.fromCoroutine(change(2, None))
-    gone = Deferred.fromCoroutine(change(3, None))
-    gone.cancel()
-    gone.addErrback(lambda failure: None)
-    idle = store.idle()
-    assert not idle.called and not runner.pending  # the first change is still reading
+    first = Deferred.fromCoroutine(change(lock, 0, reading))
+    second = Deferred.fromCoroutine(change(lock, 2))
+    paused = store.pause_changes()
+    late = Deferred.fromCoroutine(change(lock, 3))
+    gone = Deferred.fromCoroutine(change(lock, 4))
+    gone.cancel()  # a client that hung up while its change waited at the door
+    failures: list[Failure] = []
+    gone.addErrback(failures.append)
+    assert not paused.called and not runner.pending  # the first change is still reading
     reading.callback(1)
     runner.finish_one()  # the first change's write; the second one's commit follows at once
-    assert first.called and not second.called and not idle.called
+    assert first.called and not second.called and not paused.called
     runner.finish_one()
-    assert second.called and idle.called
-    assert json.loads((tmp_path / "doc.json").read_text()) == {"n": 2}
+    assert second.called and paused.called and not late.called
+    fresh = store.change_lock()  # the next generation's, built while paused
+    store.resume_changes(retire=True)
+    late.addErrback(failures.append)
+    assert [failure.type for failure in failures] == [CancelledError, StateError]
+    assert "send it again" in str(failures[1].value)
+    done = Deferred.fromCoroutine(change(fresh, 5))
+    runner.finish_one()
+    assert done.called and json.loads((tmp_path / "doc.json").read_text()) == {"n": 5}
     assert store.idle().called
+
+
+def test_a_reload_that_failed_leaves_the_running_generations_locks_working(tmp_path: Path) -> None:
+    """After ``resume_changes(retire=False)`` a change held at the door commits; an error inside a change frees
+    its lock for the next one."""
+    store = StateStore(tmp_path)
+    lock = store.change_lock()
+
+    async def change(number: int) -> None:
+        async with lock:
+            if number < 0:
+                raise ValueError("the change failed")
+            await lock.commit("doc", {"n": number}, lambda: None)
+
+    paused = store.pause_changes()
+    assert paused.called
+    waiting = Deferred.fromCoroutine(change(1))
+    assert not waiting.called
+    store.resume_changes(retire=False)
+    assert waiting.called and json.loads((tmp_path / "doc.json").read_text()) == {"n": 1}
+    failed = Deferred.fromCoroutine(change(-1))
+    failed.addErrback(lambda failure: failure.trap(ValueError))
+    assert Deferred.fromCoroutine(change(2)).called and json.loads((tmp_path / "doc.json").read_text()) == {"n": 2}

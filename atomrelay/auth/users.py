@@ -144,7 +144,7 @@ class UserStore:
             ]
         }
         try:
-            await self._store.commit(STATE_NAME, document, lambda: self._use(created))
+            await self._lock.commit(STATE_NAME, document, lambda: self._use(created))
         except StateError as exc:
             self.log.error("cannot save the ONVIF users: {error}", error=str(exc))
             raise receiver_fault("Action", reason="the users could not be saved on the relay") from exc

@@ -397,11 +397,11 @@ class PtzController:
             self._motor()
             position = await self.read_position()
             await self._save(self._presets, (position.pan, position.tilt), self._next_number)
-            try:
-                await self._client.command("posrec", self._timeout)
-            except CameraError as exc:
-                self.log.info("camera {camera_id} did not take posrec ({error}); the relay keeps the home position",
-                              camera_id=self.camera.id, error=str(exc))
+        try:
+            await self._client.command("posrec", self._timeout)
+        except CameraError as exc:
+            self.log.info("camera {camera_id} did not take posrec ({error}); the relay keeps the home position",
+                          camera_id=self.camera.id, error=str(exc))
 
     def goto_home(self, speed: float = 1.0) -> Deferred[MoveOutcome]:
         """GotoHomePosition."""
@@ -439,7 +439,7 @@ class PtzController:
             "next": next_number,
         }
         try:
-            await self._store.commit(self._state_name, document, lambda: self._use(presets, home, next_number))
+            await self._saving.commit(self._state_name, document, lambda: self._use(presets, home, next_number))
         except StateError as exc:
             self.log.error("camera {camera_id}: cannot save presets: {error}", camera_id=self.camera.id, error=str(exc))
             raise SaveFailed(str(exc)) from exc

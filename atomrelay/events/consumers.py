@@ -15,10 +15,12 @@ URL host may be written ``3232255242``, ``0xc0a84d0a``, ``0300.0250.77.10``, ``1
 * an address is refused when a protected host resolves to it, or when it is loopback
   (unless the policy allows it), unspecified, ``0.0.0.0/8``, link-local (``169.254/16``
   with the cloud metadata address, ``fe80::/10``), multicast, broadcast or reserved; an
-  IPv4-mapped IPv6 address counts as its IPv4 address, and so does an IPv6 address a
-  gateway translates to IPv4 (NAT64's well-known prefix ``64:ff9b::/96``, 6to4's
-  ``2002::/16``); the local-use NAT64 prefix ``64:ff9b:1::/48`` is refused, as its
-  IPv4 address may sit in any of several places;
+  IPv4-mapped IPv6 address counts as its IPv4 address, and so does an address under NAT64's
+  well-known prefix ``64:ff9b::/96`` or 6to4's ``2002::/16`` (a gateway takes it to that
+  IPv4 address); the local-use NAT64 prefix ``64:ff9b:1::/48`` and Teredo's ``2001::/32``
+  are refused, as where their IPv4 address sits is not fixed. A NAT64 prefix an operator
+  chose from their own addresses cannot be told from any other IPv6 address: on such a
+  network, cameras must not be reachable through it (or push subscriptions left unused);
 * Subscribe is refused unless at least one address is allowed, and every connection
   resolves the host again and connects only to allowed addresses (a name may answer
   differently the second time).
@@ -64,16 +66,17 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _BROADCAST = ipaddress.ip_address("255.255.255.255")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_NOT_FIXED = (ipaddress.ip_network("64:ff9b:1::/48"), ipaddress.ip_network("2001::/32"))
+"""Local-use NAT64 and Teredo: translated to an IPv4 address, but not one the address itself fixes."""
 
 
 def reached(address: Address) -> Address | None:
     """The address a connection to ``address`` ends up at: the IPv4 address a NAT64 (well-known prefix) or 6to4
-    address carries, else ``address``; None for the local-use NAT64 prefix, whose IPv4 address cannot be told."""
+    address carries, else ``address``; None for local-use NAT64 and Teredo, whose IPv4 address cannot be told."""
     if isinstance(address, ipaddress.IPv6Address):
         if address in _NAT64:
             return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        if address in _NAT64_LOCAL:
+        if any(address in network for network in _NOT_FIXED):
             return None
         if address.sixtofour is not None:
             return address.sixtofour
@@ -97,11 +100,12 @@ class ConsumerPolicy:
 
     def address_allowed(self, host: str) -> bool:
         """Whether an IP address (text) is an acceptable Notify destination."""
-        address = _reached_ip(host)
+        written = ip_of(host)
+        address = reached(written) if written is not None else None
         if address is None:
             return False
         if address.is_loopback:
-            return self.allow_loopback
+            return self.allow_loopback and address == written  # a gateway's loopback is not the relay's
         if isinstance(address, ipaddress.IPv4Address) and (address in _THIS_NETWORK or address == _BROADCAST):
             return False
         return not (address.is_unspecified or address.is_link_local or address.is_multicast or address.is_reserved)

@@ -439,7 +439,7 @@ class MediaModel:
             ],
         }
         try:
-            await self._store.commit(self._state_name, document, lambda: self._use(users, next_number))
+            await self._lock.commit(self._state_name, document, lambda: self._use(users, next_number))
         except StateError as exc:
             self.log.error("cannot save the media profiles: {error}", error=str(exc))
             raise receiver_fault("Action", reason="the media profiles could not be saved on the relay") from exc

@@ -154,9 +154,10 @@ async def test_ipv6_consumers_get_their_notifications(rig: Rig) -> None:
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize("host", ["[64:ff9b::7f00:2]", "[64:ff9b::127.0.0.2]", "[2002:7f00:2::1]"])
 async def test_ipv6_forms_a_gateway_translates_to_a_camera_are_refused(rig: Rig, host: str) -> None:
-    """NAT64 (well-known prefix) and 6to4 addresses that reach the camera's IPv4 address through a gateway are refused."""
+    """NAT64 (well-known prefix) and 6to4 addresses that reach the camera's IPv4 address through a gateway are refused
+    (here already as a gateway's loopback: the rig allows only this host's loopback)."""
     store = rig.store(reactor.nameResolver)
-    with pytest.raises(ConsumerRefused, match=r"\(a camera of this relay or its mediamtx\)"):
+    with pytest.raises(ConsumerRefused, match=r"the relay does not send notifications to"):
         await subscribe(store, f"http://{host}:{rig.port}/cgi-bin/cmd.cgi?port=socket")
     assert len(store) == 0 and rig.camera.requests == []
 
@@ -169,8 +170,28 @@ async def test_ipv6_forms_a_gateway_translates_to_a_camera_are_refused(rig: Rig,
         ("64:ff9b::a9fe:a9fe", False),  # the cloud metadata address through NAT64
         ("2002:a9fe:a9fe::1", False),  # ... and through 6to4
         ("64:ff9b:1:a9fe:a9fe::", False),  # local-use NAT64: where the IPv4 address sits is the operator's choice
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
         ("fd00::10", True),
     ],
 )
 def test_translated_ipv6_destinations_are_judged_by_the_ipv4_address_they_reach(host: str, allowed: bool) -> None:
     assert ConsumerPolicy().address_allowed(host) is allowed
+
+
+def test_allowing_loopback_allows_no_gateways_loopback() -> None:
+    """``allow_loopback`` (tests, a consumer on the relay's host) is about this host: NAT64 and 6to4 forms of
+    127.0.0.1 reach the gateway's loopback, and are refused."""
+    policy = ConsumerPolicy(allow_loopback=True)
+    assert policy.address_allowed("127.0.0.1") and policy.address_allowed("::1")
+    assert not policy.address_allowed("64:ff9b::7f00:1") and not policy.address_allowed("2002:7f00:1::1")
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("host", ["[64:ff9b::c0a8:4d0a]", "[2002:c0a8:4d0a::1]", "nat64.test"])
+async def test_a_lan_camera_behind_a_gateway_prefix_is_refused(host: str) -> None:
+    """A camera at 192.168.77.10 is refused in its NAT64 and 6to4 forms, literal or from a name, at Subscribe."""
+    names = NameTable({"nat64.test": ["64:ff9b::c0a8:4d0a"], "camera.test": ["192.168.77.10"]})
+    guard = ConsumerGuard(names, lambda: ["camera.test"], ConsumerPolicy())
+    with pytest.raises(ConsumerRefused, match=r"\(a camera of this relay or its mediamtx\)"):
+        await guard.check(f"http://{host}:80/cgi-bin/cmd.cgi")
+    assert await guard.check("http://[64:ff9b::c0a8:4d0b]:80/notify")  # another LAN host: allowed

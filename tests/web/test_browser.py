@@ -193,7 +193,7 @@ async def test_dashboard_cards_thumbnails_and_layout_in_chromium(tmp_path: Path,
         assert widths[0] <= widths[1], f"the phone page scrolls sideways: {widths}"
         shot = await browser.tools.send("Page.captureScreenshot", {"format": "png"}, phone)
         (tmp_path / "dashboard-phone.png").write_bytes(base64.b64decode(shot["data"]))
-        # The swing's thumbnail failed to load (503) while its HTTP API was down: the page marks it stale.
+        # The swing's thumbnail failed to load (503) while its HTTP API was down; nothing else went wrong.
         assert [problem for problem in browser.tools.problems if "/snapshot/swing.jpg?" not in problem] == []
     finally:
         if browser is not None:

@@ -49,15 +49,22 @@
     reason.appendChild(since);
   }
 
+  var asking = false;
+
   function refreshStates() {
-    fetch("status", {credentials: "same-origin", cache: "no-store"})
+    if (asking) {
+      return;
+    }
+    asking = true;
+    fetch("/status", {credentials: "same-origin", cache: "no-store"})
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (status) {
         if (status && Array.isArray(status.cameras)) {
           status.cameras.forEach(showState);
         }
       })
-      .catch(function () {});
+      .catch(function () {})
+      .then(function () { asking = false; });
   }
 
   function refreshAll() {

@@ -27,6 +27,15 @@ Runner = Callable[[Callable[[], None]], "Deferred[None]"]
 class StateError(Exception):
     """Saved state could not be written."""
 
+    retry = False
+    """True when the client may simply send its change again (the text then says so and names no file)."""
+
+
+class ChangeRetired(StateError):
+    """A change began on the objects of a generation a config reload retired: nothing was saved."""
+
+    retry = True
+
 
 def run_inline(function: Callable[[], None]) -> Deferred[None]:
     """A ``Runner`` that runs ``function`` at once on the calling thread (before the reactor runs)."""
@@ -297,6 +306,6 @@ class ChangeLock:
     def commit(self, name: str, document: Any, apply: Callable[[], None]) -> Deferred[None]:
         """``StateStore.commit`` for the change holding this lock; StateError if it must be sent again."""
         if self._retired:
-            return fail(StateError("the relay's config was reloaded while this change waited to begin: nothing "
-                                   "was saved; send it again"))
+            return fail(ChangeRetired("the relay's config was reloaded while this change waited to begin: nothing "
+                                      "was saved; send it again"))
         return self._store.commit(name, document, apply)

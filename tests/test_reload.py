@@ -407,8 +407,9 @@ async def test_a_preset_saved_while_a_reload_starts_is_in_the_new_generation(
         assert new is not old and [(p.token, p.name) for p in new.presets()] == [(token, "Door")]
         await poll(lambda: len(readings) == 2, timeout=5, what="the late SetPreset asking the camera")
         readings[1].callback(MotorPosition(pan=10.0, tilt=10.0, idle=True))
-        with pytest.raises(SaveFailed, match="send it again"):
+        with pytest.raises(SaveFailed, match="send it again") as refused:
             await late
+        assert refused.value.retry  # the PTZ service answers with this text instead of "could not be saved"
         later = Deferred.fromCoroutine(new.set_preset(name="Window"))
         await poll(lambda: len(readings) == 3, timeout=5, what="the SetPreset sent again asking the camera")
         readings[2].callback(MotorPosition(pan=10.0, tilt=10.0, idle=True))

@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from atomrelay.config import parse_config
 from atomrelay.sim.camera import SimulatedCamera, listen_camera
 from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
-from atomrelay.state import StateError, StateStore
+from atomrelay.state import ChangeRetired, StateError, StateStore
 from atomrelay.wiring import build_relay
 from atomrelay.xml import ns
 from tests.helpers import free_port, hold_writes, poll
@@ -215,7 +215,7 @@ def test_pause_changes_waits_for_changes_under_way_and_holds_new_ones_at_the_doo
     fresh = store.change_lock()  # the next generation's, built while paused
     store.resume_changes(retire=True)
     late.addErrback(failures.append)
-    assert [failure.type for failure in failures] == [CancelledError, StateError]
+    assert [failure.type for failure in failures] == [CancelledError, ChangeRetired]
     assert "send it again" in str(failures[1].value)
     done = Deferred.fromCoroutine(change(fresh, 5))
     runner.finish_one()
@@ -244,3 +244,22 @@ def test_a_reload_that_failed_leaves_the_running_generations_locks_working(tmp_p
     failed = Deferred.fromCoroutine(change(-1))
     failed.addErrback(lambda failure: failure.trap(ValueError))
     assert Deferred.fromCoroutine(change(2)).called and json.loads((tmp_path / "doc.json").read_text()) == {"n": 2}
+
+
+def test_a_change_sent_to_a_retired_generation_is_answered_send_it_again(tmp_path: Path) -> None:
+    """CreateUsers held at the door of a reload and then refused gets a fault that says to send it again (no file
+    name, nothing logged as a disk error), and nothing is saved."""
+    from atomrelay.auth.users import UserStore
+    from atomrelay.config import User
+    from atomrelay.xml.soap import SoapFault
+
+    store = StateStore(tmp_path)
+    users = UserStore([User("admin", "pw", "Administrator")], store)
+    store.pause_changes()
+    creating = Deferred.fromCoroutine(users.create([User("viewer", "pw-viewer", "User")]))
+    store.resume_changes(retire=True)
+    failures: list[Failure] = []
+    creating.addErrback(failures.append)
+    assert len(failures) == 1 and failures[0].check(SoapFault)
+    assert "send it again" in failures[0].value.reason and str(tmp_path) not in failures[0].value.reason
+    assert users.lookup("viewer") is None and not (tmp_path / "users.json").exists()

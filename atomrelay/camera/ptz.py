@@ -122,6 +122,9 @@ class NoHomePosition(PtzError):
 class SaveFailed(PtzError):
     """The presets could not be saved; nothing changed."""
 
+    retry = False
+    """True when the client may simply send its change again (the text then says so and names no file)."""
+
 
 class FactsSource(Protocol):
     """The part of ``ModelRegistry`` the controller uses."""
@@ -441,8 +444,12 @@ class PtzController:
         try:
             await self._saving.commit(self._state_name, document, lambda: self._use(presets, home, next_number))
         except StateError as exc:
-            self.log.error("camera {camera_id}: cannot save presets: {error}", camera_id=self.camera.id, error=str(exc))
-            raise SaveFailed(str(exc)) from exc
+            if not exc.retry:
+                self.log.error("camera {camera_id}: cannot save presets: {error}", camera_id=self.camera.id,
+                               error=str(exc))
+            failed = SaveFailed(str(exc))
+            failed.retry = exc.retry
+            raise failed from exc
 
     def _use(self, presets: list[Preset], home: tuple[float, float] | None, next_number: int) -> None:
         self._presets, self._home, self._next_number = presets, home, next_number

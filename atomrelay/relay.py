@@ -198,8 +198,8 @@ class RelayService(MultiService):
         # (``StateStore.pause_changes``). From the build to serve() nothing yields to the reactor while requests
         # could come in (binding a TCP port answers at once), so no change falls between the two generations.
         store = self.parts.store
-        await store.pause_changes()
         try:
+            await store.pause_changes()
             try:
                 new = self.builder.generation(config, self)
                 fresh = self.listeners_for(new)
@@ -236,8 +236,10 @@ class RelayService(MultiService):
         self.parts.authenticator.max_clock_skew = config.onvif.max_clock_skew
         self.parts.authenticator.http_basic = config.onvif.http_basic
         self.parts.authenticator.allow_password_text = config.onvif.allow_password_text
-        self.serve(new, fresh)
-        self.parts.store.resume_changes(retire=True)
+        try:
+            self.serve(new, fresh)
+        finally:
+            self.parts.store.resume_changes(retire=self.generation is new)
         await finished(cast(Any, old.workers).disownServiceParent())
         discovery = self.parts.discovery
         kept = discovery is not None and config.discovery.enabled and discovery.config == config.discovery

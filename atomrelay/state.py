@@ -27,14 +27,10 @@ Runner = Callable[[Callable[[], None]], "Deferred[None]"]
 class StateError(Exception):
     """Saved state could not be written."""
 
-    retry = False
-    """True when the client may simply send its change again (the text then says so and names no file)."""
 
-
-class ChangeRetired(StateError):
-    """A change began on the objects of a generation a config reload retired: nothing was saved."""
-
-    retry = True
+class ChangeRetired(Exception):
+    """A change asked for the lock of an object whose generation a config reload retired: nothing was changed,
+    and the client may send it again (the text says so)."""
 
 
 def run_inline(function: Callable[[], None]) -> Deferred[None]:
@@ -68,7 +64,9 @@ class StateStore:
         self._changing = 0
         """Changes holding or waiting for a ``change_lock``."""
         self._epoch = 0
-        """Bumped by ``pause_changes``: a lock made in an earlier epoch belongs to a retired generation."""
+        """Bumped by ``pause_changes``: the locks of the generation a reload builds have a later epoch."""
+        self._retired_below = 0
+        """Locks of an earlier epoch than this belong to a retired generation."""
         self._door: list[Deferred[None]] | None = None
         """While changes are paused: the changes waiting to ask for a lock."""
         self._paused: list[Deferred[None]] = []
@@ -181,13 +179,14 @@ class StateStore:
 
     def resume_changes(self, retire: bool) -> None:
         """Let the changes waiting at the door go on (nothing happens when changes are not paused). With ``retire``
-        (the new generation serves now), those on a lock made before ``pause_changes`` fail their commit with
-        StateError: the object they change is no longer served, so the client must send the change again."""
+        (the new generation serves now), every lock made before ``pause_changes`` refuses its changes from now on
+        with ChangeRetired: the object they would change is no longer served, so the client must send the change
+        again, and reaches the new generation."""
         door, self._door = self._door, None
         if door is None:
             return
-        if not retire:
-            self._epoch -= 1
+        if retire:
+            self._retired_below = self._epoch
         for waiter in door:
             if not waiter.called:
                 waiter.callback(None)
@@ -272,15 +271,13 @@ class StateStore:
 
 
 class ChangeLock:
-    """``StateStore.change_lock``: a DeferredLock for the changes of one object, whose ``commit`` refuses a change
-    that began after the object's generation was retired by a config reload."""
+    """``StateStore.change_lock``: a DeferredLock for the changes of one object. A change that asks for it after a
+    config reload retired the object's generation is refused at once with ChangeRetired."""
 
     def __init__(self, store: StateStore) -> None:
         self._store = store
         self._epoch = store._epoch
         self._lock = DeferredLock()
-        self._retired = False
-        """Whether the change holding the lock began after this lock's generation was retired."""
 
     async def __aenter__(self) -> None:
         store = self._store
@@ -288,24 +285,18 @@ class ChangeLock:
             waiter: Deferred[None] = Deferred()
             store._door.append(waiter)
             await waiter
-        retired = self._epoch != store._epoch
+        if self._epoch < store._retired_below:
+            raise ChangeRetired("the relay's config was reloaded while this change waited to begin: nothing was "
+                                "changed; send it again")
         store._change_started()
         try:
             await self._lock.acquire()
         except BaseException:
             store._change_ended()
             raise
-        self._retired = retired
 
     async def __aexit__(self, *exc_info: object) -> None:
         try:
             self._lock.release()
         finally:
             self._store._change_ended()
-
-    def commit(self, name: str, document: Any, apply: Callable[[], None]) -> Deferred[None]:
-        """``StateStore.commit`` for the change holding this lock; StateError if it must be sent again."""
-        if self._retired:
-            return fail(ChangeRetired("the relay's config was reloaded while this change waited to begin: nothing "
-                                      "was saved; send it again"))
-        return self._store.commit(name, document, apply)

@@ -186,7 +186,7 @@ def test_a_failed_commit_applies_nothing(tmp_path: Path) -> None:
 
 def test_pause_changes_waits_for_changes_under_way_and_holds_new_ones_at_the_door(tmp_path: Path) -> None:
     """Changes holding or waiting for a lock end before ``pause_changes`` fires; one asked for later waits at the
-    door and, once its lock's generation is retired, fails its commit; a lock made while paused works."""
+    door and, once its lock's generation is retired, is refused; a lock made while paused works."""
     runner = ManualRunner()
     store = StateStore(tmp_path, run=runner)
     lock = store.change_lock()
@@ -196,7 +196,7 @@ def test_pause_changes_waits_for_changes_under_way_and_holds_new_ones_at_the_doo
         async with on:
             if read is not None:
                 number = await read
-            await on.commit("doc", {"n": number}, lambda: None)
+            await store.commit("doc", {"n": number}, lambda: None)
 
     first = Deferred.fromCoroutine(change(lock, 0, reading))
     second = Deferred.fromCoroutine(change(lock, 2))
@@ -233,7 +233,7 @@ def test_a_reload_that_failed_leaves_the_running_generations_locks_working(tmp_p
         async with lock:
             if number < 0:
                 raise ValueError("the change failed")
-            await lock.commit("doc", {"n": number}, lambda: None)
+            await store.commit("doc", {"n": number}, lambda: None)
 
     paused = store.pause_changes()
     assert paused.called
@@ -246,20 +246,22 @@ def test_a_reload_that_failed_leaves_the_running_generations_locks_working(tmp_p
     assert Deferred.fromCoroutine(change(2)).called and json.loads((tmp_path / "doc.json").read_text()) == {"n": 2}
 
 
-def test_a_change_sent_to_a_retired_generation_is_answered_send_it_again(tmp_path: Path) -> None:
-    """CreateUsers held at the door of a reload and then refused gets a fault that says to send it again (no file
-    name, nothing logged as a disk error), and nothing is saved."""
+def test_a_change_sent_to_a_retired_generation_is_refused_before_it_begins(tmp_path: Path) -> None:
+    """CreateUsers held at the door of a reload, and one asked of the retired store after it, are refused with
+    ChangeRetired before they look at anything; nothing is saved. A failed reload's pause retires nothing."""
     from atomrelay.auth.users import UserStore
     from atomrelay.config import User
-    from atomrelay.xml.soap import SoapFault
 
     store = StateStore(tmp_path)
     users = UserStore([User("admin", "pw", "Administrator")], store)
     store.pause_changes()
-    creating = Deferred.fromCoroutine(users.create([User("viewer", "pw-viewer", "User")]))
+    store.resume_changes(retire=False)
+    store.pause_changes()
+    creating = Deferred.fromCoroutine(users.create([User("admin", "pw-2", "User")]))  # would clash: not checked
     store.resume_changes(retire=True)
+    after = Deferred.fromCoroutine(users.create([User("viewer", "pw-viewer", "User")]))
     failures: list[Failure] = []
     creating.addErrback(failures.append)
-    assert len(failures) == 1 and failures[0].check(SoapFault)
-    assert "send it again" in failures[0].value.reason and str(tmp_path) not in failures[0].value.reason
+    after.addErrback(failures.append)
+    assert [failure.type for failure in failures] == [ChangeRetired, ChangeRetired]
     assert users.lookup("viewer") is None and not (tmp_path / "users.json").exists()

@@ -144,12 +144,10 @@ class UserStore:
             ]
         }
         try:
-            await self._lock.commit(STATE_NAME, document, lambda: self._use(created))
+            await self._store.commit(STATE_NAME, document, lambda: self._use(created))
         except StateError as exc:
-            if not exc.retry:
-                self.log.error("cannot save the ONVIF users: {error}", error=str(exc))
-            raise receiver_fault("Action", reason=str(exc) if exc.retry
-                                 else "the users could not be saved on the relay") from exc
+            self.log.error("cannot save the ONVIF users: {error}", error=str(exc))
+            raise receiver_fault("Action", reason="the users could not be saved on the relay") from exc
 
     def _use(self, created: dict[str, User]) -> None:
         self._created = created

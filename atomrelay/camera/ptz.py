@@ -122,9 +122,6 @@ class NoHomePosition(PtzError):
 class SaveFailed(PtzError):
     """The presets could not be saved; nothing changed."""
 
-    retry = False
-    """True when the client may simply send its change again (the text then says so and names no file)."""
-
 
 class FactsSource(Protocol):
     """The part of ``ModelRegistry`` the controller uses."""
@@ -442,14 +439,10 @@ class PtzController:
             "next": next_number,
         }
         try:
-            await self._saving.commit(self._state_name, document, lambda: self._use(presets, home, next_number))
+            await self._store.commit(self._state_name, document, lambda: self._use(presets, home, next_number))
         except StateError as exc:
-            if not exc.retry:
-                self.log.error("camera {camera_id}: cannot save presets: {error}", camera_id=self.camera.id,
-                               error=str(exc))
-            failed = SaveFailed(str(exc))
-            failed.retry = exc.retry
-            raise failed from exc
+            self.log.error("camera {camera_id}: cannot save presets: {error}", camera_id=self.camera.id, error=str(exc))
+            raise SaveFailed(str(exc)) from exc
 
     def _use(self, presets: list[Preset], home: tuple[float, float] | None, next_number: int) -> None:
         self._presets, self._home, self._next_number = presets, home, next_number

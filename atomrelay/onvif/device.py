@@ -262,12 +262,10 @@ class DeviceService:
         """Write first, then ``use()`` the change: a failed write changes nothing."""
         document = {"scopes": scopes, "discovery_mode": "Discoverable" if discoverable else "NonDiscoverable"}
         try:
-            await self._lock.commit(self._state_name, document, use)
+            await self._store.commit(self._state_name, document, use)
         except StateError as exc:
-            if not exc.retry:
-                self.log.error("cannot save the device settings: {error}", error=str(exc))
-            raise receiver_fault("Action", reason=str(exc) if exc.retry
-                                 else "the setting could not be saved on the relay") from exc
+            self.log.error("cannot save the device settings: {error}", error=str(exc))
+            raise receiver_fault("Action", reason="the setting could not be saved on the relay") from exc
 
     def _notify(self, callbacks: Sequence[Callable[[Any], None]], value: object, what: str) -> None:
         for callback in callbacks:

@@ -439,12 +439,10 @@ class MediaModel:
             ],
         }
         try:
-            await self._lock.commit(self._state_name, document, lambda: self._use(users, next_number))
+            await self._store.commit(self._state_name, document, lambda: self._use(users, next_number))
         except StateError as exc:
-            if not exc.retry:
-                self.log.error("cannot save the media profiles: {error}", error=str(exc))
-            raise receiver_fault("Action", reason=str(exc) if exc.retry
-                                 else "the media profiles could not be saved on the relay") from exc
+            self.log.error("cannot save the media profiles: {error}", error=str(exc))
+            raise receiver_fault("Action", reason="the media profiles could not be saved on the relay") from exc
 
     def _use(self, users: dict[str, Profile], next_number: int) -> None:
         self._user = users

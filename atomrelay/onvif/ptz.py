@@ -295,8 +295,7 @@ class PtzService:
         if isinstance(error, NotPtz):
             raise sender_fault("InvalidArgVal", "NoPTZProfile", reason=reason) from error
         if isinstance(error, SaveFailed):
-            raise receiver_fault("Action", reason=str(error) if error.retry
-                                 else "the presets could not be saved on the relay") from error
+            raise receiver_fault("Action", reason="the presets could not be saved on the relay") from error
         raise error
 
     # --- static descriptions ------------------------------------------------------------------

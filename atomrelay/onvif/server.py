@@ -57,6 +57,7 @@ from atomrelay.auth.security import AuthenticationFailed, Authenticator, HttpReq
 from atomrelay.metrics import Registry
 from atomrelay.onvif.base import Operation, RequestContext, Service
 from atomrelay.onvif.hosts import advertised, join_host, local_address, parse_host
+from atomrelay.state import ChangeRetired
 from atomrelay.web.limits import MAX_BODY, PLAIN_TEXT, TOO_LARGE
 from atomrelay.xml import ns
 from atomrelay.xml.parsing import XMLRejected, parse_untrusted
@@ -409,6 +410,8 @@ class OnvifResource(Resource):
                 outcome = _ACTION_FAILED
             except SoapFault as fault:
                 outcome = fault
+            except ChangeRetired as retired:  # a config reload retired the objects this request reached
+                outcome = receiver_fault("Action", reason=str(retired))
             except Exception:
                 self._log_crash(route, remote)
                 outcome = _ACTION_FAILED

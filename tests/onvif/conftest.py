@@ -26,6 +26,7 @@ from atomrelay.auth.security import Authenticator
 from atomrelay.config import User
 from atomrelay.onvif.base import Operation, RequestContext, Service
 from atomrelay.onvif.server import OnvifResource
+from atomrelay.state import ChangeRetired
 from atomrelay.xml import ns
 from atomrelay.xml.soap import Maker, sender_fault
 
@@ -184,6 +185,9 @@ def soap_services(relay: SoapRelay) -> list[Service]:
         await deferLater(relay.clock, 2.0, lambda: None)
         return TDS("SetHostnameResponse")
 
+    async def retired(context: RequestContext) -> _Element:
+        raise ChangeRetired("the relay's config was reloaded while this change waited to begin: send it again")
+
     async def late_fault(context: RequestContext) -> _Element:
         await deferLater(relay.clock, 1.0, lambda: None)
         raise sender_fault("InvalidArgVal", reason="Argument Value Invalid: late")
@@ -209,6 +213,7 @@ def soap_services(relay: SoapRelay) -> list[Service]:
             "Later": Operation(later, AccessClass.PRE_AUTH),
             "Coroutine": Operation(coroutine, AccessClass.PRE_AUTH),
             "LateFault": Operation(late_fault, AccessClass.PRE_AUTH),
+            "Retired": Operation(retired, AccessClass.PRE_AUTH),
         },
     )
     media = Service(

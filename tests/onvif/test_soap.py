@@ -361,6 +361,16 @@ def test_handler_fault_in_soap11(soap_relay: SoapRelay) -> None:
     assert fault.findtext("faultstring") == "Argument Value Invalid: no such profile"
 
 
+def test_a_change_a_reload_retired_is_answered_send_it_again(
+    soap_relay: SoapRelay, soap_log: list[dict[str, Any]]
+) -> None:
+    """ChangeRetired from a handler (its objects belong to a generation a reload retired) is a Receiver ter:Action
+    fault with its own text, not a crash with a traceback in the log."""
+    reason = assert_fault(soap_relay.post(soap_envelope(soap_op("Retired"))), "Receiver", ("Action",), 500)
+    assert "send it again" in reason
+    assert not [event for event in soap_log if "log_failure" in event]
+
+
 def test_handler_crash_is_receiver_action_without_traceback(
     soap_relay: SoapRelay, soap_log: list[dict[str, Any]]
 ) -> None:

@@ -156,9 +156,9 @@ class StateStore:
         return waiter
 
     def change_lock(self) -> ChangeLock:
-        """A lock for one kind of change (``async with lock:``, then ``lock.commit``) that ``pause_changes`` knows
-        of: a change that reads something first (a camera's position) and then commits is never half done when a
-        config reload builds the next generation from the saved state."""
+        """A lock for one kind of change (``async with lock:``) that ``pause_changes`` knows of: a change that reads
+        something first (a camera's position) and then commits is never half done when a config reload builds the
+        next generation from the saved state, nor made on a generation a reload retired."""
         return ChangeLock(self)
 
     def pause_changes(self) -> Deferred[None]:
@@ -286,8 +286,8 @@ class ChangeLock:
             store._door.append(waiter)
             await waiter
         if self._epoch < store._retired_below:
-            raise ChangeRetired("the relay's config was reloaded while this change waited to begin: nothing was "
-                                "changed; send it again")
+            raise ChangeRetired("the relay's config was reloaded as this change came in: nothing was changed; "
+                                "send it again")
         store._change_started()
         try:
             await self._lock.acquire()

@@ -25,11 +25,22 @@ requests, each with a fresh random nonce and a Created of "now" (the relay's def
 5-minute clock skew covers the run), and ``requests.lua`` sends each at most once. A run
 that needed more requests than were written says so (``wrapped``), and the relay's
 replay cache then turns the repeats into errors, which are reported too.
+
+Issue 15's figure (relay against ``stock``, authenticated GetProfiles at 16 connections)
+is also measured in ``PAIRS`` interleaved pairs of runs of ``PAIR_SECONDS`` each, with the
+relay and a stock server both up: stock then relay, relay then stock, and so on. Other
+work on the machine comes and goes over tens of seconds and can slow every run of one
+server in the tables above, so a ratio of two figures taken a minute apart can be off by
+a third; the two runs of a pair are seconds apart, and the median of the pairs' CPU time
+ratios is the figure recorded against the target (over the pairs whose runs had no errors:
+a socket error or a non-2xx answer in either run, or a relay run that ran out of fresh
+requests, leaves its pair out).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +53,10 @@ from atomrelay.xml import ns
 CONNECTIONS = (1, 16, 64)
 REPEATS = 3
 """Runs per server and connection count; the fastest is kept (other work on the machine only slows runs)."""
+PAIRS = 7
+"""Interleaved stock/relay pairs of runs for issue 15's figure."""
+PAIR_SECONDS = 2.0
+PAIR_CONNECTIONS = 16
 MEDIA = "/onvif/media_service"
 DEVICE = "/onvif/device_service"
 Requests = Callable[[int], Iterable[tuple[str, bytes]]]
@@ -58,11 +73,19 @@ class Scenario:
         self.signed = signed
         self.answer = b""
         self.runs: dict[int, dict[str, Any]] = {c: {} for c in CONNECTIONS}
+        self.pairs: list[dict[str, float]] = []
 
     def figures(self) -> dict[str, Any]:
         """The scenario's results."""
         return {"name": self.name, "cameras": self.cameras, "signed": self.signed, "answer_bytes": len(self.answer),
-                "runs": {str(c): r for c, r in self.runs.items()}}
+                "runs": {str(c): r for c, r in self.runs.items()},
+                **({"paired": self._paired()} if self.pairs else {})}
+
+    def _paired(self) -> dict[str, Any]:
+        """The interleaved pairs; the median ratio is over the pairs whose runs had no errors."""
+        clean = [pair["ratio"] for pair in self.pairs if not pair["errors"]]
+        return {"connections": PAIR_CONNECTIONS, "seconds": PAIR_SECONDS, "pairs": self.pairs,
+                "median_ratio": statistics.median(clean) if clean else 0.0}
 
 
 def run(duration: float, warmup: float, workdir: Path) -> dict[str, Any]:
@@ -96,6 +119,8 @@ def run(duration: float, warmup: float, workdir: Path) -> dict[str, Any]:
                             for stock in (True, False):
                                 _bare_runs(scenario, stock, workdir, duration, warmup)
                         _relay_runs(scenario, label, relay.pid, port, workdir, duration, warmup)
+                        if label == "relay" and scenario.signed:
+                            _paired_runs(scenario, relay.pid, port, workdir, warmup)
             scenarios += batch
     return {"duration_s": duration, "repeats": REPEATS, "scenarios": [s.figures() for s in scenarios]}
 
@@ -127,6 +152,36 @@ def _relay_runs(scenario: Scenario, label: str, pid: int, port: int, workdir: Pa
             common.write_request_lines(lines, scenario.requests(needed))
             results.append(_timed_wrk(pid, port, lines, connections, duration))
         scenario.runs[connections][label] = _best(label, connections, results, scenario.signed)
+
+
+def _paired_runs(scenario: Scenario, relay_pid: int, relay_port: int, workdir: Path, warmup: float) -> None:
+    """Issue 15's figure: ``PAIRS`` pairs of runs, stock and relay taking turns to go first."""
+    body_file = workdir / "answer.xml"
+    body_file.write_bytes(scenario.answer)
+    stock_lines, relay_lines = workdir / "stock-requests.txt", workdir / "relay-requests.txt"
+    stock_port = common.free_port()
+    with common.bare_server(body_file, stock_port, workdir / "bare-stock-paired.log", stock=True) as stock:
+        stock.wait_answering()
+        common.write_request_lines(stock_lines, scenario.requests(20_000))
+        common.run_wrk(stock_port, stock_lines, PAIR_CONNECTIONS, warmup)
+        needed = int(scenario.runs[PAIR_CONNECTIONS]["minimal"]["rate"] * PAIR_SECONDS * 1.2) + 2_000
+        for index in range(PAIRS):
+            common.write_request_lines(relay_lines, scenario.requests(needed))
+            order = ("stock", "relay") if index % 2 == 0 else ("relay", "stock")
+            cpu: dict[str, float] = {}
+            errors = 0
+            for which in order:
+                if which == "stock":
+                    result, cpu[which] = _timed_wrk(stock.pid, stock_port, stock_lines, PAIR_CONNECTIONS, PAIR_SECONDS)
+                else:
+                    result, cpu[which] = _timed_wrk(relay_pid, relay_port, relay_lines, PAIR_CONNECTIONS,
+                                                    PAIR_SECONDS)
+                    errors += result.wrapped
+                errors += result.errors
+            scenario.pairs.append({"stock_cpu_us": cpu["stock"], "relay_cpu_us": cpu["relay"],
+                                   "ratio": cpu["stock"] / cpu["relay"], "errors": errors})
+            common.stderr(f"  paired {index + 1}/{PAIRS}: stock {cpu['stock']:6.1f}, relay {cpu['relay']:6.1f} "
+                          f"CPU µs/req: {cpu['stock'] / cpu['relay']:.2f}×  errors {errors}")
 
 
 def _timed_wrk(pid: int, port: int, lines: Path, connections: int, duration: float) -> tuple[common.WrkResult, float]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -163,12 +164,13 @@ class Report:
                                 f"by req/s {relay_16['rate'] / stock_16['rate']:.2f}×)")
                     paired = scenario.get("paired")
                     if paired:
-                        cpu_ratio = paired["median_ratio"]
-                        pair_ratios = [pair["ratio"] for pair in paired["pairs"] if not pair.get("errors")] or [0.0]
+                        # Pairs with errors are left out (see bench_soap.py).
+                        pair_ratios = [pair["ratio"] for pair in paired["pairs"] if not pair["errors"]] or [0.0]
+                        cpu_ratio = statistics.median(pair_ratios)
                         measured = (f"{cpu_ratio:.2f}× (median of {len(pair_ratios)} interleaved pairs, "
                                     f"{min(pair_ratios):.2f}–{max(pair_ratios):.2f}×; the table's fastest runs: "
                                     + measured + ")")
-                        lines += self._pairs_table(paired)
+                        lines += self._pairs_table(paired, cpu_ratio)
                     self.target(
                         f"SOAP {scenario['name']}, 16 connections: relay / stock twisted.web, by CPU time per request "
                         "(issue 15)", f"≥ {stock_target}×", measured, cpu_ratio >= stock_target,
@@ -181,7 +183,7 @@ class Report:
         self.sections.append("\n".join(lines))
 
     @staticmethod
-    def _pairs_table(paired: dict[str, Any]) -> list[str]:
+    def _pairs_table(paired: dict[str, Any], median: float) -> list[str]:
         """The interleaved stock/relay pairs behind issue 15's figure."""
         rows = ["Issue 15's figure, interleaved: stock twisted.web and the relay both up, "
                 f"{len(paired['pairs'])} pairs of {paired['seconds']:g} s runs at {paired['connections']} connections, "
@@ -190,8 +192,8 @@ class Report:
                 "|---|---|---|---|---|"]
         for index, pair in enumerate(paired["pairs"], 1):
             rows.append(f"| {index} | {pair['stock_cpu_us']:.0f} | {pair['relay_cpu_us']:.0f} "
-                        f"| {pair['ratio']:.2f}× | {pair.get('errors', 0)} |")
-        rows += [f"| median | | | **{paired['median_ratio']:.2f}×** | |", ""]
+                        f"| {pair['ratio']:.2f}× | {pair['errors']} |")
+        rows += [f"| median | | | **{median:.2f}×** | |", ""]
         return rows
 
     def _breakdown_note(self, cameras: int) -> str:

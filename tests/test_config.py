@@ -164,6 +164,30 @@ def test_invalid_yaml_reports_line() -> None:
     assert "(line" in message
 
 
+def test_yaml_errors_keep_pyyaml_detail() -> None:
+    """A document libyaml refuses is reported with PyYAML's own, more specific message."""
+    message = error_of("onvif:\n\tport: 8080\n")
+    assert "found character '\\t' that cannot start any token (line 2)" in message
+    assert "found undefined alias 'nvr' (line 2)" in error_of("onvif:\n  users: *nvr\n")
+
+
+def test_libyaml_and_pyyaml_read_the_same_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libyaml (the fast path) and PyYAML's own parser give the same config, and errors on the same lines."""
+    import yaml
+
+    from atomrelay import config as config_module
+
+    if not getattr(yaml, "__with_libyaml__", False):
+        pytest.skip("this PyYAML was built without libyaml: the config is read by PyYAML's own parser only")
+    assert config_module._FAST_LOADER is yaml.CSafeLoader
+    example = (ROOT / "config.example.yaml").read_text(encoding="utf-8")
+    wrong = BASE.replace("host: 192.0.2.10", "host: 192.0.2.10\n    onvif_port: [1]")
+    fast = parse_config(example, "config.example.yaml"), error_of(wrong)
+    assert "cameras[0].onvif_port" in fast[1] and "(line 7)" in fast[1]
+    monkeypatch.setattr(config_module, "_FAST_LOADER", yaml.SafeLoader)
+    assert (parse_config(example, "config.example.yaml"), error_of(wrong)) == fast
+
+
 def test_every_error_is_reported_at_once() -> None:
     """Several mistakes are all listed, so a user fixes them in one go."""
     text = BASE.replace("      - name: main\n", "      - name: main\n        codec: vp8\n        fps: -1\n")

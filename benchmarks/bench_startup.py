@@ -12,8 +12,8 @@ the process is spawned and stops at three moments, polled every few milliseconds
 Start-to-serving is the later of ``soap`` and ``paths``. The relay's modules are
 byte-compiled first, as ``pip install`` does for an installed package (an editable
 install compiles them on its first run, unless ``PYTHONDONTWRITEBYTECODE`` is set, as it
-is on some build machines: then every start would compile 80 modules again, about
-0.15 s). One unmeasured start creates the state directory and warms the page cache;
+is on some build machines: then every start compiles the relay's 73 modules it imports
+again, about 0.15 s). One unmeasured start creates the state directory and warms the page cache;
 then ``STARTS`` measured starts.
 The pip form is ``.venv/bin/atomrelay run``; the frozen onedir bundle
 (``dist/atomrelay/atomrelay``) is measured too when it has been built.

@@ -151,12 +151,13 @@ class RunningRelay:
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
-        self.api: Any = None
+        # The fake mediamtx takes its port before any free_port() (this one and the tests' camera ports):
+        # listening on port 0 afterwards could take a port just handed out, and that camera could not listen.
+        self.api: Any = listen_mediamtx(reactor, FakeMediamtx(reactor))
         self.relay: RelayService | None = None
         self.http_port = free_port()
 
     def start(self, **kw: Any) -> RelayService:
-        self.api = listen_mediamtx(reactor, FakeMediamtx(reactor))
         path = self.write_config(**kw)
         self.relay = build_relay(load_config(str(path)), reactor, config_path=str(path))
         self.relay.startService()

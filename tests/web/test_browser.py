@@ -100,20 +100,23 @@ async def test_dashboard_cards_thumbnails_and_layout_in_chromium(tmp_path: Path,
     desktop and a phone viewport; the page's script raises no error; /metrics parses as Prometheus text."""
     monkeypatch.setattr(camera_module, "SNAPSHOT_JPEG", pattern_jpeg())
     ports: list[Any] = []
-    rtsp = reactor.listenTCP(0, Factory.forProtocol(_RtspAnswer), interface="127.0.0.1")  # type: ignore[attr-defined]
-    ports.append(rtsp)
-    cameras = []
-    sims = []
-    for index, (cam_id, name, model, answers_rtsp) in enumerate(CAMERAS):
-        sim = SimulatedCamera(reactor, model, hostname=cam_id, hwaddr=f"02:00:00:00:00:{index + 1:02x}")
-        sims.append(sim)
-        port = listen_camera(reactor, sim)
-        ports.append(port)
-        rtsp_port = rtsp.getHost().port if answers_rtsp else free_port()
-        cameras.append((cam_id, name, model, port.getHost().port, rtsp_port))
+    # Everything that listens on port 0 does so before free_port() hands out a port nobody holds yet.
     fake = FakeMediamtx(reactor)
     api = listen_mediamtx(reactor, fake)
     ports.append(api)
+    rtsp = reactor.listenTCP(0, Factory.forProtocol(_RtspAnswer), interface="127.0.0.1")  # type: ignore[attr-defined]
+    ports.append(rtsp)
+    sims = []
+    camera_ports = []
+    for index, (cam_id, _name, model, _answers_rtsp) in enumerate(CAMERAS):
+        sim = SimulatedCamera(reactor, model, hostname=cam_id, hwaddr=f"02:00:00:00:00:{index + 1:02x}")
+        sims.append(sim)
+        camera_ports.append(listen_camera(reactor, sim))
+    ports.extend(camera_ports)
+    cameras = [
+        (cam_id, name, model, port.getHost().port, rtsp.getHost().port if answers_rtsp else free_port())
+        for (cam_id, name, model, answers_rtsp), port in zip(CAMERAS, camera_ports)
+    ]
     relay_port = free_port()
     config = parse_config(config_text(relay_port, api.getHost().port, cameras, tmp_path / "state"))
     relay: Any = build_relay(config, reactor)

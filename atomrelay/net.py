@@ -1,22 +1,88 @@
-"""Network helpers: the HTTP clients' transport failures told apart and said in a few words, hosts in URLs,
-IP addresses read from text."""
+"""Network helpers: HTTP answers' bodies read within a bound, the HTTP clients' transport failures told apart and
+said in a few words, hosts in URLs, IP addresses read from text."""
 
 from __future__ import annotations
 
 import ipaddress
+from typing import Any, cast
 from urllib.parse import quote
 
-from twisted.internet.defer import CancelledError, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.error import TimeoutError as ConnectTimeout
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import (
     RequestTransmissionFailed,
+    ResponseDone,
     ResponseFailed,
     ResponseNeverReceived,
 )
+from twisted.web.http import PotentialDataLoss
 
 _CANCELLATIONS = (CancelledError, TimeoutError, ConnectingCancelledError)
+
+
+class BodyTooLarge(Exception):
+    """An answer's body went past the bound its reader set; the connection was closed."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the answer's body is larger than {limit} bytes")
+        self.limit = limit
+
+
+class _BodyReader(Protocol):
+    """Keeps a body's bytes up to a bound; closes the connection past it or when its reader gives up."""
+
+    def __init__(self, finished: Deferred[bytes], limit: int) -> None:
+        self.finished = finished
+        self.limit = limit
+        self.size = 0
+        self.chunks: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.finished.called:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.chunks.clear()
+            self.hang_up()
+            self.finished.errback(BodyTooLarge(self.limit))
+            return
+        self.chunks.append(data)
+
+    def hang_up(self) -> None:
+        """Close the connection (the body transport is a push producer; stopping it closes the connection)."""
+        if self.transport is not None:
+            cast(Any, self.transport).stopProducing()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.finished.called:
+            return
+        if cast(Any, reason).check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(b"".join(self.chunks))
+        else:
+            self.finished.errback(reason)
+
+
+def read_body(response: Any, limit: int) -> Deferred[bytes]:
+    """The body of an HTTP client's answer (an ``IResponse``), at most ``limit`` bytes.
+
+    Fails with ``BodyTooLarge`` past the bound and with the transport's failure when the
+    answer is cut off. Cancelling it (a timeout) closes the connection, so a peer that
+    stalls or never ends a body holds neither a connection nor memory. Ask treq for the
+    answer with ``unbuffered=True``: its buffered answers keep every byte whoever reads them.
+    """
+    reader: _BodyReader | None = None
+
+    def give_up(finished: Deferred[bytes]) -> None:
+        if reader is not None:
+            reader.hang_up()
+
+    finished: Deferred[bytes] = Deferred(give_up)
+    reader = _BodyReader(finished, limit)
+    response.deliverBody(reader)
+    return finished
 
 
 def is_cancellation(exc: BaseException) -> bool:

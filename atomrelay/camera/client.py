@@ -40,12 +40,18 @@ from twisted.web.client import RequestTransmissionFailed, ResponseFailed, Respon
 from atomrelay.camera.digest import DigestError, authorization, pick_challenge
 from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig
-from atomrelay.net import describe, is_cancellation, url_host
+from atomrelay.net import BodyTooLarge, describe, is_cancellation, read_body, url_host
 
 T = TypeVar("T")
 
 # hack_ini.cgi also holds Wi-Fi and account secrets: only these keys are ever read.
 HACK_INI_KEYS = ("PRODUCT_MODEL", "HWADDR")
+
+MAX_REPLY_BYTES = 4 * 1024 * 1024
+"""Largest body read from a camera (a 1080p ``get_jpeg.cgi`` snapshot is a few hundred KiB); past it, a
+CameraReplyError and the connection is closed."""
+MAX_DISCARDED_BYTES = 64 * 1024
+"""Largest body of a 401 answer read (and dropped) before the Digest retry."""
 
 NIGHT_MODES = ("on", "off", "auto")
 """The values of ``night <mode>`` and of ``property nightVision``."""
@@ -227,7 +233,7 @@ class CameraClient:
 
     async def _send(self, method: str, url: str, headers: dict[str, list[str]], body: bytes | None,
                     limit: float) -> Any:
-        kwargs: dict[str, Any] = {"headers": headers, "data": body}
+        kwargs: dict[str, Any] = {"headers": headers, "data": body, "unbuffered": True}
         if self._clock is None:
             kwargs["timeout"] = limit
         try:
@@ -238,8 +244,9 @@ class CameraClient:
 
     async def _content(self, response: Any) -> bytes:
         try:
-            content: bytes = await response.content()
-            return content
+            return await read_body(response, MAX_REPLY_BYTES)
+        except BodyTooLarge:
+            raise CameraReplyError(f"{self._where} sent a reply larger than {MAX_REPLY_BYTES} bytes") from None
         except (ResponseFailed, ConnectionLost, TimeoutError, CancelledError) as exc:
             raise self._failure(exc, "broke off its reply") from None
 
@@ -324,6 +331,8 @@ def _request_uri(url: str) -> str:
 
 async def _drain(response: Any) -> None:
     try:
-        await response.content()
+        await read_body(response, MAX_DISCARDED_BYTES)
+    except CancelledError:
+        raise
     except Exception:  # noqa: BLE001 - the body of a 401 does not matter
         pass

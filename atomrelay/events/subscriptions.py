@@ -36,7 +36,6 @@ from typing import Any, Sequence, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -55,6 +54,7 @@ from atomrelay.events.records import (
 from atomrelay.events.state import Event, EventHub
 from atomrelay.events.topics import TOPICS, TopicFilter
 from atomrelay.metrics import Registry
+from atomrelay.net import BodyTooLarge, read_body
 from atomrelay.state import StateStore
 
 MAX_SUBSCRIPTIONS = 64
@@ -68,12 +68,13 @@ DEFAULT_TERMINATION = 60.0
 NOTIFY_BATCH = 100
 """Most messages in one Notify."""
 NOTIFY_TIMEOUT = 10.0
-"""Seconds a consumer gets to answer a Notify."""
+"""Seconds a consumer gets to answer a Notify, its answer's body included."""
 RETRY_DELAYS = (1.0, 2.0, 4.0)
 """Waits before the retries of a failed Notify; then the subscription is dropped."""
 PULL_GRACE = 10.0
 """A pull keeps its pull point alive this long past its timeout."""
 _DISCARD_LIMIT = 64 * 1024
+"""Bytes of a consumer's answer read (and dropped); past them the connection is closed."""
 
 
 class UnknownSubscription(Exception):
@@ -86,19 +87,6 @@ class TooManySubscriptions(Exception):
 
 class PullInProgress(Exception):
     """A PullMessages is already waiting on this pull point."""
-
-
-class _Discard(Protocol):
-    """Reads and forgets a consumer's response body, hanging up past a small limit."""
-
-    def __init__(self) -> None:
-        self.received = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        """Count and drop; stop reading a body that will not end."""
-        self.received += len(data)
-        if self.received > _DISCARD_LIMIT and self.transport is not None:
-            cast(Any, self.transport).stopProducing()
 
 
 class Subscriptions(Service):
@@ -446,26 +434,34 @@ class Subscriptions(Service):
             # _post clears sub.sending when it ends; it may already have ended here.
             sub.sending = sending
 
+    async def _exchange(self, consumer: str, body: bytes) -> int:
+        """POST one Notify and read the answer's body (to a small bound) within the same deadline; the status code."""
+        response = await self._notify.post(consumer, body)
+        try:
+            await read_body(response, _DISCARD_LIMIT)
+        except BodyTooLarge:
+            pass  # the status decides; read_body has closed the connection
+        return int(response.code)
+
     def _post_crashed(self, failure: Failure, sub: PushSubscription) -> None:
         if not cast(Any, failure).check(CancelledError):
             self.log.failure("push subscription {sub_id}: delivery crashed", failure, sub_id=sub.id[:8])
 
     async def _post(self, sub: PushSubscription, batch: list[Event]) -> None:
         body = notify_document(sub.consumer, batch, sub.address)
-        request: Deferred[Any] = self._notify.post(sub.consumer, body)
+        exchange = Deferred.fromCoroutine(self._exchange(sub.consumer, body))
         timed_out: list[bool] = []
 
         def give_up() -> None:
             timed_out.append(True)
-            request.cancel()
+            exchange.cancel()
 
         timer = self._clock.callLater(self.notify_timeout, give_up)
         outcome = ""
         try:
-            response = await request
-            response.deliverBody(_Discard())
-            if not 200 <= response.code < 300:
-                outcome = f"HTTP {response.code}"
+            code = await exchange
+            if not 200 <= code < 300:
+                outcome = f"HTTP {code}"
         except Exception as exc:  # noqa: BLE001 - any transport failure counts as a failed delivery
             if timed_out:
                 outcome = f"no answer within {self.notify_timeout:g} s"

@@ -18,7 +18,6 @@ from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from treq.client import HTTPClient
-from treq.content import collect
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -27,7 +26,7 @@ from twisted.python.failure import Failure
 from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import MediamtxConfig
 from atomrelay.metrics import Registry
-from atomrelay.net import describe, is_cancellation
+from atomrelay.net import BodyTooLarge, describe, is_cancellation, read_body
 
 T = TypeVar("T")
 
@@ -146,7 +145,7 @@ class MediamtxClient:
         self, method: str, url: str, what: str, body: Mapping[str, Any] | None = None
     ) -> tuple[int, bytes, str]:
         """Send one request; return (status, body bytes, content type)."""
-        kwargs: dict[str, Any] = {"headers": {"Accept": ["application/json"]}}
+        kwargs: dict[str, Any] = {"headers": {"Accept": ["application/json"]}, "unbuffered": True}
         if body is not None:
             kwargs["json"] = dict(body)
         if self._auth is not None:
@@ -155,18 +154,10 @@ class MediamtxClient:
             kwargs["timeout"] = self._timeout
         try:
             response = await self._http.request(method, url, **kwargs)
-            chunks: list[bytes] = []
-            size = 0
-
-            def collector(data: bytes) -> None:
-                nonlocal size
-                size += len(data)
-                if size > MAX_REPLY_BYTES:
-                    raise MediamtxBadReply(f"{what}: reply larger than {MAX_REPLY_BYTES} bytes")
-                chunks.append(data)
-
-            await collect(response, collector)
-        except (CancelledError, MediamtxError):
+            content = await read_body(response, MAX_REPLY_BYTES)
+        except BodyTooLarge:
+            raise MediamtxBadReply(f"{what}: reply larger than {MAX_REPLY_BYTES} bytes") from None
+        except CancelledError:
             raise
         except Exception as exc:
             if is_cancellation(exc):
@@ -175,7 +166,7 @@ class MediamtxClient:
         content_type = (response.headers.getRawHeaders("content-type") or [b""])[0]
         if isinstance(content_type, bytes):
             content_type = content_type.decode("latin-1")
-        return int(response.code), b"".join(chunks), content_type
+        return int(response.code), content, content_type
 
     async def _json(
         self, method: str, route: str, name: str | None = None, body: Mapping[str, Any] | None = None

@@ -10,11 +10,13 @@ Subscribe and the Notify.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, ClassVar
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
 from twisted.logger import Logger, formatEvent
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -23,7 +25,7 @@ from atomrelay.config import parse_config
 from atomrelay.events.consumers import ConsumerGuard, ConsumerPolicy, ConsumerRefused, NotifyClient, guarded_agent
 from atomrelay.events.records import PushSubscription
 from atomrelay.events.state import EventHub
-from atomrelay.events.subscriptions import Subscriptions
+from atomrelay.events.subscriptions import NOTIFY_TIMEOUT, Subscriptions
 from tests.events.support import NameTable
 from tests.helpers import poll
 
@@ -45,6 +47,27 @@ class Recorder(Resource):
         return b""
 
 
+class Stalling(Protocol):
+    """A consumer that answers each Notify with a status and headers announcing a body it never sends."""
+
+    open: ClassVar[list[Stalling]] = []
+    answered: ClassVar[int] = 0
+
+    def connectionMade(self) -> None:
+        self.open.append(self)
+        self.received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if self.received.rstrip().endswith(b"Envelope>"):
+            self.received = b""
+            Stalling.answered += 1
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.open.remove(self)
+
+
 @dataclass
 class Rig:
     """A camera server on 127.0.0.2, consumer servers on 127.0.0.1 and ::1 (the same port where possible)."""
@@ -59,7 +82,7 @@ class Rig:
     hubs: list[EventHub] = field(default_factory=list)
     logged: list[str] = field(default_factory=list)
 
-    def store(self, resolver: Any) -> Subscriptions:
+    def store(self, resolver: Any, notify_timeout: float = NOTIFY_TIMEOUT) -> Subscriptions:
         """A subscription store for camera 127.0.0.2 that resolves with ``resolver`` and allows loopback consumers."""
         config = parse_config(
             "onvif: {users: [{username: admin, password: secret}]}\n"
@@ -69,7 +92,7 @@ class Rig:
         guard = ConsumerGuard(resolver, hub.camera_hosts, ConsumerPolicy(allow_loopback=True))
         guard.log = Logger(observer=lambda event: self.logged.append(formatEvent(event)))
         store = Subscriptions(reactor, hub, config.cameras, NotifyClient(guarded_agent(reactor, guard), guard),
-                              retry_delays=(30.0,))
+                              notify_timeout=notify_timeout, retry_delays=(30.0,))
         store.startService()
         self.stores.append(store)
         self.hubs.append(hub)
@@ -99,6 +122,14 @@ async def rig() -> AsyncIterator[Rig]:
             hub.stopService()
         for port in rig.ports:
             await port.stopListening()
+
+
+def listen_stalling(rig: Rig) -> int:
+    """A ``Stalling`` consumer on 127.0.0.1, stopped with the rig; its port."""
+    Stalling.open, Stalling.answered = [], 0
+    port = reactor.listenTCP(0, Factory.forProtocol(Stalling), interface="127.0.0.1")
+    rig.ports.append(port)
+    return int(port.getHost().port)
 
 
 async def subscribe(store: Subscriptions, consumer: str) -> PushSubscription:
@@ -195,3 +226,26 @@ async def test_a_lan_camera_behind_a_gateway_prefix_is_refused(host: str) -> Non
     with pytest.raises(ConsumerRefused, match=r"\(a camera of this relay or its mediamtx\)"):
         await guard.check(f"http://{host}:80/cgi-bin/cmd.cgi")
     assert await guard.check("http://[64:ff9b::c0a8:4d0b]:80/notify")  # another LAN host: allowed
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_consumer_that_never_ends_its_answer_fails_the_delivery_and_keeps_no_connection(rig: Rig) -> None:
+    """A consumer answering 200 with a body it never sends gets a failed delivery once the Notify timeout runs out,
+    and its connection is closed (each Notify would otherwise hold one for good)."""
+    port = listen_stalling(rig)
+    store = rig.store(reactor.nameResolver, notify_timeout=0.5)
+    sub = await subscribe(store, f"http://127.0.0.1:{port}/hook")
+    await poll(lambda: sub.failures == 1, timeout=10, what="the stalled Notify to count as failed")
+    await poll(lambda: not Stalling.open, timeout=5, what="the consumer's connection to close")
+    assert Stalling.answered == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_closes_a_notify_still_reading_its_answer(rig: Rig) -> None:
+    """Stopping the store while a consumer's answer is still coming closes that connection."""
+    port = listen_stalling(rig)
+    store = rig.store(reactor.nameResolver)
+    await subscribe(store, f"http://127.0.0.1:{port}/hook")
+    await poll(lambda: Stalling.answered == 1, timeout=10, what="the consumer to answer the Notify's headers")
+    store.stopService()
+    await poll(lambda: not Stalling.open, timeout=5, what="the consumer's connection to close")

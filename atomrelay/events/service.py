@@ -59,6 +59,8 @@ SUBSCRIPTION_PATH = PATH + "/subscription/"
 VERSION = (24, 12)
 """The event.wsdl release this service is written against."""
 MAX_PULL_TIMEOUT = 600.0
+MAX_FILTERS = 16
+"""Most TopicExpressions in one Filter (each must pass); more is an InvalidFilter."""
 TOPIC_NAMESPACE_LOCATION = "http://www.onvif.org/onvif/ver10/topics/topicns.xml"
 SCHEMA_LOCATION = "http://www.onvif.org/onvif/ver10/schema/onvif.xsd"
 
@@ -330,10 +332,13 @@ def _filters(element: _Element | None) -> tuple[TopicFilter, ...]:
     """The topic filters of a Filter element (all must pass); MessageContent is ignored."""
     if element is None:
         return ()
-    filters = []
+    filters: list[TopicFilter] = []
     for child in element:
         if not isinstance(child.tag, str) or etree.QName(child).localname != "TopicExpression":
             continue
+        if len(filters) == MAX_FILTERS:
+            reason = f"Argument Value Invalid: a Filter may have at most {MAX_FILTERS} TopicExpressions"
+            raise receiver_fault("InvalidArgVal", "InvalidFilter", reason=reason)
         try:
             filters.append(parse_topic_expression(child.text or "", child.get("Dialect", ""), dict(child.nsmap)))
         except FilterError as exc:

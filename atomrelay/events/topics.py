@@ -60,6 +60,10 @@ OBJECT_CLASSES = ("Human", "Vehicle", "Animal")
 """tt:ObjectType values the ObjectDetector topic carries."""
 
 _NCNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]*$")
+MAX_ALTERNATIVES = 16
+"""Most ``|`` alternatives in one TopicExpression (the relay produces 7 topics); a longer one is an InvalidFilter."""
+MAX_TOPIC_DEPTH = 8
+"""Most segments in one alternative's topic path (the relay's deepest topic has 3)."""
 
 
 @dataclass(frozen=True)
@@ -204,7 +208,9 @@ def parse_topic_expression(text: str, dialect: str, nsmap: dict[str | None, str]
     """
     if dialect not in _ACCEPTED_DIALECTS:
         raise FilterError(f"the topic expression dialect {dialect!r} is not supported")
-    alternatives = []
+    if text.count("|") >= MAX_ALTERNATIVES:
+        raise FilterError(f"a topic expression may have at most {MAX_ALTERNATIVES} alternatives")
+    alternatives: list[tuple[tuple[str, ...], bool]] = []
     for part in text.split("|"):
         part = part.strip()
         subtree = part.endswith("//.")
@@ -213,6 +219,8 @@ def parse_topic_expression(text: str, dialect: str, nsmap: dict[str | None, str]
         segments = part.split("/")
         if not part or any(not s for s in segments):
             raise FilterError(f"{text.strip()[:100]!r} is not a valid topic expression")
+        if len(segments) > MAX_TOPIC_DEPTH:
+            raise FilterError(f"{part[:100]!r} has more than {MAX_TOPIC_DEPTH} levels")
         path = []
         for index, segment in enumerate(segments):
             prefix, _, local = segment.rpartition(":")
@@ -223,7 +231,8 @@ def parse_topic_expression(text: str, dialect: str, nsmap: dict[str | None, str]
                 if namespace != ns.TNS1:
                     raise FilterError(f"{segment[:60]!r} is not a topic of the ONVIF topic namespace")
             path.append(local)
-        alternatives.append((tuple(path), subtree))
+        if (tuple(path), subtree) not in alternatives:
+            alternatives.append((tuple(path), subtree))
     result = TopicFilter(tuple(alternatives))
     if not any(result.matches(topic) for topic in TOPICS):
         raise FilterError(f"{text.strip()[:100]!r} selects none of the topics this device produces")

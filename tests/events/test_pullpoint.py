@@ -8,7 +8,8 @@ import time
 import pytest
 from lxml import etree
 
-from atomrelay.events.service import PATH
+from atomrelay.events.service import MAX_FILTERS, PATH
+from atomrelay.events.topics import MAX_ALTERNATIVES, MAX_TOPIC_DEPTH
 from atomrelay.onvif import tokens
 from atomrelay.xml import ns
 from atomrelay.xml.xstypes import parse_datetime
@@ -283,6 +284,25 @@ def test_topic_filters() -> None:
     ):
         reply = relay.soap(TEV.CreatePullPointSubscription(expression(text, dialect)))
         assert reply.fault()[:2] == ("SOAP-ENV:Receiver", ["ter:InvalidArgVal", "ter:InvalidFilter"]), text
+
+
+def test_oversized_topic_filters_are_refused() -> None:
+    """Filters over the limits (alternatives, levels, TopicExpressions) are InvalidFilter faults that say which limit."""
+    relay = EventsRelay()
+    concrete_set = "http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet"
+    alternatives = "|".join(["tns1:VideoSource/MotionAlarm"] * MAX_ALTERNATIVES + ["tns1:VideoSource//."])
+    deep = "tns1:VideoSource" + "/Level" * MAX_TOPIC_DEPTH
+    refused = {
+        "at most 16 alternatives": TEV.Filter(WSNT.TopicExpression(alternatives, Dialect=concrete_set)),
+        "more than 8 levels": TEV.Filter(WSNT.TopicExpression(f"{deep}|tns1:VideoSource//.", Dialect=concrete_set)),
+        "at most 16 TopicExpressions": TEV.Filter(
+            *(WSNT.TopicExpression("tns1:VideoSource//.", Dialect=concrete_set) for _ in range(MAX_FILTERS + 1))
+        ),
+    }
+    for reason, filter_ in refused.items():
+        fault = relay.soap(TEV.CreatePullPointSubscription(filter_)).fault()
+        assert fault[:2] == ("SOAP-ENV:Receiver", ["ter:InvalidArgVal", "ter:InvalidFilter"]), reason
+        assert reason in fault[2], fault
 
 
 def test_event_properties_and_capabilities_are_valid() -> None:

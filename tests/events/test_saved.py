@@ -10,7 +10,9 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 
+from atomrelay.events.service import MAX_FILTERS
 from atomrelay.events.subscriptions import Subscriptions
+from atomrelay.events.topics import MAX_ALTERNATIVES
 from atomrelay.state import StateStore
 from atomrelay.xml import ns
 from tests.events.support import BASE, CONSUMER, NOW, TEV, WSA, WSNT, EventsRelay, messages
@@ -155,3 +157,22 @@ def test_a_failed_save_is_logged_and_the_subscription_works(tmp_path: Path, monk
     path, _ = relay.create_pull_point()
     assert relay.pull(path)
     assert len(errors(events)) == 1 and "a restart will lose them" in errors(events)[0]
+
+
+def test_a_subscription_with_filters_at_the_limits_survives_a_restart(tmp_path: Path) -> None:
+    """The largest filter Subscribe accepts (16 TopicExpressions of 16 alternatives) is saved and restored, repeated
+    alternatives kept once."""
+    relay = EventsRelay(state_dir=tmp_path)
+    concrete_set = "http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet"
+    text = "|".join(["tns1:VideoSource/MotionAlarm"] * (MAX_ALTERNATIVES - 1) + ["tns1:VideoSource//."])
+    relay.subscriptions.startService()
+    path, _ = relay.create_pull_point(
+        "PT600S", TEV.Filter(*(WSNT.TopicExpression(text, Dialect=concrete_set) for _ in range(MAX_FILTERS)))
+    )
+    (entry,) = saved(relay)
+    assert len(entry["filters"]) == MAX_FILTERS
+    assert entry["filters"][0] == [[["VideoSource", "MotionAlarm"], False], [["VideoSource"], True]]
+    again = restart(relay)
+    again.hub.motion_detected("cam1")
+    again.pump()
+    assert MOTION in {m[0] for m in again.pull(path)}

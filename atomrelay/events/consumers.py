@@ -26,8 +26,8 @@ URL host may be written ``3232255242``, ``0xc0a84d0a``, ``0300.0250.77.10``, ``1
   differently the second time).
 
 Notify requests go through a twisted.web ``Agent`` (not treq, whose URL handling loses the
-brackets of an IPv6 host: python-hyper/hyperlink#68), which follows no redirects and
-keeps no cookies.
+brackets of an IPv6 host: python-hyper/hyperlink#68), which follows no redirects, keeps
+no cookies and aborts the connection of an answer over ``MAX_ANSWER_BYTES``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import (
     IAddress,
+    IStreamClientEndpoint,
     IHostnameResolver,
     IHostResolution,
     IReactorPluggableNameResolver,
@@ -48,6 +49,7 @@ from twisted.internet.interfaces import (
     IResolutionReceiver,
 )
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
@@ -60,6 +62,8 @@ from atomrelay.net import ip_of
 
 MAX_CONSUMER_URL = 2048
 """Longest consumer URL accepted (characters)."""
+MAX_ANSWER_BYTES = 64 * 1024
+"""Most bytes of a consumer's answer to a Notify, headers and body (it needs a few hundred)."""
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -307,9 +311,77 @@ class _GuardedReactor:
         return getattr(self._reactor, name)
 
 
+class _ReceiveLimit(ProtocolWrapper):
+    """Aborts the connection when more than the factory's ``limit`` bytes arrive after the relay last wrote on it.
+
+    twisted.web's client bounds no answer's header block (continuation lines grow one
+    header without end), and a consumer's answer needs a few hundred bytes.
+    """
+
+    factory: _ReceiveLimitFactory
+
+    def __init__(self, factory: _ReceiveLimitFactory, wrappedProtocol: Any) -> None:
+        super().__init__(cast(Any, factory), wrappedProtocol)
+        self.received = 0
+
+    def write(self, data: bytes) -> None:
+        """Send ``data``: a new request, so the count of answer bytes starts again."""
+        self.received = 0
+        super().write(data)  # type: ignore[no-untyped-call]
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        """Send ``data`` (see ``write``)."""
+        self.received = 0
+        super().writeSequence(data)  # type: ignore[no-untyped-call]
+
+    def dataReceived(self, data: bytes) -> None:
+        """Pass ``data`` on, unless the answer is now over the limit: then abort the connection."""
+        self.received += len(data)
+        if self.received > self.factory.limit:
+            cast(Any, self.transport).abortConnection()
+            return
+        super().dataReceived(data)  # type: ignore[no-untyped-call]
+
+
+class _ReceiveLimitFactory(WrappingFactory):
+    protocol = _ReceiveLimit
+
+    def __init__(self, wrappedFactory: Any, limit: int) -> None:
+        super().__init__(wrappedFactory)  # type: ignore[no-untyped-call]
+        self.limit = limit
+
+
+@implementer(IStreamClientEndpoint)
+class _ReceiveLimitEndpoint:
+    """An endpoint whose connections are aborted past ``limit`` bytes of one answer (``_ReceiveLimit``)."""
+
+    def __init__(self, endpoint: Any, limit: int) -> None:
+        self._endpoint = endpoint
+        self._limit = limit
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        """Connect with ``protocolFactory``'s protocol wrapped; the caller gets its own protocol back."""
+        connecting: Deferred[Any] = self._endpoint.connect(_ReceiveLimitFactory(protocolFactory, self._limit))
+        return connecting.addCallback(lambda wrapper: wrapper.wrappedProtocol)
+
+
+class _ReceiveLimitEndpoints:
+    """``tls.Endpoints`` whose endpoints are ``_ReceiveLimitEndpoint``s."""
+
+    def __init__(self, endpoints: tls.Endpoints, limit: int) -> None:
+        self._endpoints = endpoints
+        self._limit = limit
+
+    def endpointForURI(self, uri: Any) -> Any:
+        """The endpoint for ``uri``, its answers bounded."""
+        return _ReceiveLimitEndpoint(self._endpoints.endpointForURI(uri), self._limit)
+
+
 def guarded_agent(reactor: Any, guard: ConsumerGuard, pool: Any = None, connect_timeout: float = 5.0) -> IAgent:
-    """A twisted.web Agent for Notify requests that connects only to addresses ``guard`` allows."""
-    endpoints = tls.Endpoints(_GuardedReactor(reactor, guard), connect_timeout)
+    """A twisted.web Agent for Notify requests that connects only to addresses ``guard`` allows; an answer over
+    ``MAX_ANSWER_BYTES`` (headers and body) aborts its connection."""
+    endpoints = _ReceiveLimitEndpoints(tls.Endpoints(_GuardedReactor(reactor, guard), connect_timeout),
+                                       MAX_ANSWER_BYTES)
     factory: Callable[..., Agent] = cast(Any, Agent).usingEndpointFactory
     return cast(IAgent, factory(reactor, endpoints, pool=pool))
 

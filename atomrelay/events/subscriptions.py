@@ -41,7 +41,7 @@ from twisted.python.failure import Failure
 
 from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import CameraConfig
-from atomrelay.events.consumers import NotifyClient
+from atomrelay.events.consumers import MAX_ANSWER_BYTES, NotifyClient
 from atomrelay.events.messages import notify_document
 from atomrelay.events.records import (
     SAVED_VERSION,
@@ -73,8 +73,6 @@ RETRY_DELAYS = (1.0, 2.0, 4.0)
 """Waits before the retries of a failed Notify; then the subscription is dropped."""
 PULL_GRACE = 10.0
 """A pull keeps its pull point alive this long past its timeout."""
-_DISCARD_LIMIT = 64 * 1024
-"""Bytes of a consumer's answer read (and dropped); past them the connection is closed."""
 
 
 class UnknownSubscription(Exception):
@@ -438,7 +436,7 @@ class Subscriptions(Service):
         """POST one Notify and read the answer's body (to a small bound) within the same deadline; the status code."""
         response = await self._notify.post(consumer, body)
         try:
-            await read_body(response, _DISCARD_LIMIT)
+            await read_body(response, MAX_ANSWER_BYTES)
         except BodyTooLarge:
             pass  # the status decides; read_body has closed the connection
         return int(response.code)

@@ -16,13 +16,21 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.logger import Logger, formatEvent
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from atomrelay.config import parse_config
-from atomrelay.events.consumers import ConsumerGuard, ConsumerPolicy, ConsumerRefused, NotifyClient, guarded_agent
+from atomrelay.events.consumers import (
+    MAX_ANSWER_BYTES,
+    ConsumerGuard,
+    ConsumerPolicy,
+    ConsumerRefused,
+    NotifyClient,
+    guarded_agent,
+)
 from atomrelay.events.records import PushSubscription
 from atomrelay.events.state import EventHub
 from atomrelay.events.subscriptions import NOTIFY_TIMEOUT, Subscriptions
@@ -122,6 +130,34 @@ async def rig() -> AsyncIterator[Rig]:
             hub.stopService()
         for port in rig.ports:
             await port.stopListening()
+
+
+class Flooding(Protocol):
+    """A consumer that answers a Notify with a header block without end (continuation lines), until it is cut off."""
+
+    open: ClassVar[list[Flooding]] = []
+    sent: ClassVar[int] = 0
+
+    def connectionMade(self) -> None:
+        self.open.append(self)
+        self.received = b""
+        self.pump: LoopingCall | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if self.pump is None and self.received.rstrip().endswith(b"Envelope>"):
+            self.transport.write(b"HTTP/1.1 200 OK\r\nX-Flood: a\r\n")
+            self.pump = LoopingCall(self.more)
+            self.pump.start(0.001)
+
+    def more(self) -> None:
+        self.transport.write(b" x\r\n" * 4096)
+        Flooding.sent += 4 * 4096
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.pump is not None and self.pump.running:
+            self.pump.stop()
+        self.open.remove(self)
 
 
 def listen_stalling(rig: Rig) -> int:
@@ -249,3 +285,17 @@ async def test_stopping_closes_a_notify_still_reading_its_answer(rig: Rig) -> No
     await poll(lambda: Stalling.answered == 1, timeout=10, what="the consumer to answer the Notify's headers")
     store.stopService()
     await poll(lambda: not Stalling.open, timeout=5, what="the consumer's connection to close")
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_answer_with_headers_without_end_is_cut_off(rig: Rig) -> None:
+    """A consumer that streams header lines without end has its connection aborted once past the answer bound, long
+    before the Notify timeout, and the delivery fails."""
+    Flooding.open, Flooding.sent = [], 0
+    port = reactor.listenTCP(0, Factory.forProtocol(Flooding), interface="127.0.0.1")
+    rig.ports.append(port)
+    store = rig.store(reactor.nameResolver)
+    sub = await subscribe(store, f"http://127.0.0.1:{port.getHost().port}/hook")
+    await poll(lambda: sub.failures == 1, timeout=NOTIFY_TIMEOUT / 2, what="the flooded Notify to fail")
+    await poll(lambda: not Flooding.open, timeout=5, what="the consumer's connection to close")
+    assert MAX_ANSWER_BYTES < Flooding.sent < 64 * MAX_ANSWER_BYTES

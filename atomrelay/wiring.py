@@ -26,7 +26,7 @@ from atomrelay.auth.users import UserStore
 from atomrelay.camera.client import CameraClient
 from atomrelay.camera.health import HealthMonitor, RtspOptionsProbe
 from atomrelay.camera.model import ModelRegistry, facts_for
-from atomrelay.camera.ptz import PtzController
+from atomrelay.camera.ptz import PtzController, PtzControllers
 from atomrelay.config import CameraConfig, Config, ConfigError, User
 from atomrelay.discovery.responder import Target
 from atomrelay.discovery.service import DiscoveryService
@@ -389,7 +389,12 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
                            paths_registered=lambda: reconciler.ready.called, metrics=parts.metrics)
     events = parts.events
     health.on_change.append(lambda camera_id, old, new: events.camera_health_changed(camera_id, new.state, new.reason))
-    for worker in (models, health):
+    ptz = PtzControllers({
+        camera.id: PtzController(reactor, camera, clients[camera.id], models, store,
+                                 max_presets=config.onvif.max_presets)
+        for camera in config.cameras
+    })
+    for worker in (models, health, ptz):
         cast(Any, worker).setServiceParent(workers)
     http_root.putChild(b"webhook", WebhookResource(reactor, events))
     wiring = Wiring(
@@ -406,11 +411,7 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
         reboot=reboot,
         models=models,
         health=health,
-        ptz={
-            camera.id: PtzController(reactor, camera, clients[camera.id], models, store,
-                                     max_presets=config.onvif.max_presets)
-            for camera in config.cameras
-        },
+        ptz=ptz.controllers,
         events=events,
         notify_client=parts.notify_client,
         subscriptions=parts.subscriptions,

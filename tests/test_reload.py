@@ -422,6 +422,32 @@ async def test_a_preset_saved_while_a_reload_starts_is_in_the_new_generation(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_reload_and_a_stop_end_the_ptz_moves_of_the_generation_they_retire(tmp_path: Path) -> None:
+    """The PTZ controllers are a worker of their generation: a reload stops the old generation's (its continuous
+    moves end, as the NVR's Stop now reaches the new controllers) and starts the new one's; stopping the relay
+    stops those."""
+    from atomrelay.camera.ptz import PtzControllers
+
+    def controllers() -> PtzControllers:
+        assert relay.generation is not None
+        (found,) = [svc for svc in relay.generation.workers if isinstance(svc, PtzControllers)]
+        return found
+
+    path, ports, relay = reloading_relay(tmp_path, model="ATOM_CAKP1JZJP")
+    relay.startService()
+    try:
+        old = controllers()
+        assert old.running and set(old.controllers) == {"cam1"}
+        await relay.reload()
+        assert relay.reload_outcome == "config reloaded"
+        new = controllers()
+        assert new is not old and new.running and not old.running
+    finally:
+        await relay.stopService()
+    assert not new.running
+
+
+@pytest_twisted.ensureDeferred
 async def test_push_consumers_may_not_reach_mediamtx(tmp_path: Path) -> None:
     """The relay's Notify client refuses mediamtx's API host (mediamtx trusts the relay's address), as configured now."""
     from atomrelay.config import load_config

@@ -47,6 +47,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -473,3 +474,17 @@ def _check_name(name: str) -> None:
         raise InvalidPresetName(f"preset names are at most {MAX_PRESET_NAME} characters")
     if any(unicodedata.category(char).startswith("C") for char in name):
         raise InvalidPresetName("preset names cannot contain control characters")
+
+
+class PtzControllers(Service):
+    """The PTZ controllers of one generation, by camera id: stopping the service (a reload, SystemReboot, shutdown)
+    ends their moves, so that no controller the NVR can no longer reach goes on stepping a camera."""
+
+    def __init__(self, controllers: dict[str, PtzController]) -> None:
+        self.controllers = controllers
+
+    def stopService(self) -> None:
+        """End every controller's stepping and forget its waiting moves."""
+        super().stopService()  # type: ignore[no-untyped-call]
+        for controller in self.controllers.values():
+            controller.close()

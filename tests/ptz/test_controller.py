@@ -23,6 +23,7 @@ from atomrelay.camera.ptz import (
     NotPtz,
     PresetNameTaken,
     PtzController,
+    PtzControllers,
     PtzMoving,
     SaveFailed,
     TooManyPresets,
@@ -127,6 +128,21 @@ def test_stop_halts_a_continuous_move_at_once(tmp_path: Path) -> None:
     bench.pump(2.0)
     assert not ptz.moving and sim.position() == pytest.approx(stopped_at, abs=0.5)
     assert 240.0 <= stopped_at[0] <= 260.0
+
+
+def test_stopping_the_controllers_service_ends_a_continuous_move(tmp_path: Path) -> None:
+    """When a generation's PtzControllers stop (reload, SystemReboot, shutdown), a continuous move sends no more
+    steps to the camera."""
+    bench, sim, ptz = rig(tmp_path)
+    service = PtzControllers({"swing": ptz})
+    service.startService()
+    ptz.continuous(1.0, 0.0, timeout=10.0)
+    bench.pump(1.2)
+    service.stopService()
+    bench.pump(0.6)  # the step in flight, if any, is answered
+    sent = len([c for c in sim.commands if c.startswith("move ")])
+    bench.pump(5.0)
+    assert len([c for c in sim.commands if c.startswith("move ")]) == sent and not ptz.moving
 
 
 def test_stop_interrupts_a_long_absolute_move(tmp_path: Path) -> None:

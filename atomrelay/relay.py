@@ -71,6 +71,8 @@ class RelayService(MultiService):
         self._reloading = False
         self._reload_again = False
         self._previous_handler: Any = None
+        self._restart: Any = None
+        """The pending restart of ``restart_workers_soon``."""
 
     @property
     def config(self) -> Config:
@@ -149,6 +151,8 @@ class RelayService(MultiService):
         if self._previous_handler is not None:
             signal.signal(signal.SIGHUP, self._previous_handler)
             self._previous_handler = None
+        if self._restart is not None and self._restart.active():
+            self._restart.cancel()
         return cast(Deferred[None], cast(Any, MultiService).stopService(self))
 
     def _on_sighup(self, signum: int, frame: Any) -> None:
@@ -259,15 +263,29 @@ class RelayService(MultiService):
         if kept and discovery is not None:
             await discovery.update(new.targets)
 
+    def restart_workers_soon(self, delay: float) -> None:
+        """Restart the workers ``delay`` seconds from now (ONVIF SystemReboot, whose answer goes out first), unless
+        the relay stops before; one restart pending at a time."""
+        if self._restart is not None and self._restart.active():
+            return
+
+        def restart() -> None:
+            self.restart_workers().addErrback(self.log_failure, "SystemReboot")
+
+        self._restart = self.reactor.callLater(delay, restart)
+
     def restart_workers(self) -> Deferred[None]:
-        """Restart every child except the listeners (ONVIF SystemReboot)."""
+        """Stop every child except the listeners, then start the children of that moment, if the relay still runs
+        (a reload may have replaced the generation meanwhile)."""
 
         async def restart() -> None:
-            workers: list[Any] = [svc for svc in self if not isinstance(svc, Listener)]
-            for svc in reversed(workers):
+            if not self.running:
+                return
+            for svc in reversed([svc for svc in self if not isinstance(svc, Listener)]):
                 await finished(svc.stopService())
-            for svc in workers:
-                svc.startService()
+            for svc in [svc for svc in self if not isinstance(svc, Listener)] if self.running else []:
+                if not svc.running:
+                    svc.startService()
 
         return Deferred.fromCoroutine(restart())
 

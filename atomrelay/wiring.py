@@ -377,7 +377,7 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
     reconciler = Reconciler(reactor, mediamtx, config, store, metrics=parts.metrics)
 
     def reboot() -> None:
-        reactor.callLater(1.0, lambda: relay.restart_workers().addErrback(relay.log_failure, "SystemReboot"))
+        relay.restart_workers_soon(1.0)
 
     http_root: Any = _Root()
     mediamtx_root: Any = _Root()

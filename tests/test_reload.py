@@ -447,6 +447,52 @@ async def test_a_reload_and_a_stop_end_the_ptz_moves_of_the_generation_they_reti
     assert not new.running
 
 
+class ClockTimers:
+    """The reactor, with its timers on a ``Clock`` (sockets and threads stay real)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def callLater(self, delay: float, f: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.clock.callLater(delay, f, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(reactor, name)
+
+
+@pytest_twisted.ensureDeferred
+async def test_system_reboot_restarts_the_workers_once_and_never_after_a_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SystemReboot restarts the workers a second after its answer; one the relay stops within that second restarts
+    nothing (the workers of a stopped relay stay stopped)."""
+    from atomrelay.config import load_config
+    from atomrelay.wiring import build_relay
+
+    clock = Clock()
+    path, onvif_port = tmp_path / "config.yaml", free_port()
+    write_config(path, free_port(), onvif_port, [("cam1", free_port())])
+    relay = build_relay(load_config(str(path)), ClockTimers(clock))
+    relay.startService()
+    try:
+        assert relay.generation is not None
+        workers = relay.generation.workers
+        starts: list[float] = []
+        real_start = workers.startService
+        monkeypatch.setattr(workers, "startService", lambda: (starts.append(clock.seconds()), real_start())[1])
+        url = f"http://127.0.0.1:{onvif_port}/onvif/device_service"
+        code, _ = await call(url, op(ns.TDS, "SystemReboot"))
+        assert code == 200 and starts == [] and workers.running
+        clock.advance(1.0)
+        await poll(lambda: starts == [1.0] and bool(workers.running), timeout=10, what="the workers to restart")
+        code, _ = await call(url, op(ns.TDS, "SystemReboot"))
+        assert code == 200
+    finally:
+        await relay.stopService()
+    clock.advance(5.0)
+    assert starts == [1.0] and not workers.running and not relay.running
+
+
 @pytest_twisted.ensureDeferred
 async def test_push_consumers_may_not_reach_mediamtx(tmp_path: Path) -> None:
     """The relay's Notify client refuses mediamtx's API host (mediamtx trusts the relay's address), as configured now."""

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any, cast
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, FirstError, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -124,8 +124,8 @@ class NotifySocket:
             self._socket = None
 
 
-def _observe(deferred: Deferred[Any]) -> Deferred[Any]:
-    """A new Deferred with ``deferred``'s result, leaving ``deferred``'s own result as it was."""
+def observed(deferred: Deferred[Any]) -> Deferred[Any]:
+    """A new Deferred with ``deferred``'s result, leaving ``deferred``'s own result as it was (for its other users)."""
     copy: Deferred[Any] = Deferred()
 
     def passthrough(result: object) -> object:
@@ -143,8 +143,10 @@ class SystemdNotifier(Service):
     """Tells systemd about readiness, status, watchdog liveness and shutdown.
 
     ``ready`` is called when the service starts and returns the Deferreds that must
-    all fire before ``READY=1`` is sent; ``status`` returns the current ``STATUS=``
-    text. Start it after the services it waits for (it reads their Deferreds then).
+    all fire before ``READY=1`` is sent; the notifier takes them over (it consumes their
+    results and cancels them when it stops), so pass ``observed(d)`` for a Deferred ``d``
+    that others wait for too. ``status`` returns the current ``STATUS=`` text. Start it
+    after the services it waits for (it reads their Deferreds then).
     """
 
     log = Logger()
@@ -236,12 +238,13 @@ class SystemdNotifier(Service):
 
     async def _announce_ready(self) -> None:
         try:
-            for condition in list(self._ready()):
-                await _observe(condition)
+            await gatherResults(list(self._ready()), consumeErrors=True)
         except CancelledError:
             return
-        except Exception as exc:  # noqa: BLE001 - any failure means: never ready
-            self.log.error("not telling systemd the relay is ready: {error}", error=str(exc))
+        except FirstError as exc:  # any failure means: never ready
+            error = exc.subFailure.value
+            if not isinstance(error, CancelledError):  # stopped while waiting
+                self.log.error("not telling systemd the relay is ready: {error}", error=str(error))
             return
         self._send_ready()
         self.log.info("told systemd the relay is ready: {status}", status=self._last_status)

@@ -14,7 +14,7 @@ from twisted.python import usage
 
 from atomrelay.config import ConfigError, load_config
 from atomrelay.relay import Listener, relay_status
-from atomrelay.systemd import SystemdNotifier
+from atomrelay.systemd import SystemdNotifier, observed
 from atomrelay.wiring import build_relay
 
 
@@ -46,7 +46,7 @@ def makeService(options: usage.Options) -> IService:
     listeners = [svc for svc in relay if isinstance(svc, Listener)]
     notifier = SystemdNotifier(
         reactor,
-        ready=lambda: [*(listener.bind() for listener in listeners), relay.reconciler.ready],
+        ready=lambda: [*(listener.bind() for listener in listeners), observed(relay.reconciler.ready)],
         status=lambda: relay_status(relay.config, relay),
     )
     relay.on_reloading.append(notifier.reloading)

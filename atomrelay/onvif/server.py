@@ -299,7 +299,7 @@ class OnvifResource(Resource):
                 self._seen(request, route.name, "ok")
                 return _reply(request, 200, envelope.version.content_type, cached)
             result = route.operation.handler(context)
-            if not isinstance(result, _Element) and inspect.isawaitable(result):
+            if not etree.iselement(result) and inspect.isawaitable(result):
                 return self._answer_later(request, envelope, route, remote, result)
             body = response_envelope(envelope.version, _checked(result), envelope)
             if reply_key is not None:
@@ -472,7 +472,7 @@ class OnvifResource(Resource):
 
 
 def _checked(result: object) -> _Element:
-    if not isinstance(result, _Element):
+    if not etree.iselement(result):
         raise TypeError(f"handler returned {type(result).__name__}, not an element")
     return result
 

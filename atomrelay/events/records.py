@@ -19,6 +19,16 @@ SAVED_VERSION = 1
 _SUBSCRIPTION_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+def owner_of(username: str | None, remote: str) -> str:
+    """A subscription's ``owner``: ``user@address`` of the caller who made it."""
+    return f"{username or 'anonymous'}@{remote or '?'}"
+
+
+def user_of(owner: str) -> str:
+    """The user name part of an ``owner`` (a user name may hold an ``@``, an address never does)."""
+    return owner.rpartition("@")[0]
+
+
 @dataclass(eq=False)
 class Subscription:
     """A live subscription: where it is, what it wants, when it ends, what waits in it."""
@@ -28,6 +38,7 @@ class Subscription:
     filters: tuple[TopicFilter, ...]
     termination: float
     owner: str
+    """``owner_of`` the caller who made it."""
     queue: deque[Event] = field(default_factory=deque)
     dropped: int = 0
     """Messages lost to the queue bound."""

@@ -39,6 +39,7 @@ from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig
 from atomrelay.events.consumers import ConsumerRefused
 from atomrelay.events.messages import notification_message
+from atomrelay.events.records import owner_of
 from atomrelay.events.state import Event, EventHub
 from atomrelay.events.subscriptions import (
     DEFAULT_TERMINATION,
@@ -358,4 +359,4 @@ def _address_prefix(ctx: RequestContext) -> str:
 
 
 def _owner(ctx: RequestContext) -> str:
-    return f"{ctx.caller.username or 'anonymous'}@{ctx.remote or '?'}"
+    return owner_of(ctx.caller.username, ctx.remote)

@@ -50,6 +50,7 @@ from atomrelay.events.records import (
     Subscription,
     parse_saved,
     saved,
+    user_of,
 )
 from atomrelay.events.state import Event, EventHub
 from atomrelay.events.topics import TOPICS, TopicFilter
@@ -59,6 +60,8 @@ from atomrelay.state import StateStore
 
 MAX_SUBSCRIPTIONS = 64
 """Live subscriptions (pull and push together) per device; MaxPullPoints."""
+MAX_PER_USER = 16
+"""Live subscriptions of one user name per device, so that one account cannot take every one of them."""
 QUEUE_LIMIT = 256
 """Messages queued per subscription before the oldest is dropped."""
 MAX_TERMINATION = 3600.0
@@ -107,6 +110,7 @@ class Subscriptions(Service):
         cameras: Sequence[CameraConfig],
         notify: NotifyClient,
         max_subscriptions: int = MAX_SUBSCRIPTIONS,
+        max_per_user: int = MAX_PER_USER,
         queue_limit: int = QUEUE_LIMIT,
         notify_timeout: float = NOTIFY_TIMEOUT,
         retry_delays: Sequence[float] = RETRY_DELAYS,
@@ -120,6 +124,7 @@ class Subscriptions(Service):
         self._hub = hub
         self._notify = notify
         self.max_subscriptions = max_subscriptions
+        self.max_per_user = max_per_user
         self.queue_limit = queue_limit
         self.notify_timeout = notify_timeout
         self.retry_delays = tuple(retry_delays)
@@ -181,6 +186,7 @@ class Subscriptions(Service):
     ) -> PushSubscription:
         """A new push subscription to ``consumer`` once its address is checked (ConsumerRefused if it is not
         acceptable); its first Notify (Initialized events) follows soon."""
+        self._check_room(owner)  # before resolving the consumer's name: a full device costs no lookup
         consumer = await self._notify.check(consumer)
         sub = PushSubscription(*self._new_fields(address_prefix, filters, termination, owner), consumer=consumer)
         self._add(sub)
@@ -189,10 +195,18 @@ class Subscriptions(Service):
     def _new_fields(
         self, address_prefix: str, filters: tuple[TopicFilter, ...], termination: float, owner: str
     ) -> tuple[str, str, tuple[TopicFilter, ...], float, str]:
-        if len(self._subs) >= self.max_subscriptions:
-            raise TooManySubscriptions(f"the device has its maximum of {self.max_subscriptions} subscriptions")
+        self._check_room(owner)
         subscription_id = secrets.token_hex(16)
         return subscription_id, address_prefix + subscription_id, filters, termination, owner
+
+    def _check_room(self, owner: str) -> None:
+        """Raise TooManySubscriptions when the device, or the owner's user, has no subscription left."""
+        if len(self._subs) >= self.max_subscriptions:
+            raise TooManySubscriptions(f"the device has its maximum of {self.max_subscriptions} subscriptions")
+        user = user_of(owner)
+        if sum(1 for sub in self._subs.values() if user_of(sub.owner) == user) >= self.max_per_user:
+            raise TooManySubscriptions(f"user {user[:64]!r} has its maximum of {self.max_per_user} subscriptions "
+                                       "on this device")
 
     def _add(self, sub: Subscription, restored: bool = False) -> None:
         self._subs[sub.id] = sub

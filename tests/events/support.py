@@ -228,6 +228,7 @@ class EventsRelay:
     policy: ConsumerPolicy = field(default_factory=ConsumerPolicy)
     resolver: NameTable = field(default_factory=NameTable)
     max_subscriptions: int = 64
+    max_per_user: int = 16
     device_cameras: tuple[str, ...] | None = None
     clock: Clock = field(default_factory=Clock)
     state_dir: Path | None = None
@@ -248,6 +249,7 @@ class EventsRelay:
         self.subscriptions = Subscriptions(
             self.clock, self.hub, cameras, NotifyClient(self.consumer_agent, guard),
             max_subscriptions=self.max_subscriptions,
+            max_per_user=self.max_per_user,
             store=StateStore(self.state_dir) if self.state_dir is not None else None,
         )
         if self.state_dir is None:  # with saved state, the test starts it (that restores what was saved)

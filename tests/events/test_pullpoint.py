@@ -9,11 +9,12 @@ import pytest
 from lxml import etree
 
 from atomrelay.events.service import MAX_FILTERS, PATH
+from atomrelay.events.subscriptions import MAX_PER_USER
 from atomrelay.events.topics import MAX_ALTERNATIVES, MAX_TOPIC_DEPTH
 from atomrelay.onvif import tokens
 from atomrelay.xml import ns
 from atomrelay.xml.xstypes import parse_datetime
-from tests.events.support import NOW, TEV, TOKEN1, WSA, WSNT, EventsRelay, messages
+from tests.events.support import BASE, NOW, TEV, TOKEN1, WSA, WSNT, EventsRelay, messages
 from tests.onvif import schema
 
 MOTION = "tns1:VideoSource/MotionAlarm"
@@ -193,8 +194,9 @@ def test_second_concurrent_pull_is_refused() -> None:
 
 
 def test_a_thousand_subscriptions_hit_the_cap_and_the_server_keeps_serving() -> None:
-    """1000 CreatePullPointSubscription calls: 64 pull points, the rest a MaxPullPoints fault; freeing one makes room."""
-    relay = EventsRelay()
+    """1000 CreatePullPointSubscription calls (one user allowed them all): 64 pull points, the rest a MaxPullPoints
+    fault; freeing one makes room."""
+    relay = EventsRelay(max_per_user=64)
     started = time.perf_counter()
     paths, refused = [], []
     for _ in range(1000):
@@ -255,6 +257,27 @@ def test_termination_times_absolute_relative_nil_and_bad() -> None:
     nil.set(ns.q(ns.XSI, "nil"), "true")
     assert times(relay.soap(WSNT.Renew(nil), path).valid_payload())[1] == NOW + 3600
     assert relay.soap(WSNT.Renew(), path).fault()[1][-1] == "ter:UnacceptableTerminationTime"
+
+
+def test_one_user_cannot_take_every_subscription() -> None:
+    """A user at its 16 subscriptions gets MaxPullPoints (pull) or MaxNotificationProducers (push, before its consumer
+    is looked up); another user still subscribes, and the first gets room back when one of its own ends."""
+    relay = EventsRelay()
+    create = TEV.CreatePullPointSubscription(TEV.InitialTerminationTime("PT600S"))
+    paths = []
+    for _ in range(MAX_PER_USER):
+        reply = relay.soap(create, user="viewer")
+        assert reply.status == 200
+        paths.append(reply.payload().findtext(f".//{{{ns.WSA}}}Address") or "")
+    fault = relay.soap(create, user="viewer").fault()
+    assert fault[:2] == ("SOAP-ENV:Receiver", ["ter:Action", "ter:MaxPullPoints"])
+    assert "user 'viewer' has its maximum of 16 subscriptions" in fault[2]
+    lookups = len(relay.resolver.asked)
+    push = relay.soap(WSNT.Subscribe(WSNT.ConsumerReference(WSA.Address("http://consumer.test/hook"))), user="viewer")
+    assert push.fault()[1] == ["ter:Action", "ter:MaxNotificationProducers"] and len(relay.resolver.asked) == lookups
+    relay.create_pull_point()  # as admin
+    assert relay.soap(WSNT.Unsubscribe(), paths[0][len(BASE):], user="viewer").status == 200
+    assert relay.soap(create, user="viewer").status == 200
 
 
 def test_topic_filters() -> None:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence, cast
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IStreamClientEndpoint,
@@ -62,6 +62,11 @@ from atomrelay.net import ip_of
 
 MAX_CONSUMER_URL = 2048
 """Longest consumer URL accepted (characters)."""
+MAX_LOOKUPS = 64
+"""Name lookups in flight (getaddrinfo in the reactor's thread pool, which the relay's file writes share) above
+which Subscribe is refused: each check resolves the consumer's host and every protected host, and a lookup goes on
+when the check is abandoned, so slow-resolving names cannot pile work onto the pool. Checks of Notify connections
+are never refused."""
 MAX_ANSWER_BYTES = 64 * 1024
 """Most bytes of a consumer's answer to a Notify, headers and body (it needs a few hundred)."""
 
@@ -142,11 +147,13 @@ class ConsumerPolicy:
 
 @implementer(IResolutionReceiver)
 class _Collector:
-    """Gathers a resolution's addresses; ``done`` fires with them when it completes."""
+    """Gathers a resolution's addresses; ``done`` fires with them when it completes, and ``finished`` is called then,
+    even when ``done`` was cancelled (the lookup itself cannot be)."""
 
-    def __init__(self) -> None:
+    def __init__(self, finished: Callable[[], None]) -> None:
         self.addresses: list[IAddress] = []
         self.done: Deferred[list[IAddress]] = Deferred()
+        self._finished = finished
 
     def resolutionBegan(self, resolutionInProgress: Any) -> None:
         """Nothing to do yet."""
@@ -156,17 +163,9 @@ class _Collector:
         self.addresses.append(address)
 
     def resolutionComplete(self) -> None:
-        """Hand the addresses over."""
+        """Hand the addresses over (a cancelled ``done`` ignores them)."""
+        self._finished()
         self.done.callback(self.addresses)
-
-
-def _resolve(
-    resolver: Any, host: str, port: int = 0, address_types: Sequence[type[IAddress]] | None = None
-) -> Deferred[list[IAddress]]:
-    """The addresses ``resolver`` finds for ``host`` (none when it does not resolve)."""
-    collector = _Collector()
-    resolver.resolveHostName(collector, host, port, address_types)
-    return collector.done
 
 
 def _address_text(address: IAddress) -> str:
@@ -189,14 +188,20 @@ class ConsumerGuard:
         resolver: Any,
         protected_hosts: Callable[[], Iterable[str]],
         policy: ConsumerPolicy = ConsumerPolicy(),
+        max_lookups: int = MAX_LOOKUPS,
     ) -> None:
         self._resolver = resolver
         self._policy = policy
         self._protected_hosts = protected_hosts
+        self.max_lookups = max_lookups
+        self.lookups = 0
+        """Name lookups in flight, counted until the resolver answers (a cancelled check's lookups go on)."""
 
     async def check(self, url: str) -> str:
         """The consumer URL if it is acceptable and its host has an allowed address, else raise ConsumerRefused."""
         url = self._policy.check_url(url)
+        if self.lookups >= self.max_lookups:
+            raise ConsumerRefused("the relay is busy resolving other consumers' names: subscribe again later")
         parts = urlsplit(url)
         host = parts.hostname or ""
         allowed, refused = await self._sort(host, parts.port or (443 if parts.scheme == "https" else 80), None)
@@ -221,14 +226,30 @@ class ConsumerGuard:
             )
         return allowed
 
+    def _resolve(
+        self, host: str, port: int = 0, address_types: Sequence[type[IAddress]] | None = None
+    ) -> Deferred[list[IAddress]]:
+        """The addresses the resolver finds for ``host`` (none when it does not resolve), counted in ``lookups``."""
+
+        def finished() -> None:
+            self.lookups -= 1
+
+        collector = _Collector(finished)
+        self.lookups += 1
+        self._resolver.resolveHostName(collector, host, port, address_types)
+        return collector.done
+
     async def _sort(
         self, host: str, port: int, address_types: Sequence[type[IAddress]] | None
     ) -> tuple[list[IAddress], list[tuple[IAddress, str]]]:
         """``host``'s addresses, split into allowed ones and refused ones with the reason."""
         hosts = sorted(set(self._protected_hosts()))
-        lookups = [_resolve(self._resolver, host, port, address_types)]
-        lookups += [_resolve(self._resolver, protected) for protected in hosts]
-        resolved = await gatherResults(lookups, consumeErrors=True)
+        lookups = [self._resolve(host, port, address_types)]
+        lookups += [self._resolve(protected) for protected in hosts]
+        try:
+            resolved = await gatherResults(lookups, consumeErrors=True)
+        except FirstError as exc:  # a cancelled check (its client went away) fails as cancelled, not as a crash
+            exc.subFailure.raiseException()
         protected = {_reached_ip(_address_text(address)) for addresses in resolved[1:] for address in addresses}
         allowed: list[IAddress] = []
         refused: list[tuple[IAddress, str]] = []

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 
-from atomrelay.events.consumers import ConsumerPolicy, ConsumerRefused
+from atomrelay.events.consumers import ConsumerGuard, ConsumerPolicy, ConsumerRefused
 from atomrelay.xml import ns
 from tests.events.support import CONSUMER, NOW, TEV, WSA, WSNT, EventsRelay, NameTable
 
@@ -209,6 +210,32 @@ def test_subscribe_waits_for_name_resolution_without_blocking() -> None:
     relay.advance(2)
     assert relay.result(pending).status == 200 and len(relay.subscriptions) == 1
     assert "consumer.test" in relay.resolver.asked and "cam3.lan" in relay.resolver.asked
+
+
+def test_subscribe_is_refused_while_too_many_name_lookups_are_in_flight() -> None:
+    """Subscribe checks that would put more lookups in flight than the bound are refused at once (no queue), also
+    while an abandoned check's lookups still run; Notify connection checks are never refused; when the lookups
+    end, Subscribe works again."""
+    clock = Clock()
+    names = NameTable({"consumer.test": ["192.0.2.50"], "cam.test": ["192.0.2.10"]}, clock=clock, delay=5.0)
+    guard = ConsumerGuard(names, lambda: ["cam.test", "192.0.2.11"], max_lookups=6)
+    first = Deferred.fromCoroutine(guard.check("http://consumer.test/hook"))
+    second = Deferred.fromCoroutine(guard.check("http://consumer.test/hook"))
+    assert guard.lookups == 6 and not first.called and not second.called
+    first.cancel()  # the client went away: its lookups go on in the resolver
+    first.addErrback(lambda failure: failure.trap(CancelledError))
+    assert guard.lookups == 6
+    refused = Deferred.fromCoroutine(guard.check("http://consumer.test/hook"))
+    assert isinstance(refused.result.value, ConsumerRefused) and "busy" in str(refused.result.value)
+    refused.addErrback(lambda failure: None)
+    connecting = Deferred.fromCoroutine(guard.allowed("consumer.test", 80))
+    assert guard.lookups == 9
+    clock.advance(5.0)
+    assert guard.lookups == 0 and second.result == "http://consumer.test/hook"
+    assert [str(getattr(address, "host", "")) for address in connecting.result] == ["192.0.2.50"]
+    again = Deferred.fromCoroutine(guard.check("http://consumer.test/hook"))
+    clock.advance(5.0)
+    assert again.result == "http://consumer.test/hook"
 
 
 def test_cameras_added_by_a_reload_are_refused() -> None:

@@ -46,8 +46,8 @@ class _BodyReader(Protocol):
         self.size += len(data)
         if self.size > self.limit:
             self.chunks.clear()
-            self.hang_up()
             self.finished.errback(BodyTooLarge(self.limit))
+            self.hang_up()
             return
         self.chunks.append(data)
 

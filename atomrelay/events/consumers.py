@@ -366,6 +366,7 @@ class _ReceiveLimit(ProtocolWrapper):
 
 class _ReceiveLimitFactory(WrappingFactory):
     protocol = _ReceiveLimit
+    noisy = False
 
     def __init__(self, wrappedFactory: Any, limit: int) -> None:
         super().__init__(wrappedFactory)  # type: ignore[no-untyped-call]

@@ -72,7 +72,9 @@ class RelayService(MultiService):
         self._reload_again = False
         self._previous_handler: Any = None
         self._restart: Any = None
-        """The pending restart of ``restart_workers_soon``."""
+        """The pending call of ``restart_workers_soon``."""
+        self._restarting: Deferred[None] | None = None
+        """The restart under way (``restart_workers``), until it is done."""
 
     @property
     def config(self) -> Config:
@@ -265,8 +267,8 @@ class RelayService(MultiService):
 
     def restart_workers_soon(self, delay: float) -> None:
         """Restart the workers ``delay`` seconds from now (ONVIF SystemReboot, whose answer goes out first), unless
-        the relay stops before; one restart pending at a time."""
-        if self._restart is not None and self._restart.active():
+        the relay stops before; a request while a restart is pending or under way joins that one."""
+        if (self._restart is not None and self._restart.active()) or self._restarting is not None:
             return
 
         def restart() -> None:
@@ -287,7 +289,12 @@ class RelayService(MultiService):
                 if not svc.running:
                     svc.startService()
 
-        return Deferred.fromCoroutine(restart())
+        def done(result: object) -> object:
+            self._restarting = None
+            return result
+
+        self._restarting = Deferred.fromCoroutine(restart())
+        return self._restarting.addBoth(done)
 
 
 class Listener(service.Service):

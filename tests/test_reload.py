@@ -464,10 +464,13 @@ class ClockTimers:
 async def test_system_reboot_restarts_the_workers_once_and_never_after_a_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SystemReboot restarts the workers a second after its answer; one the relay stops within that second restarts
-    nothing (the workers of a stopped relay stay stopped)."""
+    """SystemReboot restarts the workers a second after its answer; one asked while a restart is under way joins it;
+    stopping the relay within the second cancels the pending restart (the workers of a stopped relay stay stopped)."""
     from atomrelay.config import load_config
     from atomrelay.wiring import build_relay
+
+    def restart_pending() -> bool:
+        return any("restart_workers_soon" in getattr(call.func, "__qualname__", "") for call in clock.getDelayedCalls())
 
     clock = Clock()
     path, onvif_port = tmp_path / "config.yaml", free_port()
@@ -478,17 +481,33 @@ async def test_system_reboot_restarts_the_workers_once_and_never_after_a_stop(
         assert relay.generation is not None
         workers = relay.generation.workers
         starts: list[float] = []
-        real_start = workers.startService
+        real_start, real_stop = workers.startService, workers.stopService
+        held: Deferred[None] = Deferred()
+        stops: list[float] = []
+
+        def slow_stop() -> Any:  # the first stop takes until ``held`` fires
+            real_stop()
+            stops.append(clock.seconds())
+            return held if len(stops) == 1 else None
+
         monkeypatch.setattr(workers, "startService", lambda: (starts.append(clock.seconds()), real_start())[1])
+        monkeypatch.setattr(workers, "stopService", slow_stop)
         url = f"http://127.0.0.1:{onvif_port}/onvif/device_service"
         code, _ = await call(url, op(ns.TDS, "SystemReboot"))
-        assert code == 200 and starts == [] and workers.running
+        assert code == 200 and restart_pending() and starts == [] and workers.running
         clock.advance(1.0)
-        await poll(lambda: starts == [1.0] and bool(workers.running), timeout=10, what="the workers to restart")
+        assert stops == [1.0] and not workers.running  # under way, waiting for the stop
         code, _ = await call(url, op(ns.TDS, "SystemReboot"))
-        assert code == 200
+        assert code == 200 and not restart_pending()
+        held.callback(None)
+        await poll(lambda: starts == [1.0] and bool(workers.running), timeout=10, what="the workers to restart")
+        clock.advance(5.0)
+        assert starts == [1.0] and stops == [1.0]
+        code, _ = await call(url, op(ns.TDS, "SystemReboot"))
+        assert code == 200 and restart_pending()
     finally:
         await relay.stopService()
+    assert not restart_pending()
     clock.advance(5.0)
     assert starts == [1.0] and not workers.running and not relay.running
 

@@ -22,7 +22,7 @@ import importlib.abc
 import importlib.machinery
 import sys
 from types import ModuleType
-from typing import Any, Sequence, cast
+from typing import Any, Callable, Sequence, cast
 
 # Only modules that import no networking: this module is imported before Twisted's networking.
 from twisted.internet.defer import Deferred
@@ -77,19 +77,25 @@ def client_creator(host: str, trust_root: Any = None) -> Any:
 
 
 @implementer(IStreamClientEndpoint)
-class TLSEndpoint:
-    """``wrapped`` with TLS on top: the TLS handshake starts once the TCP connection is up."""
+class WrappingEndpoint:
+    """``endpoint`` whose connections run the protocol of the wrapping factory ``wrap`` makes of the caller's
+    (twisted's ``WrappingFactory`` shape: the wrapper protocol's ``wrappedProtocol`` is the caller's)."""
 
-    def __init__(self, wrapped: Any, creator: Any) -> None:
-        self._wrapped = wrapped
-        self._creator = creator
+    def __init__(self, endpoint: Any, wrap: Callable[[Any], Any]) -> None:
+        self._endpoint = endpoint
+        self._wrap = wrap
 
     def connect(self, protocol_factory: Any) -> Deferred[Any]:
-        """Connect ``wrapped`` through TLS; fires with the protocol ``protocol_factory`` built."""
-        from twisted.protocols.tls import TLSMemoryBIOFactory
+        """Connect through the wrapper; fires with the protocol ``protocol_factory`` built."""
+        connecting: Deferred[Any] = self._endpoint.connect(self._wrap(protocol_factory))
+        return connecting.addCallback(lambda wrapper: wrapper.wrappedProtocol)
 
-        connecting: Deferred[Any] = self._wrapped.connect(TLSMemoryBIOFactory(self._creator, True, protocol_factory))
-        return connecting.addCallback(lambda tls_protocol: tls_protocol.wrappedProtocol)
+
+def tls_endpoint(endpoint: Any, creator: Any) -> WrappingEndpoint:
+    """``endpoint`` with TLS on top: the TLS handshake starts once the TCP connection is up."""
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    return WrappingEndpoint(endpoint, lambda factory: TLSMemoryBIOFactory(creator, True, factory))
 
 
 @implementer(IAgentEndpointFactory)
@@ -114,7 +120,7 @@ class Endpoints:
             raise SchemeNotSupported(f"unsupported scheme: {uri.scheme!r}")
         endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, timeout=self._timeout)
         if uri.scheme == b"https":
-            return TLSEndpoint(endpoint, client_creator(uri.host.decode("ascii"), self._trust_root))
+            return tls_endpoint(endpoint, client_creator(uri.host.decode("ascii"), self._trust_root))
         return endpoint
 
 

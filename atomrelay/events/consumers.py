@@ -40,7 +40,6 @@ from urllib.parse import urlsplit
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.internet.interfaces import (
     IAddress,
-    IStreamClientEndpoint,
     IHostnameResolver,
     IHostResolution,
     IReactorPluggableNameResolver,
@@ -373,30 +372,17 @@ class _ReceiveLimitFactory(WrappingFactory):
         self.limit = limit
 
 
-@implementer(IStreamClientEndpoint)
-class _ReceiveLimitEndpoint:
-    """An endpoint whose connections are aborted past ``limit`` bytes of one answer (``_ReceiveLimit``)."""
-
-    def __init__(self, endpoint: Any, limit: int) -> None:
-        self._endpoint = endpoint
-        self._limit = limit
-
-    def connect(self, protocolFactory: Any) -> Deferred[Any]:
-        """Connect with ``protocolFactory``'s protocol wrapped; the caller gets its own protocol back."""
-        connecting: Deferred[Any] = self._endpoint.connect(_ReceiveLimitFactory(protocolFactory, self._limit))
-        return connecting.addCallback(lambda wrapper: wrapper.wrappedProtocol)
-
-
 class _ReceiveLimitEndpoints:
-    """``tls.Endpoints`` whose endpoints are ``_ReceiveLimitEndpoint``s."""
+    """``tls.Endpoints`` whose connections are aborted past ``limit`` bytes of one answer."""
 
     def __init__(self, endpoints: tls.Endpoints, limit: int) -> None:
         self._endpoints = endpoints
         self._limit = limit
 
     def endpointForURI(self, uri: Any) -> Any:
-        """The endpoint for ``uri``, its answers bounded."""
-        return _ReceiveLimitEndpoint(self._endpoints.endpointForURI(uri), self._limit)
+        """The endpoint for ``uri``, its answers bounded (``_ReceiveLimit``)."""
+        return tls.WrappingEndpoint(self._endpoints.endpointForURI(uri),
+                                    lambda factory: _ReceiveLimitFactory(factory, self._limit))
 
 
 def guarded_agent(reactor: Any, guard: ConsumerGuard, pool: Any = None, connect_timeout: float = 5.0) -> IAgent:

@@ -73,13 +73,7 @@ def read_body(response: Any, limit: int) -> Deferred[bytes]:
     stalls or never ends a body holds neither a connection nor memory. Ask treq for the
     answer with ``unbuffered=True``: its buffered answers keep every byte whoever reads them.
     """
-    reader: _BodyReader | None = None
-
-    def give_up(finished: Deferred[bytes]) -> None:
-        if reader is not None:
-            reader.hang_up()
-
-    finished: Deferred[bytes] = Deferred(give_up)
+    finished: Deferred[bytes] = Deferred(lambda _: reader.hang_up())  # cancelled only once ``reader`` exists
     reader = _BodyReader(finished, limit)
     response.deliverBody(reader)
     return finished

@@ -231,8 +231,9 @@ def parse_topic_expression(text: str, dialect: str, nsmap: dict[str | None, str]
                 if namespace != ns.TNS1:
                     raise FilterError(f"{segment[:60]!r} is not a topic of the ONVIF topic namespace")
             path.append(local)
-        if (tuple(path), subtree) not in alternatives:
-            alternatives.append((tuple(path), subtree))
+        alternative = (tuple(path), subtree)
+        if alternative not in alternatives:
+            alternatives.append(alternative)
     result = TopicFilter(tuple(alternatives))
     if not any(result.matches(topic) for topic in TOPICS):
         raise FilterError(f"{text.strip()[:100]!r} selects none of the topics this device produces")

@@ -513,6 +513,51 @@ async def test_system_reboot_restarts_the_workers_once_and_never_after_a_stop(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_reload_during_a_system_reboot_restart_keeps_the_new_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload that switches generations while a SystemReboot restart is still stopping services: the restart
+    then starts the children of that moment, so the new generation serves and runs, the retired one stays
+    stopped, and nothing is logged as an error."""
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    path, ports, relay = reloading_relay(tmp_path)
+    relay.startService()
+    try:
+        assert relay.generation is not None
+        old = relay.generation.workers
+        real_stop = old.stopService
+        held: Deferred[None] = Deferred()
+        stops: list[int] = []
+
+        def slow_stop() -> Any:  # the restart's stop of the old workers takes until ``held`` fires
+            real_stop()
+            stops.append(1)
+            return held if len(stops) == 1 else None
+
+        monkeypatch.setattr(old, "stopService", slow_stop)
+        restarting = relay.restart_workers()
+        assert stops == [1] and not old.running and not restarting.called
+        await relay.reload()
+        assert relay.reload_outcome == "config reloaded"
+        new = relay.generation.workers
+        assert new is not old and new.running and old not in list(relay)
+        held.callback(None)
+        await restarting
+        assert new.running and not old.running and all(svc.running for svc in relay)
+        assert relay.generation.workers is new and relay.parts.events.running
+        assert await profile_tokens(f"http://127.0.0.1:{ports[1]}/onvif/media_service") == ["cam1.main"]
+    finally:
+        await relay.stopService()
+        globalLogPublisher.removeObserver(events.append)
+    assert not old.running and not new.running
+    errors = [e for e in events if e.get("log_level") is not None and e["log_level"].name in ("error", "critical")]
+    assert errors == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_push_consumers_may_not_reach_mediamtx(tmp_path: Path) -> None:
     """The relay's Notify client refuses mediamtx's API host (mediamtx trusts the relay's address), as configured now."""
     from atomrelay.config import load_config

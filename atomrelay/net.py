@@ -1,18 +1,21 @@
-"""Network helpers: HTTP answers' bodies read within a bound, the HTTP clients' transport failures told apart and
-said in a few words, hosts in URLs, IP addresses read from text."""
+"""Network helpers: HTTP client connection pools (closed when the relay stops), answers' bodies read within a
+bound, the HTTP clients' transport failures told apart and said in a few words, hosts in URLs, IP addresses read
+from text."""
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, cast
+from typing import Any, Iterable, cast
 from urllib.parse import quote
 
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, gatherResults
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import (
+    HTTPConnectionPool,
     RequestTransmissionFailed,
     ResponseDone,
     ResponseFailed,
@@ -21,6 +24,27 @@ from twisted.web.client import (
 from twisted.web.http import PotentialDataLoss
 
 _CANCELLATIONS = (CancelledError, TimeoutError, ConnectingCancelledError)
+
+
+def connection_pool(reactor: Any, per_host: int) -> HTTPConnectionPool:
+    """A pool of persistent HTTP client connections, at most ``per_host`` kept idle for each host and port."""
+    pool = cast(Any, HTTPConnectionPool)(reactor, persistent=True)
+    pool.maxPersistentPerHost = per_host
+    return cast(HTTPConnectionPool, pool)
+
+
+class ClosePools(Service):
+    """Closes the pools' idle connections when stopped (else they stay open until the process exits, and a peer
+    sees them go only when its own idle timeout ends them)."""
+
+    def __init__(self, pools: Iterable[HTTPConnectionPool]) -> None:
+        self.pools = list(pools)
+
+    def stopService(self) -> Deferred[None]:
+        """Stop, and fire once every pool's idle connections are closed."""
+        cast(Any, Service).stopService(self)
+        closed = gatherResults([cast(Any, pool).closeCachedConnections() for pool in self.pools], consumeErrors=True)
+        return closed.addCallback(lambda _: None)
 
 
 class BodyTooLarge(Exception):

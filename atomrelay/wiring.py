@@ -39,6 +39,7 @@ from atomrelay.identity import Identity, load_identity
 from atomrelay.mediamtx.client import MediamtxClient
 from atomrelay.mediamtx.reconciler import Reconciler
 from atomrelay.metrics import Registry
+from atomrelay.net import ClosePools, connection_pool
 from atomrelay.onvif.base import Service
 from atomrelay.onvif.device import DeviceService
 from atomrelay.onvif.elsewhere import DeviceAddress, DevicesElsewhere
@@ -299,13 +300,13 @@ def mediamtx_host(config: Config) -> str:
     return urlsplit(config.mediamtx.api_url).hostname or ""
 
 
-def camera_http_client(reactor: Any) -> Any:
-    """The treq client the relay talks to cameras and mediamtx with (a persistent pool, no cookies)."""
+def camera_http_client(reactor: Any, pool: Any = None) -> Any:
+    """The treq client the relay talks to cameras and mediamtx with (on ``pool``, by default a new persistent one
+    keeping 4 idle connections per host; no cookies)."""
     import treq
-    from twisted.web.client import HTTPConnectionPool
 
-    pool = cast(Any, HTTPConnectionPool)(reactor, persistent=True)
-    pool.maxPersistentPerHost = 4
+    if pool is None:
+        pool = connection_pool(reactor, per_host=4)
     return treq.client.HTTPClient(tls.agent(reactor, pool=pool), cookiejar=no_cookies())
 
 
@@ -319,23 +320,25 @@ def build_relay(
     """Wire the relay for ``config`` on ``reactor`` (``config_path``: reload it on SIGHUP;
     ``access_log``: log every HTTP request).
 
-    Children start in this order: the HTTP listeners (``onvif.port`` with the relay's own
-    endpoints, then one per per-camera device), the event hub, the generation (its camera
-    workers, the mediamtx reconciler), and WS-Discovery last, so that Hello goes out only
-    once every SOAP port listens and Bye before any socket closes.
+    Children start in this order (and stop in the reverse one): the HTTP client pools' closer
+    (so their idle connections close last), the event hub, the HTTP listeners (``onvif.port``
+    with the relay's own endpoints, then one per per-camera device), each device's event
+    subscriptions, the generation (its camera workers, the mediamtx reconciler), and
+    WS-Discovery last, so that Hello goes out only once every SOAP port listens and Bye before
+    any socket closes.
     """
     from twisted.internet.threads import deferToThreadPool
-    from twisted.web.client import HTTPConnectionPool
 
+    pools = [connection_pool(reactor, per_host=2)]
+    notify_pool = pools[0]
     if http_client is None:
-        http_client = camera_http_client(reactor)
+        pools.append(connection_pool(reactor, per_host=4))
+        http_client = camera_http_client(reactor, pools[-1])
     store = StateStore(config.state_dir, run=lambda write: deferToThreadPool(reactor, reactor.getThreadPool(), write))
     try:
         identity = load_identity(store)
     except StateError as exc:
         raise ConfigError(f"state_dir: {exc}") from None
-    notify_pool: Any = cast(Any, HTTPConnectionPool)(reactor, persistent=True)
-    notify_pool.maxPersistentPerHost = 2
     metrics = Registry()
     events = EventHub(reactor, config.cameras, config.events.motion_timeout, metrics)
     parts = Persistent(
@@ -355,6 +358,7 @@ def build_relay(
         allow_password_text=config.onvif.allow_password_text,
     )
     relay = RelayService(reactor, parts, RelayBuilder(parts, access_log), config_path)
+    cast(Any, ClosePools(pools)).setServiceParent(relay)  # the first child: it stops last
     cast(Any, parts.events).setServiceParent(relay)
     relay.install(build_generation(parts, config, relay))
     return relay

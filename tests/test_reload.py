@@ -558,6 +558,36 @@ async def test_a_reload_during_a_system_reboot_restart_keeps_the_new_generation(
 
 
 @pytest_twisted.ensureDeferred
+async def test_stopping_the_relay_closes_its_idle_connections_to_mediamtx_and_the_cameras(tmp_path: Path) -> None:
+    """The HTTP clients keep connections open between requests; a stopped relay closes them, so neither mediamtx
+    nor a camera is left holding one until its own idle timeout."""
+    from twisted.protocols.policies import WrappingFactory
+    from twisted.web.server import Site
+
+    from atomrelay.config import load_config
+    from atomrelay.wiring import build_relay
+
+    api = WrappingFactory(Site(FakeMediamtx(Clock())))
+    camera = WrappingFactory(Site(SimulatedCamera(reactor, "ATOM_CamV3C")))
+    ports = [reactor.listenTCP(0, factory, interface="127.0.0.1") for factory in (api, camera)]
+    try:
+        path = tmp_path / "config.yaml"
+        write_config(path, ports[0].getHost().port, free_port(), [("cam1", ports[1].getHost().port)])
+        relay = build_relay(load_config(str(path)), reactor)
+        relay.startService()
+        try:
+            await poll(lambda: bool(api.protocols) and bool(camera.protocols), timeout=10,
+                       what="the relay to talk to mediamtx and the camera")
+        finally:
+            await relay.stopService()
+        await poll(lambda: not api.protocols and not camera.protocols, timeout=5,
+                   what="the relay's connections to close")
+    finally:
+        for port in ports:
+            await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
 async def test_push_consumers_may_not_reach_mediamtx(tmp_path: Path) -> None:
     """The relay's Notify client refuses mediamtx's API host (mediamtx trusts the relay's address), as configured now."""
     from atomrelay.config import load_config

@@ -258,7 +258,10 @@ class _Reader:
         if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:int":
             self.fail(path, node, f"{_show(node)} is not an integer")
             return None
-        number = int(_construct(node))
+        number = _construct(node)
+        if not isinstance(number, int):
+            self.fail(path, node, f"{_show(node)} is not an integer")
+            return None
         if not low <= number <= high:
             self.fail(path, node, f"{number} is out of range {low}..{high}")
             return None
@@ -268,7 +271,11 @@ class _Reader:
         if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:bool":
             self.fail(path, node, f"{_show(node)} is not true or false")
             return None
-        return bool(_construct(node))
+        value = _construct(node)
+        if not isinstance(value, bool):
+            self.fail(path, node, f"{_show(node)} is not true or false")
+            return None
+        return value
 
     def duration(self, node: Node, path: str, low: float = 0.001, high: float = 86400.0) -> float | None:
         text = node.value if isinstance(node, ScalarNode) else None
@@ -312,8 +319,12 @@ _FAST_LOADER: type[yaml.SafeLoader | yaml.CSafeLoader] = getattr(yaml, "CSafeLoa
 
 
 def _construct(node: ScalarNode) -> Any:
+    """The value of a scalar, or None when its tag and text do not make one (``!!int abc``, ``0x_``, ``!custom 1``)."""
     loader = yaml.SafeLoader("")
-    return loader.construct_object(node)
+    try:
+        return loader.construct_object(node)
+    except (ValueError, KeyError, yaml.YAMLError):
+        return None
 
 
 def _show(node: Node) -> str:

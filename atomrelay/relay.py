@@ -178,7 +178,12 @@ class RelayService(MultiService):
                     self._reload_again = False
                     for hook in self.on_reloading:
                         hook()
-                    outcome = self.reload_outcome = await self._reload_once()
+                    try:
+                        outcome = await self._reload_once()
+                    except Exception as exc:  # noqa: BLE001 - a bug: say so, and systemd still hears READY
+                        self.log.failure("config reload failed, still running on the previous config")
+                        outcome = f"config reload failed: {type(exc).__name__}: {exc}"
+                    self.reload_outcome = outcome
                     for done in self.on_reloaded:
                         done(outcome)
                     if not self._reload_again:

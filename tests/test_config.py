@@ -86,6 +86,11 @@ def test_durations() -> None:
         ("onvif:\n  http_basic: maybe\n  users: [{username: a, password: b}]\n", "onvif.http_basic: 'maybe' is not true or false"),
         ("onvif:\n  users: [{username: a, password: b}]\n  allow_password_text: 0\n",
          "onvif.allow_password_text: '0' is not true or false (line 3)"),
+        # A tag or a literal that PyYAML cannot build into its type is a mistake like any other.
+        ("onvif:\n  port: !!int abc\n  users: [{username: a, password: b}]\n", "onvif.port: 'abc' is not an integer (line 2)"),
+        ("onvif:\n  port: 0x_\n  users: [{username: a, password: b}]\n", "onvif.port: '0x_' is not an integer (line 2)"),
+        ("onvif:\n  http_basic: !!bool maybe\n  users: [{username: a, password: b}]\n",
+         "onvif.http_basic: 'maybe' is not true or false (line 2)"),
     ],
 )
 def test_onvif_errors(extra: str, expected: str) -> None:
@@ -119,6 +124,10 @@ def test_missing_users_section() -> None:
         ("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    webhook_token: short\n", "cameras[0].webhook_token: must be at least 16 characters"),
         ("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    username: u\n", "cameras[0].password: username and password go together"),
         ("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    fov: [100]\n", "cameras[0].fov: must be [horizontal, vertical] degrees"),
+        ("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    fov: [!custom 60, 40]\n",
+         "cameras[0].fov: must be [horizontal, vertical] degrees, each 1..360 (line 7)"),
+        ("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    fov: [!!float x, 40]\n",
+         "cameras[0].fov: must be [horizontal, vertical] degrees"),
         ("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    http_port: 0\n", "cameras[0].http_port: 0 is out of range 1..65535"),
         ("        rtsp_path: video0_unicast\n", "        rtsp_path: video0_unicast\n        audio: loud\n",
          "cameras[0].streams[0].audio: 'loud' is not one of transcode, none, passthrough"),

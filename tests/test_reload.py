@@ -339,6 +339,37 @@ async def test_a_failure_while_switching_is_reported_and_systemd_still_hears_rea
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_bug_while_reading_the_config_is_reported_and_systemd_still_hears_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception other than a config error while reloading still ends the reload: the outcome says it failed,
+    the reload hooks (systemd's READY after RELOADING) run, the old generation serves, and a later reload works."""
+    import atomrelay.relay
+
+    path, ports, relay = reloading_relay(tmp_path)
+    relay.startService()
+    try:
+        running = relay.generation
+        outcomes: list[str] = []
+        relay.on_reloaded.append(outcomes.append)
+
+        def broken(path: str) -> Any:
+            raise RuntimeError("a bug in reading the config")
+
+        monkeypatch.setattr(atomrelay.relay, "load_config", broken)
+        await relay.reload()
+        assert outcomes == ["config reload failed: RuntimeError: a bug in reading the config"]
+        assert relay.generation is running
+        monkeypatch.undo()
+        await relay.reload()
+        assert outcomes[1:] == ["config reloaded"]
+        assert await profile_tokens(f"http://127.0.0.1:{ports[1]}/onvif/media_service") == ["cam1.main"]
+    finally:
+        monkeypatch.undo()
+        await relay.stopService()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_change_saved_during_a_reload_is_in_the_new_generation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from atomrelay.state import StateStore
+from atomrelay.state import StateError, StateStore
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,24 @@ class Identity:
 
 
 def load_identity(store: StateStore) -> Identity:
-    """The relay's identity, created and saved on first use (at start, before the reactor runs)."""
+    """The relay's identity, created and saved on first use (at start, before the reactor runs).
+
+    Raises StateError when the saved one exists but cannot be read: a new identity would
+    make every NVR see new cameras. A saved one without a valid uuid is moved aside first.
+    """
     saved = store.load("identity", {})
-    try:
-        return Identity(uuid.UUID(str(saved["uuid"])))
-    except (KeyError, ValueError, TypeError):
-        identity = Identity(uuid.uuid4())
-        store.write("identity", store.encode({"uuid": str(identity.uuid)}))
-        return identity
+    unreadable = store.unreadable("identity")
+    if unreadable is not None:
+        raise StateError(f"cannot read {store.directory / 'identity.json'} ({unreadable}): make it readable by the "
+                         "relay's user; a new identity would make every NVR see new cameras")
+    if saved:
+        try:
+            return Identity(uuid.UUID(str(saved["uuid"])))
+        except (KeyError, ValueError, TypeError):
+            store.set_aside("identity", "it holds no valid uuid")
+            if store.unreadable("identity") is not None:
+                raise StateError(f"cannot move {store.directory / 'identity.json'} aside: "
+                                 f"{store.unreadable('identity')}") from None
+    identity = Identity(uuid.uuid4())
+    store.write("identity", store.encode({"uuid": str(identity.uuid)}))
+    return identity

@@ -70,6 +70,8 @@ class StateStore:
         self._door: list[Deferred[None]] | None = None
         """While changes are paused: the changes waiting to ask for a lock."""
         self._paused: list[Deferred[None]] = []
+        self._unreadable: dict[str, str] = {}
+        """Documents that exist but could not be read (permissions, I/O), and why: saving them would lose them."""
 
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}.json"
@@ -79,7 +81,9 @@ class StateStore:
 
         A file that cannot be parsed, or holds another JSON type than ``default``, is moved aside as ``<name>.json.corrupt-<time>`` (with
         one error line), so that the next save does not overwrite what an operator may
-        want to recover.
+        want to recover. A file that exists but cannot be read (its owner or mode, an I/O
+        error) is left where it is and never overwritten: every save of it fails with a
+        StateError that says what to fix, until a restart reads it.
         """
         path = self._path(name)
         try:
@@ -90,20 +94,34 @@ class StateStore:
             return document
         except FileNotFoundError:
             return default
-        except ValueError as exc:
-            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
-            try:
-                os.replace(path, aside)
-            except OSError as move_error:
-                self.log.error("cannot read saved state {path}: {error}; cannot move it aside either ({move}); "
-                               "using defaults", path=str(path), error=str(exc), move=str(move_error))
-            else:
-                self.log.error("cannot read saved state {path}: {error}; moved it to {aside}, using defaults",
-                               path=str(path), error=str(exc), aside=str(aside))
+        except (ValueError, RecursionError) as exc:  # json.load raises RecursionError for a very deep document
+            self.set_aside(name, str(exc))
             return default
         except OSError as exc:
-            self.log.error("cannot read saved state {path}: {error}; using defaults", path=str(path), error=str(exc))
+            self._unreadable[name] = exc.strerror or str(exc)
+            self.log.error("cannot read saved state {path}: {error}; using defaults, and the file is kept as it is "
+                           "(nothing is saved to it until it can be read: fix its owner or mode, then restart)",
+                           path=str(path), error=str(exc))
             return default
+
+    def set_aside(self, name: str, reason: str) -> None:
+        """Move the document ``name``, which its reader cannot use for ``reason``, aside as
+        ``<name>.json.corrupt-<time>`` (one error line says so), so that no save overwrites it."""
+        path = self._path(name)
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        try:
+            os.replace(path, aside)
+        except OSError as move_error:
+            self._unreadable[name] = f"{reason}; it cannot be moved aside either: {move_error.strerror or move_error}"
+            self.log.error("cannot read saved state {path}: {error}; cannot move it aside either ({move}); "
+                           "using defaults", path=str(path), error=reason, move=str(move_error))
+        else:
+            self.log.error("cannot read saved state {path}: {error}; moved it to {aside}, using defaults",
+                           path=str(path), error=reason, aside=str(aside))
+
+    def unreadable(self, name: str) -> str | None:
+        """Why the document ``name`` could not be read (it is never saved to then), or None."""
+        return self._unreadable.get(name)
 
     def save(self, name: str, document: Any) -> Deferred[None]:
         """Replace the document ``name``; fires once it is on disk, or fails with StateError.
@@ -112,6 +130,10 @@ class StateStore:
         is being written waits for it, and of several waiting ones only the latest is
         written (each waiting caller is told the outcome of that write).
         """
+        if name in self._unreadable:
+            return fail(StateError(
+                f"cannot save {self._path(name)}: it could not be read at start ({self._unreadable[name]}), and "
+                "saving would replace what it holds; make it readable by the relay's user, then restart the relay"))
         try:
             data = self.encode(document)
         except (TypeError, ValueError) as exc:
@@ -263,6 +285,20 @@ class StateStore:
                     os.unlink(tmp_name)
                 except OSError:
                     pass
+
+    def remove_leftovers(self) -> None:
+        """Remove the temporary files of writes a crash interrupted (they may hold passwords); call it before the
+        first save, and only from the process that owns the directory."""
+        try:
+            leftovers = list(self.directory.glob(".*.tmp"))
+        except OSError:
+            return
+        for leftover in leftovers:
+            try:
+                leftover.unlink()
+            except OSError as exc:
+                self.log.warn("cannot remove {path}, left by an interrupted write: {error}", path=str(leftover),
+                              error=exc.strerror or str(exc))
 
     @staticmethod
     def encode(document: Any) -> bytes:

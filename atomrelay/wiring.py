@@ -335,6 +335,7 @@ def build_relay(
         pools.append(connection_pool(reactor, per_host=4))
         http_client = camera_http_client(reactor, pools[-1])
     store = StateStore(config.state_dir, run=lambda write: deferToThreadPool(reactor, reactor.getThreadPool(), write))
+    store.remove_leftovers()
     try:
         identity = load_identity(store)
     except StateError as exc:

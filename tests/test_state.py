@@ -72,7 +72,7 @@ def test_a_failed_write_fails_every_caller_waiting_for_it(tmp_path: Path) -> Non
     assert len(failures) == 1 and failures[0].check(StateError)
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2, 3]", "\"a string\""])
+@pytest.mark.parametrize("content", ["{not json", "[1, 2, 3]", "\"a string\"", "[" * 100_000])
 def test_an_unreadable_file_is_moved_aside_not_overwritten(tmp_path: Path, content: str) -> None:
     """Bad JSON or another JSON type than expected: defaults are used and the file is kept as .corrupt-<time>."""
     (tmp_path / "presets.json").write_text(content)
@@ -83,6 +83,71 @@ def test_an_unreadable_file_is_moved_aside_not_overwritten(tmp_path: Path, conte
     assert not (tmp_path / "presets.json").exists()
     store.save("presets", {"fine": True})
     assert kept[0].read_text() == content
+
+
+def test_a_file_that_cannot_be_read_is_never_overwritten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A saved document that exists but cannot be read (a root-owned file after one ``sudo atomrelay run``): the
+    defaults serve, and every save of it fails saying what to fix, so the entries it holds are not replaced."""
+    saved = tmp_path / "users.json"
+    saved.write_text('{"nvr": {}, "ha": {}}')
+    real_open = Path.open
+
+    def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == saved:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    store = StateStore(tmp_path)
+    assert store.load("users", {}) == {}
+    assert store.unreadable("users") == "Permission denied"
+    failures: list[Failure] = []
+    store.save("users", {"cam-viewer": {}}).addErrback(failures.append)
+    assert len(failures) == 1 and failures[0].check(StateError)
+    assert "could not be read at start (Permission denied)" in str(failures[0].value)
+    assert "make it readable by the relay's user, then restart" in str(failures[0].value)
+    store.save("other", {"x": 1})
+    monkeypatch.undo()
+    assert saved.read_text() == '{"nvr": {}, "ha": {}}'
+    assert json.loads((tmp_path / "other.json").read_text()) == {"x": 1}
+
+
+def test_an_identity_without_a_valid_uuid_is_moved_aside_and_an_unreadable_one_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand-edited identity that lost a digit is kept as .corrupt-<time> before a new one is made; one that
+    cannot be read is an error (a new identity would make every NVR see new cameras), and it is left as it is."""
+    from atomrelay.identity import load_identity
+
+    saved = tmp_path / "identity.json"
+    saved.write_text('{"uuid": "0b3c5e8e-1f7a-4c4e-9d61-8a2b7e3f4c5"}')
+    identity = load_identity(StateStore(tmp_path))
+    (kept,) = tmp_path.glob("identity.json.corrupt-*")
+    assert kept.read_text() == '{"uuid": "0b3c5e8e-1f7a-4c4e-9d61-8a2b7e3f4c5"}'
+    assert json.loads(saved.read_text()) == {"uuid": str(identity.uuid)}
+    real_open = Path.open
+
+    def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == saved:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(StateError, match="identity.json .Permission denied.: make it readable"):
+        load_identity(StateStore(tmp_path))
+    monkeypatch.undo()
+    assert json.loads(saved.read_text()) == {"uuid": str(identity.uuid)}
+
+
+def test_the_relay_removes_temporary_files_of_interrupted_writes(tmp_path: Path) -> None:
+    """A write killed between its temporary file and the rename leaves ``.<name>.<random>.tmp`` (users' passwords
+    in clear); the relay removes them when it is built, and keeps every other file."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / ".users.k2j4h1.tmp").write_text('{"nvr": {"password": "secret"}}')
+    (state / "users.json").write_text("{}")
+    build_relay(relay_config(tmp_path, free_port(), free_port(), free_port()), reactor)
+    assert sorted(path.name for path in state.iterdir()) == ["identity.json", "users.json"]
 
 
 def relay_config(tmp_path: Path, port: int, api_port: int, camera_port: int) -> Any:

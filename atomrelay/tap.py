@@ -42,7 +42,10 @@ def makeService(options: usage.Options) -> IService:
     from twisted.internet import reactor
 
     config = options["loaded"] if "loaded" in options else load_config(options["config"])
-    relay = build_relay(config, reactor, config_path=options["config"], access_log=bool(options["access-log"]))
+    try:
+        relay = build_relay(config, reactor, config_path=options["config"], access_log=bool(options["access-log"]))
+    except ConfigError as exc:  # the state directory: one line, as for the config, not a traceback
+        raise SystemExit(f"atomrelay: {exc}") from None
     listeners = [svc for svc in relay if isinstance(svc, Listener)]
     notifier = SystemdNotifier(
         reactor,

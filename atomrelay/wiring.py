@@ -339,7 +339,7 @@ def build_relay(
     try:
         identity = load_identity(store)
     except StateError as exc:
-        raise ConfigError(f"state_dir: {exc}") from None
+        raise ConfigError(f"state_dir: {exc} (the relay's user must be able to read and write {config.state_dir})") from None
     metrics = Registry()
     events = EventHub(reactor, config.cameras, config.events.motion_timeout, metrics)
     parts = Persistent(

@@ -151,6 +151,22 @@ def test_bad_config_refuses_to_start(tmp_path: Path) -> None:
     assert "cameras[0].streams[0].codec: 'h266' is not one of h264, h265 (line 6)" in out.stderr + out.stdout
 
 
+def test_a_state_dir_the_relay_cannot_use_refuses_to_start_in_one_line(tmp_path: Path) -> None:
+    """`atomrelay run` whose state_dir cannot be written exits non-zero with one line naming state_dir and the
+    fix, not a traceback."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cfg = relay_config(tmp_path, 9997, 80, 8080)
+    cfg.write_text(cfg.read_text().replace(f"state_dir: {tmp_path / 'state'}", f"state_dir: {blocker / 'state'}"))
+    assert f"state_dir: {blocker / 'state'}" in cfg.read_text()
+    out = subprocess.run([str(VENV_BIN / "atomrelay"), "run", "-c", str(cfg)], capture_output=True, text=True,
+                         timeout=60, env=child_env())
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr + out.stdout
+    assert f"atomrelay: state_dir: cannot read {blocker / 'state' / 'identity.json'} (Not a directory)" in out.stderr
+    assert f"the relay's user must be able to read and write {blocker / 'state'}" in out.stderr
+
+
 def test_mediamtx_config_prints_fragment(tmp_path: Path) -> None:
     """`atomrelay mediamtx-config` prints the settings the relay depends on, without wide-open ips."""
     cfg = relay_config(tmp_path, 9997, 80, 8080)

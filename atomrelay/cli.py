@@ -36,9 +36,14 @@ def redact(text: str) -> str:
     return _URL_PASSWORD.sub(r"\1:***@", text)
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _quote(text: str) -> str:
+    """``text`` in double quotes, with backslashes, quotes and control characters escaped: a peer's text in a
+    message (a user name, a camera's reply) can neither end the line nor send a terminal escape sequence."""
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    return f'"{escaped}"'
+    return '"' + _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", escaped) + '"'
 
 
 def format_log_line(event: Mapping[str, Any], journal: bool = False) -> tuple[str, str]:

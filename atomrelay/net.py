@@ -1,10 +1,11 @@
 """Network helpers: HTTP client connection pools (closed when the relay stops), answers' bodies read within a
-bound, the HTTP clients' transport failures told apart and said in a few words, hosts in URLs, IP addresses read
-from text."""
+bound, the HTTP clients' transport failures told apart and said in a few words, peers' text made printable, hosts in
+URLs, IP addresses read from text."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any, Iterable, cast
 from urllib.parse import quote
 
@@ -24,6 +25,17 @@ from twisted.web.client import (
 from twisted.web.http import PotentialDataLoss
 
 _CANCELLATIONS = (CancelledError, TimeoutError, ConnectingCancelledError)
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character (and each one XML cannot hold) as ``?``.
+
+    For values read from cameras and mediamtx: they end up in log lines, the status
+    document and the dashboard, where a control character would garble a terminal or make
+    the page unbuildable.
+    """
+    return _UNPRINTABLE.sub("?", text)
 
 
 def connection_pool(reactor: Any, per_host: int) -> HTTPConnectionPool:

@@ -517,6 +517,14 @@ def test_log_line_is_one_key_value_line_without_secrets() -> None:
     assert line.startswith("2023-11-")
 
 
+def test_log_line_escapes_control_characters_from_peers() -> None:
+    """A user name or a camera reply with terminal escapes (ESC, BEL, a C1 CSI) is logged as \\xNN, not as the
+    characters: nobody reading the log gets a garbled or recoloured terminal."""
+    _, line = cli.format_log_line(log_event("user {username} may not", username="\x1b[2J\x07ev\x9bil\t"))
+    assert line.endswith('msg="user \\x1b[2J\\x07ev\\x9bil\\x09 may not"')
+    assert not any(0 <= ord(char) < 32 or 127 <= ord(char) < 160 for char in line)
+
+
 def test_log_line_on_the_journal_carries_the_priority() -> None:
     """On journald a warning line starts with <4> and has no timestamp of its own."""
     _, line = cli.format_log_line(log_event("careful", LogLevel.warn), journal=True)

@@ -40,7 +40,7 @@ from twisted.web.client import RequestTransmissionFailed, ResponseFailed, Respon
 from atomrelay.camera.digest import DigestError, authorization, pick_challenge
 from atomrelay.clock import Clock
 from atomrelay.config import CameraConfig
-from atomrelay.net import BodyTooLarge, describe, is_cancellation, read_body, url_host
+from atomrelay.net import BodyTooLarge, describe, is_cancellation, printable, read_body, url_host
 
 T = TypeVar("T")
 
@@ -318,9 +318,9 @@ def _key_values(text: str, wanted: tuple[str, ...] | None = None) -> dict[str, s
     values: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
-        key = key.strip()
+        key = printable(key.strip())
         if sep and (wanted is None or key in wanted):
-            values[key] = value.strip()
+            values[key] = printable(value.strip())
     return values
 
 

@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from atomrelay.clock import Clock, DelayedCall
 from atomrelay.config import MediamtxConfig
 from atomrelay.metrics import Registry
-from atomrelay.net import BodyTooLarge, describe, is_cancellation, read_body
+from atomrelay.net import BodyTooLarge, describe, is_cancellation, printable, read_body
 
 T = TypeVar("T")
 
@@ -194,6 +194,7 @@ class MediamtxClient:
             reply = _object(await self._json("GET", "/v3/info"), "GET /v3/info")
             if not isinstance(reply.get("version"), str) or not isinstance(reply.get("started"), str):
                 raise MediamtxBadReply(f"GET /v3/info: expected string 'version' and 'started', got {_snippet(reply)}")
+            reply["version"] = printable(reply["version"])
             return reply
 
         return self._call(call(), "GET /v3/info")
@@ -276,7 +277,7 @@ def _snippet(value: object, limit: int = 200) -> str:
         text = value
     else:
         text = json.dumps(value, default=str)[: limit + 1]
-    text = text.replace("\n", " ").replace("\r", " ")
+    text = printable(text.replace("\n", " ").replace("\r", " "))
     if not text:
         return "(empty)"
     return text if len(text) <= limit else text[:limit] + "..."

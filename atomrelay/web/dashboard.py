@@ -11,6 +11,7 @@ like the snapshots); only an Administrator sees the webhook URLs.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from typing import Any, Callable, cast
 from urllib.parse import urlsplit
@@ -37,10 +38,25 @@ class _Html:
 
     def __getattr__(self, tag: str) -> Callable[..., _Element]:
         def build(*children: Any, **attributes: str) -> _Element:
-            element: _Element = self._maker(tag, *children, **attributes)
+            element: _Element = self._maker(tag, *map(_markup_safe, children),
+                                            **{name: _NOT_XML.sub("?", value) for name, value in attributes.items()})
             return element
 
         return build
+
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+"""Characters no XML document holds (lxml refuses to build an element with one)."""
+
+
+def _markup_safe(child: Any) -> Any:
+    """A text or attribute child with the characters no HTML or XML can hold shown as ``?`` (a camera's model, a
+    mediamtx error: text the relay did not write must never stop the page being built); elements as they are."""
+    if isinstance(child, str):
+        return _NOT_XML.sub("?", child)
+    if isinstance(child, dict):
+        return {name: _NOT_XML.sub("?", value) if isinstance(value, str) else value for name, value in child.items()}
+    return child
 
 
 E = _Html()

@@ -67,6 +67,17 @@ def test_hardware_reads_only_harmless_keys() -> None:
     assert not any("PASS" in key.upper() or "WIFI" in key.upper() for key in hardware)
 
 
+def test_hardware_values_with_control_characters_are_made_printable() -> None:
+    """A camera answering hack_ini.cgi with control characters in a value (ESC, SOH) gives a printable value: it
+    reaches log lines, the saved hardware and the dashboard."""
+    from dataclasses import replace
+
+    sim = SimulatedCamera(Clock(), "ATOM_CamV3C")
+    sim.model = replace(sim.model, product_model="ATOM_Cam\x01\x1b[31mEvil")
+    hardware = result_of(CameraClient(StubTreq(sim), camera_config()).hardware())
+    assert hardware["PRODUCT_MODEL"] == "ATOM_Cam??[31mEvil"
+
+
 def test_digest_auth_round_trip() -> None:
     """With Digest enabled on the camera, configured credentials get through."""
     sim = SimulatedCamera(Clock(), "ATOM_CamV3C", username="admin", password="p@ss:w/rd%$")

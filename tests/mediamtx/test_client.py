@@ -79,6 +79,12 @@ def test_info_returns_version_and_start_time() -> None:
     assert info == {"version": "v1.20.1", "started": "1970-01-01T00:00:00Z"}
 
 
+def test_info_makes_the_version_printable() -> None:
+    """A version with a control character (it is shown on the dashboard and in log lines) comes back printable."""
+    client, _, _, stub, _ = setup(version="v1.20.1\x01\x1b")
+    assert run(client.info(), stub)["version"] == "v1.20.1??"
+
+
 def test_global_config_is_returned() -> None:
     """global_config() returns the global configuration object."""
     client, _, _, stub, _ = setup()

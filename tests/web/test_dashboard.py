@@ -38,6 +38,20 @@ def test_cards_escape_camera_names_and_reasons() -> None:
     ]
 
 
+def test_text_no_page_can_hold_is_shown_as_a_question_mark() -> None:
+    """A camera name, mediamtx version or problem with a control character (an escape in the config, a peer's
+    reply) does not stop the page being built: the character is shown as ``?``."""
+    site = Site(config_text=CONFIG.replace('name: swing cam', 'name: "swing\\x01cam"'))
+    site.reconciled.version = "v1.20.1\x00"
+    site.reconciled.problem = "mediamtx said \x0b no"
+    tree = page(site)
+    names = [span.text_content() for span in tree.xpath("//article//span[@class='name']")]
+    assert names[0] == "swing?cam"
+    assert "mediamtx said ? no" in tree.text_content()
+    site.reconciled.problem = None
+    assert "mediamtx v1.20.1? reachable" in page(site).text_content()
+
+
 def test_only_administrators_see_webhook_urls() -> None:
     """The webhook URL (with its token) is on an Administrator's page and nowhere on a User's."""
     site = Site()

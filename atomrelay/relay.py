@@ -149,13 +149,16 @@ class RelayService(MultiService):
             self._previous_handler = signal.signal(signal.SIGHUP, self._on_sighup)
 
     def stopService(self) -> Deferred[None]:
-        """Stop everything (Bye, reconciler, listeners) and restore the SIGHUP handler."""
+        """Stop everything (Bye, reconciler, listeners), restore the SIGHUP handler, and fire once every save
+        is on the disk."""
         if self._previous_handler is not None:
             signal.signal(signal.SIGHUP, self._previous_handler)
             self._previous_handler = None
         if self._restart is not None and self._restart.active():
             self._restart.cancel()
-        return cast(Deferred[None], cast(Any, MultiService).stopService(self))
+        stopped = cast(Deferred[None], cast(Any, MultiService).stopService(self))
+        # What was answered before the stop (a Subscribe saved in the background) is on the disk before the exit.
+        return stopped.addCallback(lambda _: self.parts.store.idle())
 
     def _on_sighup(self, signum: int, frame: Any) -> None:
         self.reactor.callFromThread(lambda: self.reload().addErrback(self.log_failure, "config reload"))
@@ -290,6 +293,7 @@ class RelayService(MultiService):
                 return
             for svc in reversed([svc for svc in self if not isinstance(svc, Listener)]):
                 await finished(svc.stopService())
+            await self.parts.store.idle()  # the services read back what they saved (a Subscribe just answered)
             for svc in [svc for svc in self if not isinstance(svc, Listener)] if self.running else []:
                 if not svc.running:
                     svc.startService()

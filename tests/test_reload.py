@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -616,6 +617,58 @@ async def test_stopping_the_relay_closes_its_idle_connections_to_mediamtx_and_th
     finally:
         for port in ports:
             await port.stopListening()
+
+
+async def subscribe(port: int) -> str:
+    """A pull point on the relay at ``port``: its address."""
+    code, answer = await call(f"http://127.0.0.1:{port}/onvif/events_service", op(
+        ns.TEV, "CreatePullPointSubscription", child(ns.TEV, "InitialTerminationTime", "PT600S")))
+    assert code == 200, etree.tostring(answer)
+    address = answer.findtext(f".//{{{ns.TEV}}}SubscriptionReference/{{{ns.WSA}}}Address")
+    assert address
+    return address
+
+
+def saved_subscriptions(path: Path) -> list[str]:
+    """The addresses of the subscriptions saved in ``path``'s state directory."""
+    saved = json.loads((path.parent / "state" / "event_subscriptions.json").read_text())
+    return [entry["address"] for entry in saved["subscriptions"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stop_and_a_system_reboot_wait_for_the_saves_answered_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pull point is answered before its save is on the disk (a slow SD card). A SystemReboot restart reads the
+    saved subscriptions back only once that save is written, so the pull point still answers; a stop fires only
+    once it is written, so it is restored after a restart of the process."""
+    path, ports, relay = reloading_relay(tmp_path)
+    relay.startService()
+    stopped = None
+    try:
+        release = hold_writes(monkeypatch, "event_subscriptions")
+        early = await subscribe(ports[1])
+        restarted = relay.restart_workers()
+        workers = relay.generation.workers
+        await poll(lambda: restarted.called or not workers.running, timeout=5, what="the restart to stop the workers")
+        assert not restarted.called  # waiting for the disk
+        release.set()
+        await restarted
+        code, pulled = await call(early, op(ns.TEV, "PullMessages", child(ns.TEV, "Timeout", "PT1S"),
+                                            child(ns.TEV, "MessageLimit", "10")))
+        assert code == 200, etree.tostring(pulled)
+        release.clear()
+        late = await subscribe(ports[1])
+        stopped = relay.stopService()
+        await poll(lambda: stopped.called or not workers.running, timeout=5, what="the services to stop")
+        assert not stopped.called  # waiting for the disk
+        release.set()
+        await stopped
+        assert set(saved_subscriptions(path)) == {early, late}
+    finally:
+        release.set()
+        if stopped is None:
+            await relay.stopService()
 
 
 @pytest_twisted.ensureDeferred

@@ -23,10 +23,11 @@ one costs a file descriptor, 1024 by default). ``GuardedSite`` is a ``Site`` tha
   seconds after it opened is closed, so that silent connections give their slot back
   long before the idle timeout;
 * connection caps (``ConnectionLimits``, one object shared by every listener of the
-  process): at most ``max_connections`` connections at once, and at most
-  ``max_per_source`` from one source network (a /24 for IPv4, a /64 for IPv6, an
-  IPv4-mapped IPv6 address counting as its IPv4 address), so that one host, or one
-  host with many addresses, cannot take every slot. A connection over a cap gets
+  process): at most ``max_connections`` connections at once, at most ``max_per_source``
+  from one source network (a /24 for IPv4, a /64 for IPv6, an IPv4-mapped IPv6 address
+  counting as its IPv4 address), so that one host with many addresses cannot take every
+  slot, and at most ``max_per_address`` from one address, so that one host cannot take
+  every slot of its network (where the NVR and the cameras usually are). A connection over a cap gets
   ``503 Service Unavailable`` with ``Retry-After`` and is closed before anything is
   read from it.
 
@@ -65,6 +66,8 @@ MAX_CONNECTIONS = 512
 """Open connections on all listeners together (the systemd units allow 4096 file descriptors)."""
 MAX_PER_SOURCE = 128
 """Open connections from one source network, /24 or /64 (an NVR with many cameras opens several per camera)."""
+MAX_PER_ADDRESS = 64
+"""Open connections from one address: half its network's share (an NVR holds about three per camera device)."""
 LOG_INTERVAL = 10.0
 """Seconds between two log lines about refused connections."""
 
@@ -119,6 +122,12 @@ def source_network(host: str) -> str:
     return str(ipaddress.ip_network((address, prefix), strict=False))
 
 
+def address_key(host: str) -> str:
+    """The address a peer counts against: the address itself, an IPv4-mapped IPv6 one as its IPv4 address."""
+    address = ip_of(host)
+    return host if address is None else str(address)
+
+
 class ConnectionLimits:
     """The connection caps of every listener of the process: one total, one per source network.
 
@@ -126,40 +135,57 @@ class ConnectionLimits:
     (per_camera mode opens one listener per camera).
     """
 
-    def __init__(self, max_connections: int = MAX_CONNECTIONS, max_per_source: int = MAX_PER_SOURCE) -> None:
+    def __init__(
+        self,
+        max_connections: int = MAX_CONNECTIONS,
+        max_per_source: int = MAX_PER_SOURCE,
+        max_per_address: int = MAX_PER_ADDRESS,
+    ) -> None:
         self.max_connections = max_connections
         self.max_per_source = max_per_source
+        self.max_per_address = max_per_address
         self.open_connections = 0
         self._per_source: Counter[str] = Counter()
+        self._per_address: Counter[str] = Counter()
         self._refused = _Tally()
 
-    def admit(self, source: str) -> bool:
-        """Take a slot for a connection from ``source`` (a ``source_network``); False when a cap is reached."""
-        if self.open_connections >= self.max_connections or self._per_source[source] >= self.max_per_source:
+    def admit(self, source: str, address: str) -> bool:
+        """Take a slot for a connection from ``address`` in ``source`` (its ``source_network``); False when a cap
+        is reached."""
+        if (
+            self.open_connections >= self.max_connections
+            or self._per_source[source] >= self.max_per_source
+            or self._per_address[address] >= self.max_per_address
+        ):
             return False
         self.open_connections += 1
         self._per_source[source] += 1
+        self._per_address[address] += 1
         return True
 
-    def release(self, source: str) -> None:
-        """Give back the slot of a connection from ``source``."""
+    def release(self, source: str, address: str) -> None:
+        """Give back the slot of a connection from ``address`` in ``source``."""
         self.open_connections -= 1
-        self._per_source[source] -= 1
-        if self._per_source[source] <= 0:
-            del self._per_source[source]
+        for counter, key in ((self._per_source, source), (self._per_address, address)):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
 
-    def note_refusal(self, now: float, host: str, source: str) -> None:
+    def note_refusal(self, now: float, address: str, source: str) -> None:
         """Log (now and then) that connections were refused."""
         count = self._refused.due(now)
         if count:
             _log.warn(
-                "refused {count} connection(s) over the limits (latest from {peer}: {source_open} open from {source}, "
-                "{open} in all; limits {per_source} per source network, {total} in all)",
+                "refused {count} connection(s) over the limits (latest from {peer}: {address_open} open from it, "
+                "{source_open} from {source}, {open} in all; limits {per_address} per address, {per_source} per "
+                "source network, {total} in all)",
                 count=count,
-                peer=host or "?",
+                peer=address or "?",
+                address_open=self._per_address[address],
                 source=source or "?",
                 source_open=self._per_source[source],
                 open=self.open_connections,
+                per_address=self.max_per_address,
                 per_source=self.max_per_source,
                 total=self.max_connections,
             )
@@ -292,7 +318,7 @@ class GuardedSite(Site):
     """A ``Site`` with a first-byte deadline, a per-request deadline, an idle timeout and connection caps.
 
     ``limits`` holds the caps; without it the site gets limits of its own, from
-    ``max_connections`` and ``max_per_source``. Other keyword arguments go to ``Site``
+    ``max_connections``, ``max_per_source`` and ``max_per_address``. Other keyword arguments go to ``Site``
     (``requestFactory``, ``logFormatter``, ``reactor``...).
     """
 
@@ -308,6 +334,7 @@ class GuardedSite(Site):
         limits: ConnectionLimits | None = None,
         max_connections: int = MAX_CONNECTIONS,
         max_per_source: int = MAX_PER_SOURCE,
+        max_per_address: int = MAX_PER_ADDRESS,
         access_log: bool = False,
         **site_arguments: Any,
     ) -> None:
@@ -315,7 +342,7 @@ class GuardedSite(Site):
         self.access_log = access_log
         self.request_timeout = request_timeout
         self.first_byte_timeout = first_byte_timeout
-        self.limits = limits if limits is not None else ConnectionLimits(max_connections, max_per_source)
+        self.limits = limits if limits is not None else ConnectionLimits(max_connections, max_per_source, max_per_address)
         self.tick = min(1.0, request_timeout / 4, first_byte_timeout / 4, idle_timeout / 4)
         """Seconds between two sweeps over the open connections."""
         self._channels: set[GuardedChannel] = set()
@@ -333,7 +360,7 @@ class GuardedSite(Site):
         """A guarded channel, or a 503 refusal when a connection cap is reached."""
         host = str(getattr(addr, "host", "") or "")
         source = source_network(host)
-        if not self.limits.admit(source):
+        if not self.limits.admit(source, address_key(host)):
             self.limits.note_refusal(self.seconds(), host, source)
             refusal = _Refusal()
             refusal.factory = cast(Any, self)
@@ -385,7 +412,7 @@ class GuardedSite(Site):
         if channel not in self._channels:
             return
         self._channels.discard(channel)
-        self.limits.release(channel.source)
+        self.limits.release(channel.source, address_key(channel.peer_host))
         if not self._channels and self._sweeper.running:
             self._sweeper.stop()
 

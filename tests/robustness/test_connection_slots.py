@@ -103,6 +103,31 @@ async def test_the_per_source_cap_counts_a_whole_slash_24() -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_one_address_takes_at_most_its_own_share_of_its_network() -> None:
+    """One host holding keep-alive connections gets its per-address share and then 503; another host of its /24
+    (the NVR) is still served, and a slot given back is taken again."""
+    site = GuardedSite(Hello(), requestFactory=BoundedRequest, max_connections=20, max_per_source=4, max_per_address=2)
+    listening, port = listen(site)
+    held = [await raw_connect(port, "127.0.3.2") for _ in range(2)]
+    try:
+        await poll(lambda: site.open_connections == 2, timeout=5, what="2 connections")
+        assert await answer(port, "127.0.3.2") == 503
+        assert await answer(port, "127.0.3.3") == 200
+        held.pop().abort()
+        await poll(lambda: site.open_connections == 1, timeout=5, what="a slot back")
+        assert await answer(port, "127.0.3.2") == 200
+    finally:
+        await close_all(held, site)
+        await listening.stopListening()
+
+
+def test_the_default_caps_leave_a_network_room_besides_its_busiest_host() -> None:
+    """By default one address may hold half of its network's share, and a network a quarter of all slots."""
+    limits = ConnectionLimits()
+    assert limits.max_per_address * 2 == limits.max_per_source and limits.max_per_source * 4 == limits.max_connections
+
+
+@pytest_twisted.ensureDeferred
 async def test_one_total_cap_is_shared_by_every_listener() -> None:
     """Two listeners with one ConnectionLimits of 6 hold 6 connections between them; the 7th, on either, is 503."""
     limits = ConnectionLimits(max_connections=6, max_per_source=100)

@@ -246,3 +246,40 @@ def test_a_silent_connection_is_closed_at_the_first_byte_deadline() -> None:
     clock.advance(1.0)
     assert silent.transport.disconnecting and silent.transport.value() == b""
     assert not talking.transport.disconnecting
+
+
+def test_bodies_refused_as_too_large_are_logged_now_and_then_with_a_count() -> None:
+    """A flood of requests announcing huge bodies is answered 413 each time, but logged once per interval, with how
+    many were refused: one line at the first, one with the other 49 after the interval."""
+    from twisted.logger import globalLogPublisher
+
+    from atomrelay.web.limits import LOG_INTERVAL
+
+    clock = Clock()
+    site = GuardedSite(Hello(), requestFactory=BoundedRequest, reactor=clock)
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if "request bod" in str(event.get("log_format", "")):
+            lines.append(str(event["count"]))
+
+    class HalfClosing(StringTransport):
+        def loseWriteConnection(self) -> None:
+            self.loseConnection()
+
+    def refused(port: int) -> bytes:
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.7", port))
+        transport = HalfClosing()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"POST /x HTTP/1.1\r\nHost: relay\r\nContent-Length: 999999999\r\n\r\n")
+        return transport.value()
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        answers = [refused(41000 + number) for number in range(50)]
+        clock.advance(LOG_INTERVAL)
+        answers.append(refused(42000))
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert all(answer.startswith(b"HTTP/1.1 413 ") for answer in answers)
+    assert lines == ["1", "50"]

@@ -31,9 +31,9 @@ one costs a file descriptor, 1024 by default). ``GuardedSite`` is a ``Site`` tha
   ``503 Service Unavailable`` with ``Retry-After`` and is closed before anything is
   read from it.
 
-Requests cut off and connections refused are logged at most once per ``LOG_INTERVAL``
-seconds each, with how many there were, so that a flood of slow clients is not also a
-flood of log lines.
+Requests cut off, bodies refused as too large and connections refused are logged at most
+once per ``LOG_INTERVAL`` seconds each, with how many there were, so that a flood of slow
+or oversized requests is not also a flood of log lines.
 
 Use it wherever a ``Site`` would be: ``GuardedSite(root, requestFactory=BoundedRequest,
 limits=shared_limits)``.
@@ -350,6 +350,7 @@ class GuardedSite(Site):
         self._sweeper.clock = self.reactor
         self._too_slow = _Tally()
         self._silent = _Tally()
+        self._too_large = _Tally()
 
     @property
     def open_connections(self) -> int:
@@ -425,6 +426,18 @@ class GuardedSite(Site):
                 count=count,
                 timeout=self.request_timeout,
                 peer=host or "?",
+            )
+
+    def note_too_large(self, host: str, size: int, limit: int) -> None:
+        """Log (now and then) that request bodies over the cap were refused."""
+        count = self._too_large.due(self.seconds())
+        if count:
+            _log.info(
+                "refused {count} request bod(ies) over {limit} bytes (latest from {peer}: {size} bytes or more)",
+                count=count,
+                limit=limit,
+                peer=host or "?",
+                size=size,
             )
 
     def note_silent(self, host: str) -> None:
@@ -508,12 +521,12 @@ class BoundedRequest(ServerRequest):
         self.requestHeaders.removeHeader(b"expect")
         channel: Any = self.channel
         transport = channel.transport
-        self.log.info(
-            "refused a request body of {size} bytes or more from {remote} (limit {limit})",
-            size=size,
-            remote=str(getattr(transport.getPeer(), "host", "?")),
-            limit=self.max_body,
-        )
+        remote = str(getattr(transport.getPeer(), "host", "?"))
+        if isinstance(channel.site, GuardedSite):
+            channel.site.note_too_large(remote, size, self.max_body)
+        else:
+            self.log.info("refused a request body of {size} bytes or more from {remote} (limit {limit})",
+                          size=size, remote=remote, limit=self.max_body)
         transport.write(
             b"HTTP/1.1 413 Request Entity Too Large\r\n"
             b"Content-Type: " + PLAIN_TEXT + b"\r\n"

@@ -172,6 +172,9 @@ class Wiring:
     """Each camera's online / degraded / offline state."""
     ptz: dict[str, PtzController]
     """The PTZ emulation engine per camera id (shared by every device)."""
+    snapshots: SnapshotResource
+    """The snapshot proxy, mounted on every device's site and the relay's: one image cache and one fetch in flight
+    per camera, however many ports serve it."""
     events: EventHub
     notify_client: Any
     subscriptions: dict[str, Subscriptions]
@@ -216,8 +219,7 @@ def device_services(wiring: Wiring, plan: DevicePlan, root: Resource) -> list[Se
     )
     wiring.models.on_change.append(lambda camera_id, facts: media.invalidate() if media is not None else None)
     cameras = {camera.id: wiring.cameras[camera.id] for camera in plan.cameras}
-    snapshots = SnapshotResource(wiring.reactor, cameras, wiring.authenticator, metrics=wiring.metrics)
-    cast(Any, root).putChild(b"snapshot", snapshots)
+    cast(Any, root).putChild(b"snapshot", wiring.snapshots)
     subscriptions = wiring.subscriptions.get(plan.device_id)
     if subscriptions is None:
         subscriptions = Subscriptions(wiring.reactor, wiring.events, plan.cameras, wiring.notify_client,
@@ -402,6 +404,8 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
     for worker in (models, health, ptz):
         cast(Any, worker).setServiceParent(workers)
     http_root.putChild(b"webhook", WebhookResource(reactor, events))
+    snapshots = SnapshotResource(reactor, clients, parts.authenticator, metrics=parts.metrics)
+    http_root.putChild(b"snapshot", snapshots)  # the dashboard's thumbnails, also in per_camera mode
     wiring = Wiring(
         reactor=reactor,
         config=config,
@@ -417,6 +421,7 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
         models=models,
         health=health,
         ptz=ptz.controllers,
+        snapshots=snapshots,
         events=events,
         notify_client=parts.notify_client,
         subscriptions=parts.subscriptions,
@@ -426,8 +431,6 @@ def build_generation(parts: Persistent, config: Config, relay: RelayService) -> 
     aggregate = config.onvif.mode != "per_camera"
     plans = plan_devices(config, parts.identity)
     devices = [build_device(wiring, plan, http_root if aggregate else _Root()) for plan in plans]
-    if not aggregate:  # the dashboard's thumbnails come from the relay's own port
-        http_root.putChild(b"snapshot", SnapshotResource(reactor, clients, parts.authenticator, metrics=parts.metrics))
     report = StatusReport(
         reactor, config, health.state, models, events, mediamtx, reconciler, parts.subscriptions,
         [Device(plan.device_id, plan.port, plan.advertise_host) for plan in plans], parts.started, __version__,

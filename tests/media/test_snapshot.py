@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_twisted
 from treq.testing import StubTreq
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -304,3 +306,43 @@ def test_requests_fetches_and_failures_are_counted() -> None:
     assert metric(registry, "atomrelay_snapshot_requests_total", camera="cam") == 4
     assert metric(registry, "atomrelay_snapshot_fetches_total", camera="cam") == 3
     assert metric(registry, "atomrelay_snapshot_failures_total", camera="cam", reason="http") == 1
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_per_camera_ports_share_one_snapshot_fetch(tmp_path: Path) -> None:
+    """per_camera: the camera's device port (the NVR) and the relay's port (the dashboard) serve snapshots from one
+    cache and one fetch in flight, so the camera is asked once however many ports are polled."""
+    import treq
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred, gatherResults
+
+    from atomrelay.config import load_config
+    from atomrelay.sim.camera import listen_camera
+    from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
+    from atomrelay.wiring import build_relay
+    from tests.helpers import free_port
+    from tests.test_reload import write_config
+
+    camera = SimulatedCamera(reactor, "ATOM_CamV3C")
+    listening = [listen_camera(reactor, camera), listen_mediamtx(reactor, FakeMediamtx(reactor))]
+    http_port, device_port = free_port(), free_port()
+    path = tmp_path / "config.yaml"
+    write_config(path, listening[1].getHost().port, http_port, [("cam1", listening[0].getHost().port)],
+                 onvif_extra=("mode: per_camera", "http_basic: true"), camera_onvif_ports=(device_port,))
+    relay = build_relay(load_config(str(path)), reactor)
+    relay.startService()
+    try:
+        async def fetch(port: int) -> int:
+            response = await treq.get(f"http://127.0.0.1:{port}/snapshot/cam1.jpg", auth=("admin", "pw-123"),
+                                      timeout=10)
+            await response.content()
+            return int(response.code)
+
+        codes = await gatherResults([Deferred.fromCoroutine(fetch(port)) for port in (http_port, device_port) * 4])
+        assert codes == [200] * 8
+        assert camera.snapshot_requests == 1
+    finally:
+        await relay.stopService()
+        for port in listening:
+            await port.stopListening()

@@ -429,7 +429,12 @@ class PtzController:
         if isinstance(home, dict) and all(isinstance(home.get(k), (int, float)) for k in ("pan", "tilt")):
             self._home = (float(home["pan"]), float(home["tilt"]))
         number = saved.get("next")
-        self._next_number = number if isinstance(number, int) and number > 0 else len(presets) + 1
+        # A hand-edited or damaged file may lack "next", or hold one below a token in use: never hand out a token
+        # that names a preset already.
+        prefix = preset_token(self.camera.id, 0)[:-1]
+        used = [int(p.token[len(prefix):]) for p in presets
+                if p.token.startswith(prefix) and p.token[len(prefix):].isdigit()]
+        self._next_number = max([number if isinstance(number, int) and number > 0 else 1, *(n + 1 for n in used)])
         self._presets = presets
 
     async def _save(self, presets: list[Preset], home: tuple[float, float] | None, next_number: int) -> None:

@@ -186,6 +186,26 @@ def test_presets_and_home_survive_a_restart(tmp_path: Path) -> None:
     assert again.home == (88.75, 45.0)
 
 
+@pytest.mark.parametrize("next_number", [None, 1, "3", 2])
+def test_a_saved_file_without_a_usable_next_number_never_reuses_a_token(tmp_path: Path, next_number: Any) -> None:
+    """A presets file edited by hand (its "next" missing, wrong or too low): the next preset gets a number after
+    every token in use, so no preset is overwritten and no token is listed twice."""
+    import json
+
+    saved: dict[str, Any] = {"presets": [
+        {"token": "swing.preset1", "name": "Door", "pan": 0.0, "tilt": 0.0},
+        {"token": "swing.preset3", "name": "Garden", "pan": 10.0, "tilt": 0.0},
+    ], "home": None}
+    if next_number is not None:
+        saved["next"] = next_number
+    (tmp_path / "ptz-swing.json").write_text(json.dumps(saved))
+    bench, _, ptz = rig(tmp_path)
+    token = bench.wait(ptz.set_preset(name="Gate"))
+    assert token == "swing.preset4"
+    assert [(p.token, p.name) for p in ptz.presets()] == [
+        ("swing.preset1", "Door"), ("swing.preset3", "Garden"), ("swing.preset4", "Gate")]
+
+
 def test_goto_preset_and_home(tmp_path: Path) -> None:
     """GotoPreset and GotoHomePosition move the simulated motor to the saved positions."""
     bench, sim, ptz = rig(tmp_path)

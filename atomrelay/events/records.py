@@ -104,14 +104,22 @@ def saved(sub: Subscription) -> dict[str, Any]:
     return saved
 
 
-def parse_saved(document: Any) -> list[Subscription]:
-    """The subscriptions of a saved document; raise ValueError naming what is wrong with it."""
+def parse_saved(document: Any) -> tuple[list[Subscription], list[str]]:
+    """The subscriptions of a saved document, and what is wrong with each entry left out; raise ValueError naming
+    what is wrong with the document as a whole (another version, no list)."""
     if not isinstance(document, dict) or document.get("version") != SAVED_VERSION:
         raise ValueError(f"not a version {SAVED_VERSION} subscriptions document")
     entries = document.get("subscriptions")
     if not isinstance(entries, list):
         raise ValueError("'subscriptions' is not a list")
-    return [_parse_entry(index, entry) for index, entry in enumerate(entries)]
+    subscriptions: list[Subscription] = []
+    problems: list[str] = []
+    for index, entry in enumerate(entries):
+        try:
+            subscriptions.append(_parse_entry(index, entry))
+        except ValueError as exc:
+            problems.append(str(exc))
+    return subscriptions, problems
 
 
 def _parse_entry(index: int, entry: Any) -> Subscription:

@@ -328,15 +328,17 @@ class Subscriptions(Service):
         document = self._store.load(self._state_name, {})
         if not document:
             return
+        # Whatever cannot be restored is kept aside for the operator (a file of a newer version after a downgrade,
+        # an entry edited by hand): the next save writes only what was restored.
         try:
-            saved = parse_saved(document)
+            saved, problems = parse_saved(document)
         except ValueError as exc:
-            self.log.error(
-                "cannot restore event subscriptions from {path}: {error}; starting without them",
-                path=str(self._store.directory / f"{self._state_name}.json"),
-                error=str(exc),
-            )
+            self._store.set_aside(self._state_name, f"cannot restore event subscriptions: {exc}")
             return
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            self._store.set_aside(self._state_name, f"cannot restore {len(problems)} event subscription(s): "
+                                                    f"{problems[0]}{more}; restoring the other {len(saved)}")
         now = self._clock.seconds()
         for sub in saved:
             if sub.termination <= now or sub.id in self._subs or len(self._subs) >= self.max_subscriptions:
@@ -344,6 +346,8 @@ class Subscriptions(Service):
             # A restored push consumer was checked at Subscribe; every connection to it is checked again.
             sub.saved_termination = sub.termination
             self._add(sub, restored=True)
+        if problems:
+            self._save()  # the file was moved aside: what was restored is on the disk again
 
     # --- events -------------------------------------------------------------------------------
 

@@ -136,7 +136,8 @@ def test_expired_subscriptions_are_not_restored(tmp_path: Path) -> None:
 def test_a_bad_file_is_one_error_line_and_the_relay_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str, complaint: str
 ) -> None:
-    """An unreadable or malformed saved file gives one error line naming the file and the fault; subscribing works."""
+    """An unreadable or malformed saved file gives one error line naming the file and the fault, and is kept aside
+    as it was (the next save does not overwrite it); subscribing works."""
     events = capture_log(monkeypatch)
     (tmp_path / SAVED).write_text(content)
     relay = EventsRelay(state_dir=tmp_path)
@@ -146,6 +147,44 @@ def test_a_bad_file_is_one_error_line_and_the_relay_goes_on(
     path, _ = relay.create_pull_point()
     assert relay.pull(path)
     assert len(saved(relay)) == 1
+    (aside,) = tmp_path.glob(SAVED + ".corrupt-*")
+    assert aside.read_text() == content
+
+
+def test_a_file_of_another_version_is_kept_aside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file written by a newer relay (a downgrade) is restored from nothing and kept aside, not overwritten."""
+    events = capture_log(monkeypatch)
+    content = json.dumps({"version": 2, "subscriptions": [{"id": "a"}]})
+    (tmp_path / SAVED).write_text(content)
+    relay = EventsRelay(state_dir=tmp_path)
+    relay.subscriptions.startService()
+    assert len(errors(events)) == 1 and "not a version 1 subscriptions document" in errors(events)[0]
+    relay.create_pull_point()
+    (aside,) = tmp_path.glob(SAVED + ".corrupt-*")
+    assert aside.read_text() == content and len(saved(relay)) == 1
+
+
+def test_one_bad_entry_leaves_the_others_restored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry damaged by hand is left out (kept in the file moved aside); the other subscriptions come back, and
+    the saved file holds them again at once."""
+    relay = EventsRelay(state_dir=tmp_path)
+    first, _ = relay.create_pull_point("PT600S")
+    second, _ = relay.create_pull_point("PT600S")
+    relay.pump()
+    document = json.loads((tmp_path / SAVED).read_text())
+    document["subscriptions"][0]["termination"] = "soon"
+    content = json.dumps(document)
+    (tmp_path / SAVED).write_text(content)
+    events = capture_log(monkeypatch)
+    again = restart(relay)
+    assert len(errors(events)) == 1
+    assert "cannot restore 1 event subscription(s): subscriptions[0].termination is not a number" in errors(events)[0]
+    assert len(again.subscriptions) == 1
+    (aside,) = tmp_path.glob(SAVED + ".corrupt-*")
+    assert aside.read_text() == content
+    assert [entry["address"] for entry in saved(again)] == [document["subscriptions"][1]["address"]]
+    survivor = next(path for path in (first, second) if path.endswith(document["subscriptions"][1]["id"]))
+    assert again.pull(survivor)
 
 
 def test_a_failed_save_is_logged_and_the_subscription_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -112,6 +112,9 @@ class MediaModel:
             fixed.extend(self._add_camera(camera))
         self._fixed: dict[str, Profile] = {profile.token: profile for profile in fixed}
         self._user: dict[str, Profile] = {}
+        self._unusable: dict[str, dict[str, str]] = {}
+        """Saved slots this config cannot fill (a camera a reload took out), by profile token and slot field: they
+        are saved again with their profile while its slot stays empty, so the camera's return brings them back."""
         self._next = 1
         self._load()
 
@@ -414,18 +417,24 @@ class MediaModel:
             value = entry.get(field)
             if value is None:
                 continue
-            if not isinstance(value, str) or value not in self._configs[kind]:
+            if not isinstance(value, str):
+                self.log.warn("saved media profile {token}: its {kind} slot is malformed; dropped it",
+                              token=token, kind=kind)
+                continue
+            if value not in self._configs[kind]:
                 self.log.warn(
-                    "saved media profile {token}: {kind} configuration {value} no longer exists; dropped it",
-                    token=token, kind=kind, value=str(value),
+                    "saved media profile {token}: {kind} configuration {value} does not exist now; left empty "
+                    "(kept in the saved profile)", token=token, kind=kind, value=value,
                 )
+                self._unusable.setdefault(token, {})[field] = value
                 continue
             candidate = profile.with_slots({kind: value})
             if self._conflict(candidate) is not None:
                 self.log.warn(
-                    "saved media profile {token}: {kind} configuration {value} conflicts with the others; dropped it",
-                    token=token, kind=kind, value=value,
+                    "saved media profile {token}: {kind} configuration {value} conflicts with the others; left empty "
+                    "(kept in the saved profile)", token=token, kind=kind, value=value,
                 )
+                self._unusable.setdefault(token, {})[field] = value
                 continue
             profile = candidate
         return profile
@@ -433,10 +442,7 @@ class MediaModel:
     async def _commit(self, users: dict[str, Profile], next_number: int) -> None:
         document = {
             "next": next_number,
-            "profiles": [
-                {"token": p.token, "name": p.name, **{field: getattr(p, field) for field in SLOT_FIELDS.values()}}
-                for p in users.values()
-            ],
+            "profiles": [{"token": p.token, "name": p.name, **self._saved_slots(p)} for p in users.values()],
         }
         try:
             await self._store.commit(self._state_name, document, lambda: self._use(users, next_number))
@@ -444,7 +450,16 @@ class MediaModel:
             self.log.error("cannot save the media profiles: {error}", error=str(exc))
             raise receiver_fault("Action", reason="the media profiles could not be saved on the relay") from exc
 
+    def _saved_slots(self, profile: Profile) -> dict[str, str | None]:
+        unusable = self._unusable.get(profile.token, {})
+        return {field: getattr(profile, field) or unusable.get(field) for field in SLOT_FIELDS.values()}
+
     def _use(self, users: dict[str, Profile], next_number: int) -> None:
+        # A slot filled since, or a profile deleted, ends what was kept for it.
+        self._unusable = {
+            token: kept for token, fields in self._unusable.items() if token in users
+            if (kept := {field: value for field, value in fields.items() if getattr(users[token], field) is None})
+        }
         self._user = users
         self._next = next_number
         self.generation += 1

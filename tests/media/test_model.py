@@ -152,6 +152,31 @@ def test_saved_profiles_that_no_longer_fit_are_repaired(tmp_path: Path) -> None:
     assert settled(model.create_profile("x")).token == "profile7"
 
 
+def test_slots_of_a_camera_taken_out_for_a_while_come_back_with_it(tmp_path: Path) -> None:
+    """A reload takes a camera out: a user profile's slots on it are empty meanwhile, but other profile changes save
+    them again, so they are back when the camera is; a slot filled meanwhile, or a profile deleted, ends them."""
+    without_aac = CAMERAS.split("  - id: aac")[0]
+    first = MediaHarness(tmp_path)
+    mine = settled(first.model.create_profile("Mine", configurations=[(VIDEO_SOURCE, "aac.vsc"),
+                                                                       (VIDEO_ENCODER, "aac.main.ve")]))
+    gone = settled(first.model.create_profile("Gone", configurations=[(VIDEO_SOURCE, "aac.vsc")]))
+    meanwhile = MediaHarness(tmp_path, cameras=without_aac).model
+    assert (meanwhile.profile(mine.token).video_source, meanwhile.profile(mine.token).video_encoder) == (None, None)
+    settled(meanwhile.create_profile("Other"))
+    settled(meanwhile.delete_profile(gone.token))
+    saved = {p["token"]: p for p in json.loads((tmp_path / "profiles.json").read_text())["profiles"]}
+    assert (saved[mine.token]["video_source"], saved[mine.token]["video_encoder"]) == ("aac.vsc", "aac.main.ve")
+    back = MediaHarness(tmp_path).model
+    assert (back.profile(mine.token).video_source, back.profile(mine.token).video_encoder) == (
+        "aac.vsc", "aac.main.ve")
+    assert gone.token not in {p.token for p in back.profiles()}
+    meanwhile = MediaHarness(tmp_path, cameras=without_aac).model
+    settled(meanwhile.change_profile(mine.token, add=[(VIDEO_SOURCE, "cam2.vsc")]))
+    settled(meanwhile.create_profile("Another"))
+    saved = {p["token"]: p for p in json.loads((tmp_path / "profiles.json").read_text())["profiles"]}
+    assert (saved[mine.token]["video_source"], saved[mine.token]["video_encoder"]) == ("cam2.vsc", "aac.main.ve")
+
+
 def test_profile_limit_counts_fixed_profiles(tmp_path: Path) -> None:
     """With max_profiles 8 and 6 fixed profiles two can be made; the third is Receiver/Action/MaxNVTProfiles."""
     model = MediaHarness(tmp_path, max_profiles=8).model

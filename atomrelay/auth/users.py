@@ -41,6 +41,9 @@ class UserStore:
         self._lock = store.change_lock()
         """One change at a time: each is checked against the state the previous one saved."""
         self._fixed: dict[str, User] = {user.username: user for user in config_users}
+        self._shadowed: dict[str, User] = {}
+        """Saved users the config file defines now (the config wins): saved again with every change, so they are
+        back if the config drops its user of that name."""
         self._created: dict[str, User] = self._load()
         self._all: dict[str, User] = {}
         self._reindex()
@@ -62,6 +65,7 @@ class UserStore:
                     "saved ONVIF user {username} is now defined in the config file; the config wins",
                     username=user.username,
                 )
+                self._shadowed[user.username] = user
             else:
                 created[user.username] = user
         return created
@@ -140,7 +144,7 @@ class UserStore:
         document = {
             "users": [
                 {"username": user.username, "password": user.password, "role": user.role}
-                for user in created.values()
+                for user in [*created.values(), *self._shadowed.values()]
             ]
         }
         try:

@@ -70,6 +70,17 @@ def test_config_wins_over_a_saved_user_of_the_same_name(tmp_path: Path) -> None:
     assert [u.username for u in users.list()] == ["admin", "ops"]
 
 
+def test_a_saved_user_the_config_shadows_for_a_while_comes_back(tmp_path: Path) -> None:
+    """Changes made while the config defines a saved user's name keep the saved user on the disk: once the config
+    no longer defines it, the saved user (its own password and level) is back."""
+    settled(make_store(tmp_path).create([User("ops", "old", "User")]))
+    shadowing = make_store(tmp_path, ADMIN, User("ops", "fromconfig", "Operator"))
+    settled(shadowing.create([User("viewer", "pw1", "User")]))
+    again = make_store(tmp_path)
+    assert again.lookup("ops") == User("ops", "old", "User")
+    assert [u.username for u in again.list()] == ["admin", "viewer", "ops"]
+
+
 @pytest.mark.parametrize(
     ("user", "subcodes"),
     [

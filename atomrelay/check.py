@@ -9,6 +9,7 @@ import secrets
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence, cast
 from urllib.parse import urlsplit
 
@@ -45,6 +46,7 @@ async def run_checks(reactor: Any, config: Config, show_webhooks: bool = False) 
     rows = [CheckResult("OK", "config", f"{config.source}: {len(config.cameras)} cameras, "
                                        f"{sum(len(c.streams) for c in config.cameras)} streams")]
     rows += config_file_rows(config.source)
+    rows += state_rows(config.state_dir)
     rows += await mediamtx_rows(MediamtxClient(http, config.mediamtx, clock=reactor), config)
     rows += await ffmpeg_rows(reactor, config)
     rows += stream_rows(config)
@@ -63,6 +65,41 @@ def config_file_rows(path: str) -> list[CheckResult]:
         return [CheckResult("WARN", "config file", f"{path} is readable by every user and holds passwords: "
                                                    f"chmod o-r (0640, group of the service user)")]
     return []
+
+
+def state_rows(state_dir: Path) -> list[CheckResult]:
+    """Whether the user running ``check`` (run it as the service user) can keep the relay's state in ``state_dir``
+    and read every saved document there; nothing is created or changed."""
+    import getpass
+    import json
+
+    user = getpass.getuser()
+    if not state_dir.exists():
+        parent = next((p for p in state_dir.parents if p.exists()), None)
+        if parent is None or not os.access(parent, os.W_OK | os.X_OK):
+            return [CheckResult("FAIL", "state_dir", f"{state_dir} does not exist and {user} cannot create it: "
+                                                     f"create it, owned by the relay's user")]
+        return [CheckResult("OK", "state_dir", f"{state_dir} will be created at the first start")]
+    if not state_dir.is_dir() or not os.access(state_dir, os.R_OK | os.W_OK | os.X_OK):
+        return [CheckResult("FAIL", "state_dir", f"{user} cannot write {state_dir}: make it a directory owned by "
+                                                 f"the relay's user (chown -R <user>: {state_dir})")]
+    rows: list[CheckResult] = []
+    try:
+        documents = sorted(state_dir.glob("*.json"))
+    except OSError as exc:
+        return [CheckResult("FAIL", "state_dir", f"cannot list {state_dir}: {exc.strerror or exc}")]
+    for document in documents:
+        try:
+            with document.open("r", encoding="utf-8") as handle:
+                json.load(handle)
+        except OSError as exc:
+            rows.append(CheckResult("FAIL", "state_dir", f"{user} cannot read {document} ({exc.strerror or exc}): "
+                                                         f"the relay keeps it but saves nothing to it; chown it to "
+                                                         f"the relay's user"))
+        except (ValueError, RecursionError) as exc:
+            rows.append(CheckResult("WARN", "state_dir", f"{document} is damaged ({exc}): the relay will move it "
+                                                         f"aside and start without what it held"))
+    return rows or [CheckResult("OK", "state_dir", f"{state_dir}: writable, {len(documents)} saved documents")]
 
 
 def parse_version(text: str) -> tuple[int, int, int] | None:
@@ -109,7 +146,8 @@ async def mediamtx_rows(client: Any, config: Config) -> list[CheckResult]:
                                                     f"{_v(MEDIAMTX_MINIMUM)}; atomrelay needs it to notice restarts "
                                                     f"(tested with {_v(MEDIAMTX_TESTED)})"))
     except MediamtxError as exc:
-        return [CheckResult("FAIL", "mediamtx", f"{url}: {exc}")]
+        return [CheckResult("FAIL", "mediamtx", f"{url}: {exc}; start mediamtx with its API on (api: yes in "
+                                                f"mediamtx.yml), or set mediamtx.api_url in {config.source}")]
     else:
         rows += version_rows(str(info["version"]), url)
     try:
@@ -369,10 +407,13 @@ async def camera_rows(reactor: Any, http: Any, config: Config, camera: CameraCon
     rows: list[CheckResult] = []
     client = CameraClient(http, camera, timeout=5.0, clock=reactor)
     subject = f"camera {camera.id}"
+    key = f"cameras[{config.cameras.index(camera)}]"
     try:
         await client.status()
     except CameraError as exc:
-        rows.append(CheckResult("FAIL", subject, str(exc)))
+        rows.append(CheckResult("FAIL", subject, f"{exc}; is the camera on, with atomcam_tools' web page at "
+                                                 f"http://{camera.host}:{camera.http_port}/? Else fix {key}.host, "
+                                                 f"{key}.http_port or {key}.username/password in {config.source}"))
     else:
         detail = f"http://{camera.host}:{camera.http_port} answers"
         try:
@@ -398,7 +439,8 @@ async def camera_rows(reactor: Any, http: Any, config: Config, camera: CameraCon
         protocol.transport.loseConnection()
         rows.append(CheckResult("OK", f"{subject} rtsp", f"{camera.host}:{camera.rtsp_port} accepts connections"))
     except Exception as exc:  # noqa: BLE001 - any connection failure is the answer
-        rows.append(CheckResult("FAIL", f"{subject} rtsp", f"{camera.host}:{camera.rtsp_port}: {exc}"))
+        rows.append(CheckResult("FAIL", f"{subject} rtsp", f"{camera.host}:{camera.rtsp_port}: {exc}; turn RTSP on "
+                                                          f"in the camera's atomcam_tools page, or fix {key}.rtsp_port"))
     if camera.webhook_token is None:
         rows.append(CheckResult("WARN", f"{subject} webhook",
                                 f"no webhook_token: motion events off; e.g. webhook_token: {secrets.token_urlsafe(18)}"))

@@ -203,8 +203,58 @@ async def test_check_reports_ok_and_fail(tmp_path: Path) -> None:
     assert any(line.startswith("OK") and "mediamtx" in line and "v1.20.1" in line for line in text.splitlines())
     assert any(line.startswith("OK") and "camera living " in line and "ATOM_CAKP1JZJP" in line
                for line in text.splitlines())
-    assert any(line.startswith("FAIL") and "camera living rtsp" in line for line in text.splitlines())
+    assert any(line.startswith("FAIL") and "camera living rtsp" in line
+               and "turn RTSP on in the camera's atomcam_tools page, or fix cameras[0].rtsp_port" in line
+               for line in text.splitlines())
+    assert any(line.startswith("OK") and "state_dir" in line and "will be created" in line
+               for line in text.splitlines())
     assert "s3cret!" not in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_check_says_what_to_change_when_nothing_answers(tmp_path: Path) -> None:
+    """No mediamtx and no camera: each FAIL row says what to start or which key to fix, in which file."""
+    cfg = relay_config(tmp_path, free_port(), free_port(), free_port(), rtsp_port=free_port())
+    out, err, code = await getProcessOutputAndValue(
+        str(VENV_BIN / "atomrelay"), ["check", "-c", str(cfg)], env=child_env(), reactor=reactor)
+    lines = out.decode().splitlines()
+    assert code == 1, out.decode() + err.decode()
+    mediamtx = [line for line in lines if line.startswith("FAIL") and " mediamtx " in line]
+    assert len(mediamtx) == 1 and f"start mediamtx with its API on (api: yes in mediamtx.yml), or set " \
+                                  f"mediamtx.api_url in {cfg}" in mediamtx[0]
+    camera = [line for line in lines if line.startswith("FAIL") and "camera living " in line and "rtsp" not in line]
+    assert len(camera) == 1 and f"Else fix cameras[0].host, cameras[0].http_port or cameras[0].username/password " \
+                                f"in {cfg}" in camera[0]
+
+
+def test_check_reads_the_state_dir_as_the_relay_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state_dir rows: a good directory is OK; a damaged document is a WARN (it will be moved aside); one the
+    user cannot read, or a state_dir that is a file, is a FAIL saying what to fix. Nothing is changed."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "users.json").write_text('{"users": []}')
+    assert [row.status for row in check.state_rows(state)] == ["OK"]
+    (state / "profiles.json").write_text("{oops")
+    (state / "presets.json").write_text("{}")
+    real_open = Path.open
+
+    def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name == "presets.json":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    rows = check.state_rows(state)
+    monkeypatch.undo()
+    assert [(row.status, row.subject) for row in rows] == [("FAIL", "state_dir"), ("WARN", "state_dir")]
+    assert f"cannot read {state / 'presets.json'} (Permission denied)" in rows[0].detail
+    assert "chown it to the relay's user" in rows[0].detail
+    assert f"{state / 'profiles.json'} is damaged" in rows[1].detail and "move it aside" in rows[1].detail
+    assert sorted(path.name for path in state.iterdir()) == ["presets.json", "profiles.json", "users.json"]
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    (row,) = check.state_rows(blocker)
+    assert row.status == "FAIL" and "make it a directory owned by the relay's user" in row.detail
 
 
 @pytest_twisted.ensureDeferred

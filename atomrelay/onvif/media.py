@@ -67,8 +67,10 @@ VERSION = (21, 6)
 """The release of ``ver10/media/wsdl/media.wsdl`` this service follows (21.06)."""
 H264_PROFILES = ("Baseline", "Main", "High")
 """H.264 profiles accepted in SetVideoEncoderConfiguration: the camera picks its own."""
-UNICAST_PROTOCOLS = frozenset({"UDP", "RTSP", "HTTP"})
-"""StreamSetup transports answered with the mediamtx RTSP URI (clients then play it over TCP)."""
+UNICAST_PROTOCOLS = frozenset({"UDP", "RTSP"})
+"""StreamSetup transports answered with the mediamtx RTSP URI: RTSP's SETUP picks the transport, and mediamtx offers
+TCP, which clients asking for UDP fall back to. HTTP is refused: Media says its URI must use the web service's port,
+and no stream passes through the relay."""
 
 TRT = Maker(ns.TRT, {"trt": ns.TRT, "tt": ns.TT})
 _NOT_AUTHORIZED = "Sender not authorized"
@@ -469,7 +471,8 @@ class MediaService(MediaServiceBase):
     # --- URIs -----------------------------------------------------------------------------------
 
     def get_stream_uri(self, ctx: RequestContext) -> _Element:
-        """GetStreamUri: the mediamtx RTSP URI for RTP unicast over RTSP, UDP or HTTP; multicast is refused."""
+        """GetStreamUri: the mediamtx RTSP URI for RTP unicast over RTSP or UDP; HTTP tunnelling and multicast are
+        refused."""
         setup = ctx.body.find(_trt("StreamSetup"))
         if setup is None:
             raise sender_fault("InvalidArgs", reason="GetStreamUri needs StreamSetup")
@@ -480,7 +483,7 @@ class MediaService(MediaServiceBase):
                 "InvalidArgVal",
                 "InvalidStreamSetup",
                 reason=f"stream {stream_type or '?'} over {protocol or '?'} is not offered: "
-                "use RTP-Unicast over RTSP (the relay streams RTSP over TCP, no multicast)",
+                "use RTP-Unicast over RTSP (the relay streams RTSP over TCP: no multicast, no HTTP tunnelling)",
             )
         profile = self._profile(required_text(ctx.body, ns.TRT, "ProfileToken"))
         uri = self._model.stream_uri(profile, ctx.host)

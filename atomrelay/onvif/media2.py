@@ -50,8 +50,10 @@ from atomrelay.xml.xstypes import xs_bool
 PATH = "/onvif/media2_service"
 VERSION = (26, 6)
 """The release of ``ver20/media/wsdl/media.wsdl`` this service follows (26.06)."""
-UNICAST_PROTOCOLS = frozenset({"RtspUnicast", "RTSP", "RtspOverHttp"})
-"""GetStreamUri protocols answered with the mediamtx RTSP URI (clients then play it over TCP)."""
+UNICAST_PROTOCOLS = frozenset({"RtspUnicast", "RTSP"})
+"""GetStreamUri protocols answered with the mediamtx RTSP URI: RTSP's SETUP picks the transport, and mediamtx offers
+TCP, which clients asking for UDP fall back to. RtspOverHttp is refused: Media2 says its URI must use the web
+service's port, and no stream passes through the relay."""
 ALL = "All"
 
 TR2 = Maker(ns.TR2, {"tr2": ns.TR2, "tt": ns.TT})
@@ -301,13 +303,14 @@ class Media2Service(MediaServiceBase):
     # --- URIs -------------------------------------------------------------------------------
 
     def get_stream_uri(self, ctx: RequestContext) -> _Element:
-        """GetStreamUri: the mediamtx RTSP URI for RtspUnicast, RTSP and RtspOverHttp; others are refused."""
+        """GetStreamUri: the mediamtx RTSP URI for RtspUnicast and RTSP; others (RtspOverHttp too) are refused."""
         protocol = required_text(ctx.body, ns.TR2, "Protocol")
         if protocol not in UNICAST_PROTOCOLS:
             raise sender_fault(
                 "InvalidArgVal",
                 "InvalidStreamSetup",
-                reason=f"protocol {protocol[:40]!r} is not offered: use RTSP (the relay streams RTSP over TCP)",
+                reason=f"protocol {protocol[:40]!r} is not offered: use RTSP (the relay streams RTSP over TCP, "
+                "with no HTTP tunnelling)",
             )
         profile = self._model.profile(required_text(ctx.body, ns.TR2, "ProfileToken"))
         return TR2.GetStreamUriResponse(TR2.Uri(self._model.stream_uri(profile, ctx.host)))

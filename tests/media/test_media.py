@@ -217,16 +217,18 @@ def test_stream_uri_uses_request_host_and_mediamtx_port(harness: MediaHarness, h
     assert [child.text for child in media_uri] == [uri, "false", "false", "PT0S"]
 
 
-@pytest.mark.parametrize("protocol", ["RTSP", "UDP", "HTTP"])
+@pytest.mark.parametrize("protocol", ["RTSP", "UDP"])
 def test_unicast_transports_get_the_rtsp_uri(harness: MediaHarness, protocol: str) -> None:
-    """RTP-Unicast over RTSP, UDP or HTTP all get the mediamtx RTSP URI (played over TCP)."""
+    """RTP-Unicast over RTSP or UDP gets the mediamtx RTSP URI (its SETUP then offers TCP)."""
     reply = harness.call("GetStreamUri", stream_setup(protocol=protocol), TRT.ProfileToken("aac.main"))
     assert text(reply, "trt:MediaUri/tt:Uri") == "rtsp://192.0.2.7:8554/aac/main"
 
 
-@pytest.mark.parametrize(("stream", "protocol"), [("RTP-Multicast", "UDP"), ("RTP-Unicast", "TCP"), ("x", "RTSP")])
+@pytest.mark.parametrize(("stream", "protocol"), [("RTP-Multicast", "UDP"), ("RTP-Unicast", "TCP"), ("x", "RTSP"),
+                                                  ("RTP-Unicast", "HTTP")])
 def test_unsupported_stream_setups_are_refused(harness: MediaHarness, stream: str, protocol: str) -> None:
-    """Multicast and raw RTP/TCP are Sender/InvalidArgVal/InvalidStreamSetup."""
+    """Multicast, raw RTP/TCP and HTTP tunnelling (whose URI must use the web service's port, Media GetStreamUri)
+    are Sender/InvalidArgVal/InvalidStreamSetup."""
     fault = harness.fault("GetStreamUri", stream_setup(stream, protocol), TRT.ProfileToken("cam2.main"))
     assert faults(fault) == ("Sender", "InvalidArgVal", "InvalidStreamSetup")
 

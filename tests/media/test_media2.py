@@ -166,16 +166,17 @@ def test_set_video_encoder_rules(harness: MediaHarness) -> None:
     assert faults(fault) == ("Sender", "InvalidArgVal", "ConfigModify")
 
 
-@pytest.mark.parametrize("protocol", ["RtspUnicast", "RTSP", "RtspOverHttp"])
+@pytest.mark.parametrize("protocol", ["RtspUnicast", "RTSP"])
 def test_stream_uri_protocols(harness: MediaHarness, protocol: str) -> None:
-    """RtspUnicast, RTSP and RtspOverHttp all get the mediamtx RTSP URI of the H.265 stream."""
+    """RtspUnicast and RTSP get the mediamtx RTSP URI of the H.265 stream."""
     reply = harness.call2("GetStreamUri", TR2.Protocol(protocol), TR2.ProfileToken("wyze.hd"), host="cams.example:80")
     assert text(reply, "tr2:Uri") == "rtsp://cams.example:8554/wyze/hd"
 
 
-@pytest.mark.parametrize("protocol", ["RtspMulticast", "RtspsUnicast", "SRT"])
+@pytest.mark.parametrize("protocol", ["RtspMulticast", "RtspsUnicast", "SRT", "RtspOverHttp"])
 def test_other_protocols_are_refused(harness: MediaHarness, protocol: str) -> None:
-    """Multicast, secure RTSP and unknown protocols are Sender/InvalidArgVal/InvalidStreamSetup."""
+    """Multicast, secure RTSP, HTTP tunnelling (its URI must use the web service's port, Media2 GetStreamUri) and
+    unknown protocols are Sender/InvalidArgVal/InvalidStreamSetup."""
     fault = harness.fault("GetStreamUri", TR2.Protocol(protocol), TR2.ProfileToken("wyze.hd"), v2=True)
     assert faults(fault) == ("Sender", "InvalidArgVal", "InvalidStreamSetup")
 

@@ -17,8 +17,10 @@ the WS-BaseNotification fault (``ResourceUnknown``, ``InvalidFilter``,
 
 Times: requested termination times may be absolute or relative; a time already past is
 refused, one beyond an hour is granted an hour. A PullMessages Timeout beyond ten
-minutes waits ten minutes; a MessageLimit beyond the queue bound returns at most the
-queue bound. ``tev:SubscriptionPolicy`` (ChangedOnly) and MessageContent filters are
+minutes is refused with a ``PullMessagesFaultResponse`` naming both limits; a MessageLimit
+beyond the queue bound returns at most the queue bound. The WS-BaseNotification faults carry
+their fault element (``wsrf-r:ResourceUnknownFault``, ``wsnt:UnacceptableTerminationTimeFault``
+with the minimum and maximum times, ...) with its Timestamp in the Detail. ``tev:SubscriptionPolicy`` (ChangedOnly) and MessageContent filters are
 ignored (WSSubscriptionPolicySupport is false; GetEventProperties lists no
 MessageContentFilterDialect).
 """
@@ -53,7 +55,7 @@ from atomrelay.events.topics import DIALECTS, FilterError, TopicFilter, parse_to
 from atomrelay.onvif.base import Handler, Operation, RequestContext, Service
 from atomrelay.xml import ns
 from atomrelay.xml.soap import Maker, SoapFault, receiver_fault, sender_fault
-from atomrelay.xml.xstypes import parse_duration, parse_time, xs_datetime
+from atomrelay.xml.xstypes import format_duration, parse_duration, parse_time, xs_datetime
 
 PATH = "/onvif/events_service"
 SUBSCRIPTION_PATH = PATH + "/subscription/"
@@ -72,12 +74,26 @@ WSA = Maker(ns.WSA, _NSMAP)
 _XSI_NIL = ns.q(ns.XSI, "nil")
 
 
-def _unknown(subscription: str) -> SoapFault:
-    return receiver_fault(
-        "InvalidArgVal",
+def _ws_fault(subcode: str, reason: str, fault: str, now: float, *more: _Element) -> SoapFault:
+    """An ``env:Receiver/ter:InvalidArgVal/ter:<subcode>`` fault whose Detail is the WS-BaseNotification fault
+    element ``fault`` (a Clark name) with its Timestamp and ``more`` (Core "SOAP Fault Messages")."""
+    detail = etree.Element(fault, nsmap={"wsrf-bf": ns.WSRF_BF, "wsrf-r": ns.WSRF_R, "wsnt": ns.WSNT})
+    timestamp = etree.SubElement(detail, ns.q(ns.WSRF_BF, "Timestamp"))
+    timestamp.text = xs_datetime(now)
+    detail.extend(more)
+    return SoapFault("Receiver", ("InvalidArgVal", subcode), reason, detail=detail)
+
+
+def _unknown(subscription: str, now: float) -> SoapFault:
+    return _ws_fault(
         "ResourceUnknown",
-        reason=f"Argument Value Invalid: no subscription at {subscription} (never created, ended or expired)",
+        f"Argument Value Invalid: no subscription at {subscription} (never created, ended or expired)",
+        ns.q(ns.WSRF_R, "ResourceUnknownFault"), now,
     )
+
+
+def _creation_failed(reason: str, now: float) -> SoapFault:
+    return _ws_fault("SubscribeCreationFailed", reason, ns.q(ns.WSNT, "SubscribeCreationFailedFault"), now)
 
 
 class EventsService:
@@ -166,9 +182,7 @@ class EventsService:
         reference = _child(ctx.body, "ConsumerReference")
         address = _child(reference, "Address") if reference is not None else None
         if address is None or not (address.text or "").strip():
-            raise receiver_fault(
-                "InvalidArgVal", "SubscribeCreationFailed", reason="Subscribe needs ConsumerReference/Address"
-            )
+            raise _creation_failed("Subscribe needs ConsumerReference/Address", now)
         filters = _filters(_child(ctx.body, "Filter"))
         termination = self._termination(_child(ctx.body, "InitialTerminationTime"), now, "UnacceptableInitialTerminationTime")
         return Deferred.fromCoroutine(self._subscribe(ctx, address.text or "", filters, termination, now))
@@ -179,7 +193,7 @@ class EventsService:
         try:
             sub = await self._subscriptions.subscribe(consumer, _address_prefix(ctx), filters, termination, _owner(ctx))
         except ConsumerRefused as exc:
-            raise receiver_fault("InvalidArgVal", "SubscribeCreationFailed", reason=str(exc)) from None
+            raise _creation_failed(str(exc), now) from None
         except TooManySubscriptions as exc:
             raise receiver_fault("Action", "MaxNotificationProducers", reason=f"Action Failed: {exc}") from None
         return WSNT(
@@ -193,7 +207,7 @@ class EventsService:
 
     def pull_messages(self, ctx: RequestContext) -> Deferred[_Element]:
         """PullMessages: queued messages now, else wait (without blocking) for the first or the Timeout."""
-        subscription_id = _subscription_id(ctx)
+        subscription_id = _subscription_id(ctx, self._clock.seconds())
         timeout_text = _required(ctx.body, "Timeout")
         limit_text = _required(ctx.body, "MessageLimit")
         try:
@@ -206,11 +220,17 @@ class EventsService:
             raise sender_fault("InvalidArgVal", reason=f"Argument Value Invalid: MessageLimit {limit_text[:20]!r}") from None
         if timeout < 0 or limit < 1:
             raise sender_fault("InvalidArgVal", reason="Argument Value Invalid: Timeout must not be negative, MessageLimit at least 1")
+        if timeout > MAX_PULL_TIMEOUT:
+            # Core PullMessages: a Timeout over the device's limit gets PullMessagesFaultResponse with both limits.
+            raise SoapFault("Receiver", ("InvalidArgVal",), f"Argument Value Invalid: Timeout {timeout_text[:40]} is "
+                            f"over the longest this device waits, {format_duration(MAX_PULL_TIMEOUT)}",
+                            detail=TEV("PullMessagesFaultResponse", TEV("MaxTimeout", format_duration(MAX_PULL_TIMEOUT)),
+                                       TEV("MaxMessageLimit", str(self._subscriptions.queue_limit))))
         limit = min(limit, self._subscriptions.queue_limit)
         try:
-            waiting = self._subscriptions.pull(subscription_id, min(timeout, MAX_PULL_TIMEOUT), limit)
+            waiting = self._subscriptions.pull(subscription_id, timeout, limit)
         except UnknownSubscription:
-            raise _unknown(ctx.service_path) from None
+            raise _unknown(ctx.service_path, self._clock.seconds()) from None
         except PullInProgress:
             raise receiver_fault(
                 "Action", "UnableToGetMessages", reason="Action Failed: a PullMessages is already waiting on this pull point"
@@ -233,23 +253,23 @@ class EventsService:
     def set_synchronization_point(self, ctx: RequestContext) -> _Element:
         """SetSynchronizationPoint: every current property again, as Initialized."""
         try:
-            self._subscriptions.synchronize(_subscription_id(ctx))
+            self._subscriptions.synchronize(_subscription_id(ctx, self._clock.seconds()))
         except UnknownSubscription:
-            raise _unknown(ctx.service_path) from None
+            raise _unknown(ctx.service_path, self._clock.seconds()) from None
         return TEV("SetSynchronizationPointResponse")
 
     def renew(self, ctx: RequestContext) -> _Element:
         """Renew: a new termination time for a pull point or push subscription."""
-        subscription_id = _subscription_id(ctx)
+        subscription_id = _subscription_id(ctx, self._clock.seconds())
         now = self._clock.seconds()
         requested = _child(ctx.body, "TerminationTime")
         if requested is None:
-            raise receiver_fault("InvalidArgVal", "UnacceptableTerminationTime", reason="Renew needs TerminationTime")
+            raise _unacceptable_time("UnacceptableTerminationTime", "Renew needs TerminationTime", now)
         termination = self._termination(requested, now, "UnacceptableTerminationTime")
         try:
             sub = self._subscriptions.renew(subscription_id, termination)
         except UnknownSubscription:
-            raise _unknown(ctx.service_path) from None
+            raise _unknown(ctx.service_path, self._clock.seconds()) from None
         return WSNT(
             "RenewResponse",
             WSNT("TerminationTime", xs_datetime(sub.termination)),
@@ -259,9 +279,9 @@ class EventsService:
     def unsubscribe(self, ctx: RequestContext) -> _Element:
         """Unsubscribe: end the subscription now."""
         try:
-            self._subscriptions.unsubscribe(_subscription_id(ctx))
+            self._subscriptions.unsubscribe(_subscription_id(ctx, self._clock.seconds()))
         except UnknownSubscription:
-            raise _unknown(ctx.service_path) from None
+            raise _unknown(ctx.service_path, self._clock.seconds()) from None
         return WSNT("UnsubscribeResponse")
 
     # --- helpers -----------------------------------------------------------------------------
@@ -276,12 +296,16 @@ class EventsService:
         try:
             when = parse_time(text, now)
         except ValueError as exc:
-            raise receiver_fault("InvalidArgVal", subcode, reason=f"Argument Value Invalid: {exc}") from None
+            raise _unacceptable_time(subcode, f"Argument Value Invalid: {exc}", now) from None
         if when <= now:
-            raise receiver_fault(
-                "InvalidArgVal", subcode, reason=f"Argument Value Invalid: {text[:40]} is not in the future"
-            )
+            raise _unacceptable_time(subcode, f"Argument Value Invalid: {text[:40]} is not in the future", now)
         return min(when, now + MAX_TERMINATION)
+
+
+def _unacceptable_time(subcode: str, reason: str, now: float) -> SoapFault:
+    """``UnacceptableTerminationTime`` or ``UnacceptableInitialTerminationTime``, with the times that would do."""
+    return _ws_fault(subcode, reason, ns.q(ns.WSNT, subcode + "Fault"), now,
+                     WSNT("MinimumTime", xs_datetime(now)), WSNT("MaximumTime", xs_datetime(now + MAX_TERMINATION)))
 
 
 @functools.lru_cache(maxsize=8)
@@ -347,10 +371,10 @@ def _filters(element: _Element | None) -> tuple[TopicFilter, ...]:
     return tuple(filters)
 
 
-def _subscription_id(ctx: RequestContext) -> str:
+def _subscription_id(ctx: RequestContext, now: float) -> str:
     """The subscription a manager operation was posted to, from the request path."""
     if not ctx.service_path.startswith(SUBSCRIPTION_PATH):
-        raise _unknown(ctx.service_path)
+        raise _unknown(ctx.service_path, now)
     return ctx.service_path[len(SUBSCRIPTION_PATH) :].strip("/")
 
 

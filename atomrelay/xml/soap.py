@@ -46,13 +46,15 @@ class SoapFault(Exception):
 
     ``subcodes`` are local names in the ``ter`` namespace, outermost first, e.g.
     ``("InvalidArgVal", "NoProfile")``. ``http_status`` overrides the default
-    (400 for Sender, 500 for Receiver).
+    (400 for Sender, 500 for Receiver). ``detail``, when given, is a copy of the element the
+    fault's Detail carries (WS-BaseNotification fault elements, PullMessagesFaultResponse).
     """
 
     code: str
     subcodes: tuple[str, ...]
     reason: str
     http_status: int | None = None
+    detail: _Element | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.code}/{'/'.join(self.subcodes)}: {self.reason}"
@@ -250,11 +252,13 @@ def fault_element(version: SoapVersion, fault: SoapFault) -> _Element:
     if len(reason) > MAX_REASON:
         reason = reason[: MAX_REASON - 1] + "…"
     maker = version.maker
+    detail = [copy.deepcopy(fault.detail)] if fault.detail is not None else []
     if version is SOAP_11:
         return maker(
             "Fault",
             _PLAIN("faultcode", f"{ENVELOPE_PREFIX}:{_SOAP11_CODES.get(fault.code, 'Server')}"),
             _PLAIN("faultstring", reason, {_XML_LANG: "en"}),
+            *([_PLAIN("detail", *detail)] if detail else []),
         )
     code = maker("Code", maker("Value", f"{ENVELOPE_PREFIX}:{fault.code}"))
     parent = code
@@ -262,7 +266,8 @@ def fault_element(version: SoapVersion, fault: SoapFault) -> _Element:
         child = maker("Subcode", maker("Value", f"ter:{subcode}"))
         parent.append(child)
         parent = child
-    return maker("Fault", code, maker("Reason", maker("Text", reason, {_XML_LANG: "en"})))
+    return maker("Fault", code, maker("Reason", maker("Text", reason, {_XML_LANG: "en"})),
+                 *([maker("Detail", *detail)] if detail else []))
 
 
 @functools.lru_cache(maxsize=128)
@@ -277,7 +282,7 @@ def fault_envelope(version: SoapVersion, fault: SoapFault, request: Envelope | N
     """Serialize ``fault`` in an envelope of ``version`` (cached when no reply headers are needed and the
     reason is short)."""
     headers = _reply_headers(request, WSA_FAULT_ACTION)
-    if not headers and len(fault.reason) <= _CACHED_REASON:
+    if not headers and len(fault.reason) <= _CACHED_REASON and fault.detail is None:
         return _fault_bytes(version, fault.code, fault.subcodes, fault.reason)
     return _serialize(version, headers, fault_element(version, fault))
 

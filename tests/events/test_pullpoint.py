@@ -111,12 +111,21 @@ def test_message_limit_is_honoured_and_nothing_is_lost() -> None:
     assert [m[0] for m in flat[:6]] == [MOTION, CELL, PEOPLE, VEHICLE, PET, LOSS]
 
 
-def test_huge_timeout_and_limit_are_clamped_not_refused() -> None:
-    """A Timeout over ten minutes waits ten minutes; a MessageLimit over the queue bound is accepted."""
+def test_a_timeout_over_the_limit_is_refused_naming_both_limits_and_a_huge_limit_is_clamped() -> None:
+    """A Timeout over ten minutes gets the PullMessagesFaultResponse with the device's MaxTimeout and MaxMessageLimit
+    (Core PullMessages); ten minutes exactly waits ten minutes, and a MessageLimit over the queue bound is accepted."""
     relay = EventsRelay()
     path, _ = relay.create_pull_point()
     relay.pull(path)
-    waiting = relay.pull_start(path, "P1D", 1_000_000)
+    refused = relay.result(relay.pull_start(path, "P1D", 10))
+    code, subcodes, reason = refused.fault()
+    assert (code, subcodes, refused.status) == ("SOAP-ENV:Receiver", ["ter:InvalidArgVal"], 500)
+    assert "over the longest this device waits, PT600S" in reason
+    detail = refused.payload().find(f"{{{ns.SOAP12}}}Detail/{{{ns.TEV}}}PullMessagesFaultResponse")
+    assert detail is not None
+    assert [(child.tag.split("}")[1], child.text) for child in detail] == [
+        ("MaxTimeout", "PT600S"), ("MaxMessageLimit", str(relay.subscriptions.queue_limit))]
+    waiting = relay.pull_start(path, "PT10M", 1_000_000)
     relay.advance(599)
     assert waiting == []
     relay.advance(1)
@@ -257,6 +266,32 @@ def test_termination_times_absolute_relative_nil_and_bad() -> None:
     nil.set(ns.q(ns.XSI, "nil"), "true")
     assert times(relay.soap(WSNT.Renew(nil), path).valid_payload())[1] == NOW + 3600
     assert relay.soap(WSNT.Renew(), path).fault()[1][-1] == "ter:UnacceptableTerminationTime"
+
+
+def test_ws_base_notification_faults_carry_their_fault_element() -> None:
+    """Core "SOAP Fault Messages": an unknown subscription's fault details wsrf-r:ResourceUnknownFault, a refused
+    termination time wsnt:Unacceptable(Initial)TerminationTimeFault with the times that would do, a refused consumer
+    wsnt:SubscribeCreationFailedFault; each with its wsrf-bf:Timestamp."""
+    from atomrelay.xml.xstypes import xs_datetime
+
+    def detail(reply: Any) -> list[tuple[str, str | None]]:
+        reply.fault()  # schema-valid, SOAP 1.2
+        (element,) = reply.payload().find(f"{{{ns.SOAP12}}}Detail")
+        return [(element.tag, None), *((child.tag, child.text) for child in element)]
+
+    relay = EventsRelay()
+    stamp = (ns.q(ns.WSRF_BF, "Timestamp"), xs_datetime(NOW))
+    gone = relay.soap(WSNT.Unsubscribe(), PATH + "/subscription/" + "0" * 32)
+    assert detail(gone) == [(ns.q(ns.WSRF_R, "ResourceUnknownFault"), None), stamp]
+    path, _ = relay.create_pull_point()
+    past = relay.soap(WSNT.Renew(WSNT.TerminationTime("2020-01-01T00:00:00Z")), path)
+    assert detail(past) == [(ns.q(ns.WSNT, "UnacceptableTerminationTimeFault"), None), stamp,
+                            (ns.q(ns.WSNT, "MinimumTime"), xs_datetime(NOW)),
+                            (ns.q(ns.WSNT, "MaximumTime"), xs_datetime(NOW + 3600))]
+    initial = relay.soap(TEV.CreatePullPointSubscription(TEV.InitialTerminationTime("PT0S")))
+    assert detail(initial)[0] == (ns.q(ns.WSNT, "UnacceptableInitialTerminationTimeFault"), None)
+    refused = relay.soap(WSNT.Subscribe(WSNT.ConsumerReference()))
+    assert detail(refused) == [(ns.q(ns.WSNT, "SubscribeCreationFailedFault"), None), stamp]
 
 
 def test_one_user_cannot_take_every_subscription() -> None:

@@ -768,3 +768,23 @@ async def test_loopback_10mb_upload_is_cut_off_with_413(soap_listening: Any) -> 
     assert response.code == 200
     await response.content()
     assert len(relay.calls) == 1
+
+
+@pytest.mark.parametrize("version", [SOAP_12, SOAP_11])
+def test_a_fault_with_detail_carries_a_copy_of_it_in_each_soap_version(version: Any) -> None:
+    """A fault's detail element goes in SOAP 1.2's env:Detail or SOAP 1.1's detail, after the reason; the fault
+    keeps its own element, so it can be answered again."""
+    detail = etree.Element(ns.q(ns.TEV, "PullMessagesFaultResponse"))
+    etree.SubElement(detail, ns.q(ns.TEV, "MaxTimeout")).text = "PT600S"
+    etree.SubElement(detail, ns.q(ns.TEV, "MaxMessageLimit")).text = "256"
+    fault = SoapFault("Receiver", ("InvalidArgVal",), "too long", detail=detail)
+    for _ in range(2):
+        envelope = etree.fromstring(fault_envelope(version, fault))
+        body = envelope[-1]
+        (element,) = body
+        holder = element[-1]
+        assert holder.tag == (ns.q(ns.SOAP12, "Detail") if version is SOAP_12 else "detail")
+        assert [child.tag for child in holder] == [detail.tag]
+        assert holder[0].findtext(ns.q(ns.TEV, "MaxTimeout")) == "PT600S"
+        validate(envelope if version is SOAP_12 else holder[0])  # the SOAP 1.1 envelope schema is not in the set
+    assert detail.getparent() is None

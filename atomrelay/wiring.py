@@ -212,7 +212,11 @@ def device_services(wiring: Wiring, plan: DevicePlan, root: Resource) -> list[Se
     def profile_camera(token: str) -> str | None:
         return media_profile_lookup(media)(token) if media is not None else None
 
-    ptz = PtzService(wiring.reactor, plan.cameras, wiring.ptz, wiring.health.state, profile_camera=profile_camera)
+    def use_count(token: str) -> int:
+        return media.use_counts()[token] if media is not None else 0
+
+    ptz = PtzService(wiring.reactor, plan.cameras, wiring.ptz, wiring.health.state, profile_camera=profile_camera,
+                     use_count=use_count)
     media = MediaModel(
         plan.cameras, wiring.store, wiring.config.mediamtx.rtsp_port, wiring.config.onvif.max_profiles,
         device_id=plan.device_id, ptz_configuration=ptz.ptz_configuration_element,

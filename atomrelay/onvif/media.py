@@ -187,7 +187,7 @@ class MediaService(MediaServiceBase):
         aec = self._media1_config(AUDIO_ENCODER, profile.audio_encoder) if profile.audio_encoder else None
         if aec is not None:
             parts.append(_audio_encoder_element(_tt("AudioEncoderConfiguration"), aec, counts[aec.token]))
-        ptz = model.ptz_element(profile, _tt("PTZConfiguration"))
+        ptz = model.ptz_element(profile, _tt("PTZConfiguration"), counts[profile.ptz] if profile.ptz else 0)
         if ptz is not None:
             parts.append(ptz)
         return TRT(tag, {"token": profile.token, "fixed": xs_bool(profile.fixed)}, *parts)

@@ -120,7 +120,7 @@ class Media2Service(MediaServiceBase):
             if kind not in kinds or token is None:
                 continue
             if kind == PTZ:
-                ptz = self._model.ptz_element(profile, _tr2("PTZ"))
+                ptz = self._model.ptz_element(profile, _tr2("PTZ"), counts[token])
                 if ptz is not None:
                     parts.append(ptz)
                 continue

@@ -71,6 +71,7 @@ from atomrelay.onvif.media_types import (
     profile_slots,
 )
 from atomrelay.state import StateError, StateStore
+from atomrelay.xml import ns
 from atomrelay.xml.soap import receiver_fault, sender_fault
 
 
@@ -236,8 +237,9 @@ class MediaModel:
                 return config.camera, config.stream
         return None
 
-    def ptz_element(self, profile: Profile, tag: str) -> _Element | None:
-        """The profile's PTZ configuration from the PTZ hook, renamed to ``tag``, or None."""
+    def ptz_element(self, profile: Profile, tag: str, use_count: int) -> _Element | None:
+        """The profile's PTZ configuration from the PTZ hook, renamed to ``tag``, with ``use_count`` (the profiles
+        holding it, ``use_counts``) as its UseCount, or None."""
         if profile.ptz is None or self._ptz_hook is None:
             return None
         ref = self._configs[PTZ].get(profile.ptz)
@@ -247,6 +249,9 @@ class MediaModel:
         if element is None:
             return None
         element.tag = tag
+        count = element.find(ns.q(ns.TT, "UseCount"))
+        if count is not None:
+            count.text = str(use_count)
         return element
 
     def ptz_camera(self, token: str) -> str | None:

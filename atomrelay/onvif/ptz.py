@@ -173,8 +173,10 @@ class PtzService:
         controllers: Mapping[str, PtzController],
         health: HealthLookup | None = None,
         profile_camera: ProfileLookup | None = None,
+        use_count: Callable[[str], int] | None = None,
     ) -> None:
         self._clock = cast(Clock, clock)
+        self._use_count = use_count
         self._cameras = {camera.id: camera for camera in cameras}
         self._controllers = controllers
         self._health = health
@@ -220,6 +222,7 @@ class PtzService:
             "GetConfigurations": (self.get_configurations, read),
             "GetConfiguration": (self.get_configuration, read),
             "GetConfigurationOptions": (self.get_configuration_options, read),
+            "SetConfiguration": (self.set_configuration, act),
             "GetStatus": (self.get_status, read),
             "GetPresets": (self.get_presets, read),
             "AbsoluteMove": (self.absolute_move, act),
@@ -359,15 +362,23 @@ class PtzService:
 
     def get_configurations(self, ctx: RequestContext) -> _Element:
         """GetConfigurations: one per pan/tilt camera of this device."""
-        tag = ns.q(ns.TPTZ, "PTZConfiguration")
-        return TPTZ("GetConfigurationsResponse", *(
-            self.ptz_configuration_element(camera, tag) for camera, _ in self._ptz_cameras()
-        ))
+        return TPTZ("GetConfigurationsResponse", *(self._counted(camera) for camera, _ in self._ptz_cameras()))
 
     def get_configuration(self, ctx: RequestContext) -> _Element:
         """GetConfiguration (``ter:NoConfig`` for an unknown token)."""
         camera, _ = self._configuration_for(_text(ctx.body, "PTZConfigurationToken"))
-        return TPTZ("GetConfigurationResponse", self.ptz_configuration_element(camera, ns.q(ns.TPTZ, "PTZConfiguration")))
+        return TPTZ("GetConfigurationResponse", self._counted(camera))
+
+    def _counted(self, camera: CameraConfig) -> _Element:
+        """The camera's ``tptz:PTZConfiguration`` with its UseCount: the media profiles holding it, when this service
+        was given ``use_count``, else the camera's fixed profiles."""
+        element = self.ptz_configuration_element(camera, ns.q(ns.TPTZ, "PTZConfiguration"))
+        assert element is not None
+        if self._use_count is not None:
+            count = element.find(ns.q(ns.TT, "UseCount"))
+            assert count is not None
+            count.text = str(self._use_count(tokens.ptz_configuration(camera.id)))
+        return element
 
     def get_configuration_options(self, ctx: RequestContext) -> _Element:
         """GetConfigurationOptions: the spaces with their ranges and the accepted timeouts."""
@@ -380,6 +391,21 @@ class PtzService:
                 TT("PTZTimeout", TT("Min", format_duration(TIMEOUT_RANGE[0])), TT("Max", format_duration(TIMEOUT_RANGE[1]))),
             ),
         ))
+
+    def set_configuration(self, ctx: RequestContext) -> _Element:
+        """SetConfiguration: the configuration is fixed (the camera's spaces, limits and timeout), so one that
+        changes nothing is accepted and any change is ``ter:ConfigModify``, naming the first element changed."""
+        requested = ctx.body.find(ns.q(ns.TPTZ, "PTZConfiguration"))
+        if requested is None:
+            raise sender_fault("InvalidArgVal", "ConfigModify", reason="SetConfiguration needs a PTZConfiguration")
+        camera, _ = self._configuration_for((requested.get("token") or "").strip())
+        current = self.ptz_configuration_element(camera)
+        assert current is not None
+        changed = _first_change(requested, current)
+        if changed is not None:
+            raise sender_fault("InvalidArgVal", "ConfigModify", reason=f"the PTZ configuration cannot be changed "
+                               f"(it follows the camera's motors): {changed} differs from GetConfiguration's")
+        return TPTZ("SetConfigurationResponse")
 
     # --- status and presets -----------------------------------------------------------------------
 
@@ -555,6 +581,46 @@ class PtzService:
         except (PtzError, CameraError) as exc:
             self._raise(camera, exc)
         return TPTZ("StopResponse")
+
+
+def _first_change(requested: _Element, current: _Element) -> str | None:
+    """The local name of the first element (or attribute) where ``requested`` differs from ``current``, compared as
+    values (``1`` is ``1.0``, ``PT10S`` is ``PT10.0S``); UseCount, which the relay counts, is not compared."""
+    wanted = [child for child in requested if isinstance(child.tag, str) and _local(child) != "UseCount"]
+    have = [child for child in current if isinstance(child.tag, str) and _local(child) != "UseCount"]
+    for index in range(max(len(wanted), len(have))):
+        if index >= len(wanted) or index >= len(have) or _local(wanted[index]) != _local(have[index]):
+            return _local((wanted if index < len(wanted) else have)[index])
+        mine, theirs = wanted[index], have[index]
+        attributes = ({_local_name(k): _as_value(v) for k, v in mine.attrib.items()},
+                      {_local_name(k): _as_value(v) for k, v in theirs.attrib.items()})
+        if attributes[0] != attributes[1] or (len(theirs) == 0 and _as_value(mine.text) != _as_value(theirs.text)):
+            return _local(mine)
+        inner = _first_change(mine, theirs)
+        if inner is not None:
+            return f"{_local(mine)}/{inner}"
+    return None
+
+
+def _local(element: _Element) -> str:
+    return _local_name(element.tag)
+
+
+def _local_name(name: Any) -> str:
+    return str(name).rsplit("}", 1)[-1]
+
+
+def _as_value(raw: str | bytes | None) -> object:
+    """Text as the value it writes: a number, a duration in seconds, else the text itself."""
+    text = (raw.decode() if isinstance(raw, bytes) else raw or "").strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return ("duration", parse_duration(text))
+    except ValueError:
+        return text
 
 
 def _text(body: _Element, local: str) -> str:

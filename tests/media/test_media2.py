@@ -263,3 +263,15 @@ def test_media1_profiles_appear_in_media2(harness: MediaHarness) -> None:
     assert tokens_of(profile, "tr2:Configurations/tr2:VideoEncoder") == ["aac.main.ve"]
     assert text(harness.call2("GetVideoEncoderConfigurations", TR2.ConfigurationToken("aac.main.ve")),
                 "tr2:Configurations/tt:UseCount") == "2"
+
+
+def test_the_ptz_configuration_counts_every_profile_holding_it(harness: MediaHarness) -> None:
+    """UseCount of the Swing's PTZ configuration counts user profiles too, in Media2 and Media1 alike."""
+    harness.call("CreateProfile", TRT.Name("pan"), TRT.Token("pan"))
+    harness.call("AddVideoSourceConfiguration", TRT.ProfileToken("pan"), TRT.ConfigurationToken("swing.vsc"))
+    harness.call("AddPTZConfiguration", TRT.ProfileToken("pan"), TRT.ConfigurationToken("swing.ptzc"))
+    for profile in harness.call2("GetProfiles", TR2.Type("PTZ")):
+        if profile.get("token") in ("swing.main", "swing.sub", "pan"):
+            assert text(profile, "tr2:Configurations/tr2:PTZ/tt:UseCount") == "3"
+    media1 = harness.call("GetProfile", TRT.ProfileToken("swing.main"))
+    assert text(media1, "trt:Profile/tt:PTZConfiguration/tt:UseCount") == "3"

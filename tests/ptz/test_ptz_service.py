@@ -77,6 +77,55 @@ def test_configurations_carry_what_home_assistant_and_frigate_need(relay: Relay)
         assert relay.call(request).subcodes == ["InvalidArgVal", "NoConfig"]
 
 
+def test_set_configuration_takes_the_configuration_as_it_is_and_refuses_changes(relay: Relay) -> None:
+    """SetConfiguration (which a PTZ device shall implement) answers a configuration that changes nothing, however
+    its numbers are written; a change (timeout, name) is Sender/InvalidArgVal/ConfigModify naming it; an unknown
+    token is NoConfig."""
+    import copy
+
+    current = relay.call(TPTZ("GetConfiguration", TPTZ("PTZConfigurationToken", "swing.ptzc"))).find(
+        "tptz:PTZConfiguration")
+
+    def set_configuration(change: str | None = None, value: str = "") -> object:
+        sent = copy.deepcopy(current)
+        sent.find(ns.q(ns.TT, "DefaultPTZTimeout")).text = "PT10.0S"
+        sent.find(f"{{{ns.TT}}}DefaultPTZSpeed/{{{ns.TT}}}PanTilt").set("x", "1.0")
+        if change == "token":
+            sent.set("token", value)
+        elif change is not None:
+            sent.find(ns.q(ns.TT, change)).text = value
+        return relay.call(TPTZ("SetConfiguration", sent, TPTZ("ForcePersistence", "true")))
+
+    answer = set_configuration()
+    assert answer.payload.tag == ns.q(ns.TPTZ, "SetConfigurationResponse")
+    schema.validate(answer.payload)
+    refused = set_configuration("DefaultPTZTimeout", "PT30S")
+    assert refused.subcodes == ["InvalidArgVal", "ConfigModify"]
+    assert "DefaultPTZTimeout differs" in refused.reason
+    assert set_configuration("Name", "renamed").subcodes == ["InvalidArgVal", "ConfigModify"]
+    assert set_configuration("token", "cam2.ptzc").subcodes == ["InvalidArgVal", "NoConfig"]
+
+
+def test_the_ptz_service_takes_use_count_from_the_media_profiles(relay: Relay) -> None:
+    """GetConfiguration(s) answer the UseCount the media model counts (user profiles too), when given one."""
+    from atomrelay.auth.policy import ANONYMOUS
+    from atomrelay.onvif.base import RequestContext
+    from atomrelay.onvif.ptz import PtzService
+
+    counted: list[str] = []
+
+    def use_count(token: str) -> int:
+        counted.append(token)
+        return 5
+
+    service = PtzService(relay.bench.clock, relay.cameras, relay.controllers, use_count=use_count)
+    body = TPTZ("GetConfiguration", TPTZ("PTZConfigurationToken", "swing.ptzc"))
+    answer = service.get_configuration(RequestContext(body, ANONYMOUS, "relay.test", "/onvif/ptz_service"))
+    assert answer.findtext(f"{{{ns.TPTZ}}}PTZConfiguration/{{{ns.TT}}}UseCount") == "5"
+    answer = service.get_configurations(RequestContext(TPTZ("GetConfigurations"), ANONYMOUS, "relay.test", "/"))
+    assert [c.findtext(ns.q(ns.TT, "UseCount")) for c in answer] == ["5"] and counted == ["swing.ptzc"] * 2
+
+
 def test_configuration_options(relay: Relay) -> None:
     """GetConfigurationOptions lists the FOV translation space (Frigate's FOV test) and the timeout range."""
     reply = relay.call(TPTZ("GetConfigurationOptions", TPTZ("ConfigurationToken", "swing.ptzc")))

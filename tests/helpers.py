@@ -74,6 +74,21 @@ def hold_writes(monkeypatch: Any, name: str) -> Any:
     return release
 
 
+def unreadable(monkeypatch: Any, path: Any) -> None:
+    """Make opening ``path`` fail with "Permission denied" (as a file of another owner would for the relay's user;
+    the tests may run as root, whom file modes do not stop), until ``monkeypatch.undo()``."""
+    from pathlib import Path
+
+    real_open = Path.open
+
+    def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+
+
 def child_env() -> dict[str, str]:
     """Environment for child processes: this venv first on PATH."""
     env = dict(os.environ)

@@ -24,7 +24,7 @@ from atomrelay.cli import build_parser
 from atomrelay.config import parse_config
 from atomrelay.sim.camera import SimulatedCamera, listen_camera
 from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
-from tests.helpers import GET_DATE, ROOT, VENV_BIN, child_env, free_port, poll
+from tests.helpers import GET_DATE, ROOT, VENV_BIN, child_env, free_port, poll, unreadable
 from tests.packaging.support import relay_settings, start_simulators, write_config
 
 pytestmark = pytest.mark.integration
@@ -236,14 +236,7 @@ def test_check_reads_the_state_dir_as_the_relay_would(tmp_path: Path, monkeypatc
     assert [row.status for row in check.state_rows(state)] == ["OK"]
     (state / "profiles.json").write_text("{oops")
     (state / "presets.json").write_text("{}")
-    real_open = Path.open
-
-    def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
-        if self.name == "presets.json":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_open(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", refuse)
+    unreadable(monkeypatch, state / "presets.json")
     rows = check.state_rows(state)
     monkeypatch.undo()
     assert [(row.status, row.subject) for row in rows] == [("FAIL", "state_dir"), ("WARN", "state_dir")]

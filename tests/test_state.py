@@ -18,7 +18,7 @@ from atomrelay.sim.mediamtx import FakeMediamtx, listen_mediamtx
 from atomrelay.state import ChangeRetired, StateError, StateStore
 from atomrelay.wiring import build_relay
 from atomrelay.xml import ns
-from tests.helpers import free_port, hold_writes, poll
+from tests.helpers import free_port, hold_writes, poll, unreadable
 from tests.test_reload import call, child, op
 
 
@@ -90,14 +90,7 @@ def test_a_file_that_cannot_be_read_is_never_overwritten(tmp_path: Path, monkeyp
     defaults serve, and every save of it fails saying what to fix, so the entries it holds are not replaced."""
     saved = tmp_path / "users.json"
     saved.write_text('{"nvr": {}, "ha": {}}')
-    real_open = Path.open
-
-    def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
-        if self == saved:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_open(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", refuse)
+    unreadable(monkeypatch, saved)
     store = StateStore(tmp_path)
     assert store.load("users", {}) == {}
     assert store.unreadable("users") == "Permission denied"
@@ -125,14 +118,7 @@ def test_an_identity_without_a_valid_uuid_is_moved_aside_and_an_unreadable_one_s
     (kept,) = tmp_path.glob("identity.json.corrupt-*")
     assert kept.read_text() == '{"uuid": "0b3c5e8e-1f7a-4c4e-9d61-8a2b7e3f4c5"}'
     assert json.loads(saved.read_text()) == {"uuid": str(identity.uuid)}
-    real_open = Path.open
-
-    def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
-        if self == saved:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_open(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", refuse)
+    unreadable(monkeypatch, saved)
     with pytest.raises(StateError, match="identity.json .Permission denied.: make it readable"):
         load_identity(StateStore(tmp_path))
     monkeypatch.undo()

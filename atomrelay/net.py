@@ -49,14 +49,19 @@ class ClosePools(Service):
     """Closes the pools' idle connections when stopped (else they stay open until the process exits, and a peer
     sees them go only when its own idle timeout ends them)."""
 
-    def __init__(self, pools: Iterable[HTTPConnectionPool]) -> None:
+    def __init__(self, clock: Any, pools: Iterable[HTTPConnectionPool], timeout: float = 2.0) -> None:
+        self.clock = clock
         self.pools = list(pools)
+        self.timeout = timeout
+        """Seconds a stop waits for the connections to close: a TLS peer that never answers close_notify, or one
+        that went away, must not hold the stop up."""
 
     def stopService(self) -> Deferred[None]:
-        """Stop, and fire once every pool's idle connections are closed."""
+        """Stop, and fire once every pool's idle connections are closed, or after ``timeout`` seconds."""
         cast(Any, Service).stopService(self)
         closed = gatherResults([cast(Any, pool).closeCachedConnections() for pool in self.pools], consumeErrors=True)
-        return closed.addCallback(lambda _: None)
+        closed.addTimeout(self.timeout, self.clock)
+        return closed.addBoth(lambda _: None)
 
 
 class BodyTooLarge(Exception):

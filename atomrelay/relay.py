@@ -158,7 +158,7 @@ class RelayService(MultiService):
             self._restart.cancel()
         stopped = cast(Deferred[None], cast(Any, MultiService).stopService(self))
         # What was answered before the stop (a Subscribe saved in the background) is on the disk before the exit.
-        return stopped.addCallback(lambda _: self.parts.store.idle())
+        return stopped.addCallback(lambda _: self.parts.store.flushed())
 
     def _on_sighup(self, signum: int, frame: Any) -> None:
         self.reactor.callFromThread(lambda: self.reload().addErrback(self.log_failure, "config reload"))
@@ -268,7 +268,7 @@ class RelayService(MultiService):
             await finished(listener.disownServiceParent())
         for device_id in [d for d in self.parts.subscriptions if d not in {p.device_id for p in new.plans}]:
             await finished(cast(Any, self.parts.subscriptions.pop(device_id)).disownServiceParent())
-        await self.parts.store.idle()  # what the old workers saved (the reconciler's paths) is read by the new
+        await self.parts.store.flushed()  # what the old workers saved (the reconciler's paths) is read by the new
         self.start_workers(new)
         if kept and discovery is not None:
             await discovery.update(new.targets)
@@ -293,7 +293,7 @@ class RelayService(MultiService):
                 return
             for svc in reversed([svc for svc in self if not isinstance(svc, Listener)]):
                 await finished(svc.stopService())
-            await self.parts.store.idle()  # the services read back what they saved (a Subscribe just answered)
+            await self.parts.store.flushed()  # the services read back what they saved (a Subscribe just answered)
             for svc in [svc for svc in self if not isinstance(svc, Listener)] if self.running else []:
                 if not svc.running:
                     svc.startService()

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, DeferredLock, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredLock, fail, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 Runner = Callable[[Callable[[], None]], "Deferred[None]"]
 """Runs a blocking function somewhere and fires with its result (``deferToThreadPool``)."""
+
+
+_LEFTOVER = re.compile(r"\.[A-Za-z0-9_-]+\.[A-Za-z0-9_]{8}\.tmp")
+"""The name of a temporary file ``write`` makes (``tempfile.mkstemp`` adds 8 random characters)."""
 
 
 class StateError(Exception):
@@ -45,6 +50,9 @@ class _Queue:
     busy: bool = False
     data: bytes | None = None
     waiting: list[Deferred[None]] = field(default_factory=list)
+    """Told the outcome of the next write (``data``)."""
+    writing: list[Deferred[None]] = field(default_factory=list)
+    """Told the outcome of the write on the disk now."""
 
 
 class StateStore:
@@ -169,6 +177,17 @@ class StateStore:
         written.addBoth(tell)
         return waiting
 
+    def flushed(self) -> Deferred[None]:
+        """Fires once every save made so far is on the disk, or has failed (saves made later are not waited for,
+        so a client that keeps saving cannot hold it up)."""
+        waiters: list[Deferred[None]] = []
+        for queue in self._queues.values():
+            waiter: Deferred[None] = Deferred()
+            (queue.waiting if queue.data is not None else queue.writing).append(waiter)
+            waiters.append(waiter)
+        done = gatherResults(waiters, consumeErrors=True)
+        return done.addCallbacks(lambda _: None, lambda _: None)
+
     def idle(self) -> Deferred[None]:
         """Fires once no write is waiting or on the disk (at once when none is)."""
         if not self._queues:
@@ -185,7 +204,7 @@ class StateStore:
 
     def pause_changes(self) -> Deferred[None]:
         """Before a config reload builds the next generation: fires once the changes already under way (holding or
-        waiting for a ``change_lock``) have ended and every write is on the disk.
+        waiting for a ``change_lock``) have ended and every save made until then is on the disk.
 
         Changes that ask for a lock from now on wait at the door until ``resume_changes``; every lock made before
         this call is retired then, unless the reload failed.
@@ -221,12 +240,19 @@ class StateStore:
         self._maybe_idle()
 
     def _maybe_idle(self) -> None:
+        if not self._changing and self._paused:
+            # The changes under way have ended (their writes with them); the saves made so far must be on the disk
+            # too, but not later ones (a client that keeps subscribing must not hold a reload up).
+            paused, self._paused = self._paused, []
+
+            def resume(_: object) -> None:
+                for waiter in paused:
+                    waiter.callback(None)
+
+            self.flushed().addCallback(resume)
         if self._queues:
             return
         waiters, self._idle = self._idle, []
-        if not self._changing:
-            waiters += self._paused
-            self._paused = []
         for waiter in waiters:
             waiter.callback(None)
 
@@ -241,7 +267,7 @@ class StateStore:
     def _write_next(self, name: str, queue: _Queue) -> None:
         data, waiting = queue.data, queue.waiting
         assert data is not None
-        queue.busy, queue.data, queue.waiting = True, None, []
+        queue.busy, queue.data, queue.waiting, queue.writing = True, None, [], waiting
 
         def finished(result: object) -> None:
             for caller in waiting:
@@ -286,11 +312,13 @@ class StateStore:
                 except OSError:
                     pass
 
-    def remove_leftovers(self) -> None:
-        """Remove the temporary files of writes a crash interrupted (they may hold passwords); call it before the
-        first save, and only from the process that owns the directory."""
+    def remove_leftovers(self, now: float, min_age: float = 60.0) -> None:
+        """Remove the temporary files of writes a crash interrupted (``write``'s ``.<document>.<random>.tmp``, at
+        least ``min_age`` seconds old, so that the write of a relay still running on this directory is left be);
+        call it before the first save."""
         try:
-            leftovers = list(self.directory.glob(".*.tmp"))
+            leftovers = [path for path in self.directory.glob(".*.tmp")
+                         if _LEFTOVER.fullmatch(path.name) and now - path.stat().st_mtime >= min_age]
         except OSError:
             return
         for leftover in leftovers:

@@ -11,6 +11,7 @@ from atomrelay import tls
 # Before the imports below load Twisted's networking: without pyOpenSSL (see atomrelay.tls).
 tls.import_twisted_without_tls()
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, cast
 from urllib.parse import urlsplit
@@ -341,7 +342,7 @@ def build_relay(
         pools.append(connection_pool(reactor, per_host=4))
         http_client = camera_http_client(reactor, pools[-1])
     store = StateStore(config.state_dir, run=lambda write: deferToThreadPool(reactor, reactor.getThreadPool(), write))
-    store.remove_leftovers()
+    store.remove_leftovers(time.time())
     try:
         identity = load_identity(store)
     except StateError as exc:
@@ -365,7 +366,7 @@ def build_relay(
         allow_password_text=config.onvif.allow_password_text,
     )
     relay = RelayService(reactor, parts, RelayBuilder(parts, access_log), config_path)
-    cast(Any, ClosePools(pools)).setServiceParent(relay)  # the first child: it stops last
+    cast(Any, ClosePools(reactor, pools)).setServiceParent(relay)  # the first child: it stops last
     cast(Any, parts.events).setServiceParent(relay)
     relay.install(build_generation(parts, config, relay))
     return relay

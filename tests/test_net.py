@@ -44,3 +44,31 @@ def test_ip_of_reads_addresses_not_names() -> None:
     assert ip_of("fe80::1%eth0") == ip_address("fe80::1")
     assert ip_of("192.0.2.7") == ip_address("192.0.2.7")
     assert ip_of("cam.local") is None and ip_of("3232255242") is None
+
+
+def test_closing_the_pools_waits_at_most_its_timeout() -> None:
+    """A pool whose connections never finish closing (a TLS peer ignoring close_notify, a host gone away) holds a
+    stop up for the timeout only; pools that close fire the stop at once."""
+    from twisted.internet.defer import Deferred, succeed
+    from twisted.internet.task import Clock
+
+    from atomrelay.net import ClosePools
+
+    class Pool:
+        def __init__(self, closed: Deferred[None]) -> None:
+            self.closed = closed
+
+        def closeCachedConnections(self) -> Deferred[None]:
+            return self.closed
+
+    clock = Clock()
+    prompt = ClosePools(clock, [Pool(succeed(None))])  # type: ignore[list-item]
+    prompt.startService()
+    assert prompt.stopService().called
+    stuck = ClosePools(clock, [Pool(succeed(None)), Pool(Deferred())], timeout=2.0)  # type: ignore[list-item]
+    stuck.startService()
+    stopped = stuck.stopService()
+    clock.advance(1.9)
+    assert not stopped.called
+    clock.advance(0.1)
+    assert stopped.called and stopped.result is None and not stuck.running

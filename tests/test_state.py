@@ -62,6 +62,29 @@ def test_saves_of_one_document_are_written_one_at_a_time_latest_winning(tmp_path
     assert not runner.pending
 
 
+def test_flushed_waits_for_the_saves_made_so_far_and_no_later_ones(tmp_path: Path) -> None:
+    """``flushed`` (a stop, a SystemReboot restart, a reload) fires once what was saved before it is on the disk,
+    however many saves follow: a client that keeps subscribing cannot hold it up, nor a paused reload."""
+    runner = ManualRunner()
+    store = StateStore(tmp_path, run=runner)
+    store.save("doc", {"n": 0})
+    store.save("doc", {"n": 1})
+    store.save("other", {"x": 1})
+    flushed = store.flushed()
+    paused = store.pause_changes()
+    runner.finish_one()  # doc 0 written; doc 1 is next
+    store.save("doc", {"n": 2})
+    runner.finish_one()  # other
+    assert not flushed.called and not paused.called
+    runner.finish_one()  # doc 1 written; doc 2 (saved after) is still on its way
+    assert flushed.called and paused.called and not store.idle().called
+    assert json.loads((tmp_path / "doc.json").read_text()) == {"n": 1}
+    store.resume_changes(retire=False)
+    assert store.flushed().called is False  # doc 2 is on its way
+    runner.finish_one()
+    assert store.flushed().called and store.idle().called
+
+
 def test_a_failed_write_fails_every_caller_waiting_for_it(tmp_path: Path) -> None:
     """A write that cannot happen (the directory is a file) fails its callers with StateError."""
     blocker = tmp_path / "file"
@@ -126,14 +149,22 @@ def test_an_identity_without_a_valid_uuid_is_moved_aside_and_an_unreadable_one_s
 
 
 def test_the_relay_removes_temporary_files_of_interrupted_writes(tmp_path: Path) -> None:
-    """A write killed between its temporary file and the rename leaves ``.<name>.<random>.tmp`` (users' passwords
-    in clear); the relay removes them when it is built, and keeps every other file."""
+    """A write killed between its temporary file and the rename leaves ``.<name>.<random>.tmp``; the relay removes
+    those older than a minute when it is built, and keeps every other file (a newer one may be a running relay's)."""
+    import os
+    import time
+
     state = tmp_path / "state"
     state.mkdir()
-    (state / ".users.k2j4h1.tmp").write_text('{"nvr": {"password": "secret"}}')
+    old = time.time() - 120
+    for name in (".users.k2j4h1ab.tmp", ".ptz-swing.x_9Kq2Zz.tmp", ".users.new12345.tmp", ".cache.tmp"):
+        (state / name).write_text('{"nvr": {"password": "secret"}}')
+        if name != ".users.new12345.tmp":  # one written a moment ago, by a relay still running here
+            os.utime(state / name, (old, old))
     (state / "users.json").write_text("{}")
     build_relay(relay_config(tmp_path, free_port(), free_port(), free_port()), reactor)
-    assert sorted(path.name for path in state.iterdir()) == ["identity.json", "users.json"]
+    assert sorted(path.name for path in state.iterdir()) == [
+        ".cache.tmp", ".users.new12345.tmp", "identity.json", "users.json"]
 
 
 def relay_config(tmp_path: Path, port: int, api_port: int, camera_port: int) -> Any:

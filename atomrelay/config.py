@@ -323,7 +323,7 @@ def _construct(node: ScalarNode) -> Any:
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node)
-    except (ValueError, KeyError, yaml.YAMLError):
+    except Exception:  # noqa: BLE001 - PyYAML raises ValueError, KeyError, IndexError, YAMLError... for such scalars
         return None
 
 

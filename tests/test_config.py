@@ -91,6 +91,8 @@ def test_durations() -> None:
         ("onvif:\n  port: 0x_\n  users: [{username: a, password: b}]\n", "onvif.port: '0x_' is not an integer (line 2)"),
         ("onvif:\n  http_basic: !!bool maybe\n  users: [{username: a, password: b}]\n",
          "onvif.http_basic: 'maybe' is not true or false (line 2)"),
+        ("onvif:\n  port: !!int _\n  users: [{username: a, password: b}]\n", "onvif.port: '_' is not an integer (line 2)"),
+        ("onvif:\n  port: !!int ''\n  users: [{username: a, password: b}]\n", "onvif.port: '' is not an integer (line 2)"),
     ],
 )
 def test_onvif_errors(extra: str, expected: str) -> None:
@@ -127,6 +129,8 @@ def test_missing_users_section() -> None:
         ("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    fov: [!custom 60, 40]\n",
          "cameras[0].fov: must be [horizontal, vertical] degrees, each 1..360 (line 7)"),
         ("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    fov: [!!float x, 40]\n",
+         "cameras[0].fov: must be [horizontal, vertical] degrees"),
+        ("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    fov: [!!float '', 40]\n",
          "cameras[0].fov: must be [horizontal, vertical] degrees"),
         ("    host: 192.0.2.10\n", "    host: 192.0.2.10\n    http_port: 0\n", "cameras[0].http_port: 0 is out of range 1..65535"),
         ("        rtsp_path: video0_unicast\n", "        rtsp_path: video0_unicast\n        audio: loud\n",

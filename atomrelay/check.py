@@ -71,9 +71,18 @@ def state_rows(state_dir: Path) -> list[CheckResult]:
     """Whether the user running ``check`` (run it as the service user) can keep the relay's state in ``state_dir``
     and read every saved document there; nothing is created or changed."""
     import getpass
-    import json
 
     user = getpass.getuser()
+    try:
+        return _state_rows(state_dir, user)
+    except OSError as exc:  # a parent the user may not enter (/var/lib/atomrelay is 0700)
+        return [CheckResult("FAIL", "state_dir", f"{user} cannot reach {state_dir} ({exc.strerror or exc}): run "
+                                                 f"check as the relay's user (sudo -u <user> atomrelay check)")]
+
+
+def _state_rows(state_dir: Path, user: str) -> list[CheckResult]:
+    import json
+
     if not state_dir.exists():
         parent = next((p for p in state_dir.parents if p.exists()), None)
         if parent is None or not os.access(parent, os.W_OK | os.X_OK):

@@ -249,6 +249,14 @@ def test_check_reads_the_state_dir_as_the_relay_would(tmp_path: Path, monkeypatc
     (row,) = check.state_rows(blocker)
     assert row.status == "FAIL" and "make it a directory owned by the relay's user" in row.detail
 
+    def no_entry(self: Path) -> bool:  # a parent the user may not enter: stat fails (root is never stopped)
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "exists", no_entry)
+    (row,) = check.state_rows(state)
+    monkeypatch.undo()
+    assert row.status == "FAIL" and "cannot reach" in row.detail and "run check as the relay's user" in row.detail
+
 
 @pytest_twisted.ensureDeferred
 async def test_twistd_plugin_starts_registers_and_stops(tmp_path: Path) -> None:

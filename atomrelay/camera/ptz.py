@@ -43,6 +43,7 @@ Presets and the home position are saved per camera in ``state_dir``
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -433,7 +434,7 @@ class PtzController:
         # that names a preset already.
         prefix = preset_token(self.camera.id, 0)[:-1]
         used = [int(p.token[len(prefix):]) for p in presets
-                if p.token.startswith(prefix) and p.token[len(prefix):].isdigit()]
+                if p.token.startswith(prefix) and re.fullmatch("[0-9]{1,9}", p.token[len(prefix):])]
         self._next_number = max([number if isinstance(number, int) and number > 0 else 1, *(n + 1 for n in used)])
         self._presets = presets
 

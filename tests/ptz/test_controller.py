@@ -199,11 +199,14 @@ def test_a_saved_file_without_a_usable_next_number_never_reuses_a_token(tmp_path
     if next_number is not None:
         saved["next"] = next_number
     (tmp_path / "ptz-swing.json").write_text(json.dumps(saved))
+    saved["presets"] += [{"token": "swing.preset²", "name": "Odd", "pan": 0.0, "tilt": 0.0},
+                         {"token": "swing.preset" + "9" * 5000, "name": "Long", "pan": 0.0, "tilt": 0.0}]
+    (tmp_path / "ptz-swing.json").write_text(json.dumps(saved))
     bench, _, ptz = rig(tmp_path)
     token = bench.wait(ptz.set_preset(name="Gate"))
     assert token == "swing.preset4"
-    assert [(p.token, p.name) for p in ptz.presets()] == [
-        ("swing.preset1", "Door"), ("swing.preset3", "Garden"), ("swing.preset4", "Gate")]
+    assert [(p.token, p.name) for p in ptz.presets()][-1] == ("swing.preset4", "Gate")
+    assert [p.token for p in ptz.presets()][:2] == ["swing.preset1", "swing.preset3"]
 
 
 def test_goto_preset_and_home(tmp_path: Path) -> None:

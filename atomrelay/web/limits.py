@@ -361,8 +361,9 @@ class GuardedSite(Site):
         """A guarded channel, or a 503 refusal when a connection cap is reached."""
         host = str(getattr(addr, "host", "") or "")
         source = source_network(host)
-        if not self.limits.admit(source, address_key(host)):
-            self.limits.note_refusal(self.seconds(), host, source)
+        address = address_key(host)
+        if not self.limits.admit(source, address):
+            self.limits.note_refusal(self.seconds(), address, source)
             refusal = _Refusal()
             refusal.factory = cast(Any, self)
             return refusal

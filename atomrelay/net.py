@@ -57,11 +57,21 @@ class ClosePools(Service):
         that went away, must not hold the stop up."""
 
     def stopService(self) -> Deferred[None]:
-        """Stop, and fire once every pool's idle connections are closed, or after ``timeout`` seconds."""
+        """Stop, and fire once every pool's idle connections are closed, or after ``timeout`` seconds (the closing
+        goes on; nothing is cancelled, which would leave Twisted's own Deferreds with unhandled errors)."""
         cast(Any, Service).stopService(self)
         closed = gatherResults([cast(Any, pool).closeCachedConnections() for pool in self.pools], consumeErrors=True)
-        closed.addTimeout(self.timeout, self.clock)
-        return closed.addBoth(lambda _: None)
+        stopped: Deferred[None] = Deferred()
+
+        def done(_: object = None) -> None:
+            if timer.active():
+                timer.cancel()
+            if not stopped.called:
+                stopped.callback(None)
+
+        timer = self.clock.callLater(self.timeout, done)
+        closed.addBoth(done)
+        return stopped
 
 
 class BodyTooLarge(Exception):

@@ -19,6 +19,7 @@ from twisted.web.resource import Resource
 
 from atomrelay.config import Config, ConfigError, load_config
 from atomrelay.mediamtx.reconciler import Reconciler
+from atomrelay.net import ClosePools
 from atomrelay.onvif.server import OnvifResource
 
 if TYPE_CHECKING:
@@ -285,16 +286,16 @@ class RelayService(MultiService):
         self._restart = self.reactor.callLater(delay, restart)
 
     def restart_workers(self) -> Deferred[None]:
-        """Stop every child except the listeners, then start the children of that moment, if the relay still runs
-        (a reload may have replaced the generation meanwhile)."""
+        """Stop every child except the listeners and the HTTP client pools, then start the children of that
+        moment, if the relay still runs (a reload may have replaced the generation meanwhile)."""
 
         async def restart() -> None:
             if not self.running:
                 return
-            for svc in reversed([svc for svc in self if not isinstance(svc, Listener)]):
+            for svc in reversed([svc for svc in self if not isinstance(svc, (Listener, ClosePools))]):
                 await finished(svc.stopService())
             await self.parts.store.flushed()  # the services read back what they saved (a Subscribe just answered)
-            for svc in [svc for svc in self if not isinstance(svc, Listener)] if self.running else []:
+            for svc in [svc for svc in self if not isinstance(svc, (Listener, ClosePools))] if self.running else []:
                 if not svc.running:
                     svc.startService()
 

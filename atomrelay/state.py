@@ -185,8 +185,9 @@ class StateStore:
             waiter: Deferred[None] = Deferred()
             (queue.waiting if queue.data is not None else queue.writing).append(waiter)
             waiters.append(waiter)
-        done = gatherResults(waiters, consumeErrors=True)
-        return done.addCallbacks(lambda _: None, lambda _: None)
+        for waiter in waiters:  # a failed write is its saver's to report; the others are still waited for
+            waiter.addErrback(lambda _: None)
+        return gatherResults(waiters).addCallback(lambda _: None)
 
     def idle(self) -> Deferred[None]:
         """Fires once no write is waiting or on the disk (at once when none is)."""
@@ -317,12 +318,13 @@ class StateStore:
         least ``min_age`` seconds old, so that the write of a relay still running on this directory is left be);
         call it before the first save."""
         try:
-            leftovers = [path for path in self.directory.glob(".*.tmp")
-                         if _LEFTOVER.fullmatch(path.name) and now - path.stat().st_mtime >= min_age]
+            candidates = [path for path in self.directory.glob(".*.tmp") if _LEFTOVER.fullmatch(path.name)]
         except OSError:
             return
-        for leftover in leftovers:
+        for leftover in candidates:
             try:
+                if now - leftover.stat().st_mtime < min_age:
+                    continue
                 leftover.unlink()
             except OSError as exc:
                 self.log.warn("cannot remove {path}, left by an interrupted write: {error}", path=str(leftover),

@@ -65,10 +65,14 @@ def test_closing_the_pools_waits_at_most_its_timeout() -> None:
     prompt = ClosePools(clock, [Pool(succeed(None))])  # type: ignore[list-item]
     prompt.startService()
     assert prompt.stopService().called
-    stuck = ClosePools(clock, [Pool(succeed(None)), Pool(Deferred())], timeout=2.0)  # type: ignore[list-item]
+    closing: Deferred[None] = Deferred()
+    stuck = ClosePools(clock, [Pool(succeed(None)), Pool(closing)], timeout=2.0)  # type: ignore[list-item]
     stuck.startService()
     stopped = stuck.stopService()
     clock.advance(1.9)
     assert not stopped.called
     clock.advance(0.1)
     assert stopped.called and stopped.result is None and not stuck.running
+    assert not closing.called  # not cancelled: Twisted's own Deferreds behind it would log unhandled errors
+    closing.callback(None)
+    assert not clock.getDelayedCalls()

@@ -499,6 +499,7 @@ async def test_system_reboot_restarts_the_workers_once_and_never_after_a_stop(
     """SystemReboot restarts the workers a second after its answer; one asked while a restart is under way joins it;
     stopping the relay within the second cancels the pending restart (the workers of a stopped relay stay stopped)."""
     from atomrelay.config import load_config
+    from atomrelay.net import ClosePools
     from atomrelay.wiring import build_relay
 
     def restart_pending() -> bool:
@@ -522,6 +523,10 @@ async def test_system_reboot_restarts_the_workers_once_and_never_after_a_stop(
             stops.append(clock.seconds())
             return held if len(stops) == 1 else None
 
+        (pools,) = [svc for svc in relay if isinstance(svc, ClosePools)]
+        pool_stops: list[float] = []
+        real_pools_stop = pools.stopService
+        monkeypatch.setattr(pools, "stopService", lambda: (pool_stops.append(clock.seconds()), real_pools_stop())[1])
         monkeypatch.setattr(workers, "startService", lambda: (starts.append(clock.seconds()), real_start())[1])
         monkeypatch.setattr(workers, "stopService", slow_stop)
         url = f"http://127.0.0.1:{onvif_port}/onvif/device_service"
@@ -535,6 +540,7 @@ async def test_system_reboot_restarts_the_workers_once_and_never_after_a_stop(
         await poll(lambda: starts == [1.0] and bool(workers.running), timeout=10, what="the workers to restart")
         clock.advance(5.0)
         assert starts == [1.0] and stops == [1.0]
+        assert pool_stops == []  # the pools outlive a restart: closing them has nothing to do with it
         code, _ = await call(url, op(ns.TDS, "SystemReboot"))
         assert code == 200 and restart_pending()
     finally:

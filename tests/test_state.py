@@ -85,6 +85,22 @@ def test_flushed_waits_for_the_saves_made_so_far_and_no_later_ones(tmp_path: Pat
     assert store.flushed().called and store.idle().called
 
 
+def test_flushed_still_waits_for_the_other_saves_when_one_write_fails(tmp_path: Path) -> None:
+    """One document that cannot be written (its path is a directory) fails its own save only: ``flushed`` and a
+    paused reload still wait for the other documents' saves."""
+    (tmp_path / "bad.json").mkdir()
+    runner = ManualRunner()
+    store = StateStore(tmp_path, run=runner)
+    failures: list[Failure] = []
+    store.save("bad", {"x": 1}).addErrback(failures.append)
+    store.save("good", {"y": 1})
+    flushed, paused = store.flushed(), store.pause_changes()
+    runner.finish_one()  # bad fails
+    assert len(failures) == 1 and not flushed.called and not paused.called
+    runner.finish_one()
+    assert flushed.called and paused.called and json.loads((tmp_path / "good.json").read_text()) == {"y": 1}
+
+
 def test_a_failed_write_fails_every_caller_waiting_for_it(tmp_path: Path) -> None:
     """A write that cannot happen (the directory is a file) fails its callers with StateError."""
     blocker = tmp_path / "file"
@@ -161,10 +177,11 @@ def test_the_relay_removes_temporary_files_of_interrupted_writes(tmp_path: Path)
         (state / name).write_text('{"nvr": {"password": "secret"}}')
         if name != ".users.new12345.tmp":  # one written a moment ago, by a relay still running here
             os.utime(state / name, (old, old))
+    (state / ".profiles.gone1234.tmp").symlink_to(state / "nowhere")  # renamed away between listing and stat
     (state / "users.json").write_text("{}")
     build_relay(relay_config(tmp_path, free_port(), free_port(), free_port()), reactor)
     assert sorted(path.name for path in state.iterdir()) == [
-        ".cache.tmp", ".users.new12345.tmp", "identity.json", "users.json"]
+        ".cache.tmp", ".profiles.gone1234.tmp", ".users.new12345.tmp", "identity.json", "users.json"]
 
 
 def relay_config(tmp_path: Path, port: int, api_port: int, camera_port: int) -> Any:

@@ -20,8 +20,9 @@ refused, one beyond an hour is granted an hour. A PullMessages Timeout beyond te
 minutes is refused with a ``PullMessagesFaultResponse`` naming both limits; a MessageLimit
 beyond the queue bound returns at most the queue bound. The WS-BaseNotification faults carry
 their fault element (``wsrf-r:ResourceUnknownFault``, ``wsnt:UnacceptableTerminationTimeFault``
-with the minimum and maximum times, ...) with its Timestamp in the Detail. ``tev:SubscriptionPolicy`` (ChangedOnly) and MessageContent filters are
-ignored (WSSubscriptionPolicySupport is false; GetEventProperties lists no
+with the minimum and maximum times, ...) with its Timestamp in the Detail.
+``tev:SubscriptionPolicy`` (ChangedOnly) and MessageContent filters are ignored
+(WSSubscriptionPolicySupport is false; GetEventProperties lists no
 MessageContentFilterDialect).
 """
 
@@ -82,14 +83,6 @@ def _ws_fault(subcode: str, reason: str, fault: str, now: float, *more: _Element
     timestamp.text = xs_datetime(now)
     detail.extend(more)
     return SoapFault("Receiver", ("InvalidArgVal", subcode), reason, detail=detail)
-
-
-def _unknown(subscription: str, now: float) -> SoapFault:
-    return _ws_fault(
-        "ResourceUnknown",
-        f"Argument Value Invalid: no subscription at {subscription} (never created, ended or expired)",
-        ns.q(ns.WSRF_R, "ResourceUnknownFault"), now,
-    )
 
 
 def _creation_failed(reason: str, now: float) -> SoapFault:
@@ -207,7 +200,7 @@ class EventsService:
 
     def pull_messages(self, ctx: RequestContext) -> Deferred[_Element]:
         """PullMessages: queued messages now, else wait (without blocking) for the first or the Timeout."""
-        subscription_id = _subscription_id(ctx, self._clock.seconds())
+        subscription_id = self._subscription_id(ctx)
         timeout_text = _required(ctx.body, "Timeout")
         limit_text = _required(ctx.body, "MessageLimit")
         try:
@@ -230,7 +223,7 @@ class EventsService:
         try:
             waiting = self._subscriptions.pull(subscription_id, timeout, limit)
         except UnknownSubscription:
-            raise _unknown(ctx.service_path, self._clock.seconds()) from None
+            raise self._unknown(ctx) from None
         except PullInProgress:
             raise receiver_fault(
                 "Action", "UnableToGetMessages", reason="Action Failed: a PullMessages is already waiting on this pull point"
@@ -253,15 +246,15 @@ class EventsService:
     def set_synchronization_point(self, ctx: RequestContext) -> _Element:
         """SetSynchronizationPoint: every current property again, as Initialized."""
         try:
-            self._subscriptions.synchronize(_subscription_id(ctx, self._clock.seconds()))
+            self._subscriptions.synchronize(self._subscription_id(ctx))
         except UnknownSubscription:
-            raise _unknown(ctx.service_path, self._clock.seconds()) from None
+            raise self._unknown(ctx) from None
         return TEV("SetSynchronizationPointResponse")
 
     def renew(self, ctx: RequestContext) -> _Element:
         """Renew: a new termination time for a pull point or push subscription."""
-        subscription_id = _subscription_id(ctx, self._clock.seconds())
         now = self._clock.seconds()
+        subscription_id = self._subscription_id(ctx)
         requested = _child(ctx.body, "TerminationTime")
         if requested is None:
             raise _unacceptable_time("UnacceptableTerminationTime", "Renew needs TerminationTime", now)
@@ -269,7 +262,7 @@ class EventsService:
         try:
             sub = self._subscriptions.renew(subscription_id, termination)
         except UnknownSubscription:
-            raise _unknown(ctx.service_path, self._clock.seconds()) from None
+            raise self._unknown(ctx) from None
         return WSNT(
             "RenewResponse",
             WSNT("TerminationTime", xs_datetime(sub.termination)),
@@ -279,12 +272,26 @@ class EventsService:
     def unsubscribe(self, ctx: RequestContext) -> _Element:
         """Unsubscribe: end the subscription now."""
         try:
-            self._subscriptions.unsubscribe(_subscription_id(ctx, self._clock.seconds()))
+            self._subscriptions.unsubscribe(self._subscription_id(ctx))
         except UnknownSubscription:
-            raise _unknown(ctx.service_path, self._clock.seconds()) from None
+            raise self._unknown(ctx) from None
         return WSNT("UnsubscribeResponse")
 
     # --- helpers -----------------------------------------------------------------------------
+
+    def _subscription_id(self, ctx: RequestContext) -> str:
+        """The subscription a manager operation was posted to, from the request path."""
+        if not ctx.service_path.startswith(SUBSCRIPTION_PATH):
+            raise self._unknown(ctx)
+        return ctx.service_path[len(SUBSCRIPTION_PATH) :].strip("/")
+
+    def _unknown(self, ctx: RequestContext) -> SoapFault:
+        """The fault for a manager operation posted to no live subscription."""
+        return _ws_fault(
+            "ResourceUnknown",
+            f"Argument Value Invalid: no subscription at {ctx.service_path} (never created, ended or expired)",
+            ns.q(ns.WSRF_R, "ResourceUnknownFault"), self._clock.seconds(),
+        )
 
     def _termination(self, element: _Element | None, now: float, subcode: str) -> float:
         """The termination time a request asks for, clamped to MAX_TERMINATION (absent: the default)."""
@@ -369,13 +376,6 @@ def _filters(element: _Element | None) -> tuple[TopicFilter, ...]:
         except FilterError as exc:
             raise receiver_fault("InvalidArgVal", "InvalidFilter", reason=f"Argument Value Invalid: {exc}") from None
     return tuple(filters)
-
-
-def _subscription_id(ctx: RequestContext, now: float) -> str:
-    """The subscription a manager operation was posted to, from the request path."""
-    if not ctx.service_path.startswith(SUBSCRIPTION_PATH):
-        raise _unknown(ctx.service_path, now)
-    return ctx.service_path[len(SUBSCRIPTION_PATH) :].strip("/")
 
 
 def _address_prefix(ctx: RequestContext) -> str:

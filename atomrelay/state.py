@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, DeferredLock, fail, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredLock, fail, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -68,7 +68,6 @@ class StateStore:
         self.directory = directory
         self._run = run
         self._queues: dict[str, _Queue] = {}
-        self._idle: list[Deferred[None]] = []
         self._changing = 0
         """Changes holding or waiting for a ``change_lock``."""
         self._epoch = 0
@@ -189,14 +188,6 @@ class StateStore:
             waiter.addErrback(lambda _: None)
         return gatherResults(waiters).addCallback(lambda _: None)
 
-    def idle(self) -> Deferred[None]:
-        """Fires once no write is waiting or on the disk (at once when none is)."""
-        if not self._queues:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._idle.append(waiter)
-        return waiter
-
     def change_lock(self) -> ChangeLock:
         """A lock for one kind of change (``async with lock:``) that ``pause_changes`` knows of: a change that reads
         something first (a camera's position) and then commits is never half done when a config reload builds the
@@ -216,7 +207,7 @@ class StateStore:
         self._epoch += 1
         waiter: Deferred[None] = Deferred()
         self._paused.append(waiter)
-        self._maybe_idle()
+        self._maybe_paused()
         return waiter
 
     def resume_changes(self, retire: bool) -> None:
@@ -238,24 +229,21 @@ class StateStore:
 
     def _change_ended(self) -> None:
         self._changing -= 1
-        self._maybe_idle()
+        self._maybe_paused()
 
-    def _maybe_idle(self) -> None:
-        if not self._changing and self._paused:
-            # The changes under way have ended (their writes with them); the saves made so far must be on the disk
-            # too, but not later ones (a client that keeps subscribing must not hold a reload up).
-            paused, self._paused = self._paused, []
-
-            def resume(_: object) -> None:
-                for waiter in paused:
-                    waiter.callback(None)
-
-            self.flushed().addCallback(resume)
-        if self._queues:
+    def _maybe_paused(self) -> None:
+        """Fire ``pause_changes``' waiters once no change is under way (their writes are done with them) and the
+        saves made so far are on the disk, but not later ones (a client that keeps subscribing must not hold a
+        reload up)."""
+        if self._changing or not self._paused:
             return
-        waiters, self._idle = self._idle, []
-        for waiter in waiters:
-            waiter.callback(None)
+        paused, self._paused = self._paused, []
+
+        def resume(_: object) -> None:
+            for waiter in paused:
+                waiter.callback(None)
+
+        self.flushed().addCallback(resume)
 
     def save_in_background(self, name: str, document: Any, what: str) -> None:
         """Save ``document`` for a caller that does not wait: a failure is logged as "cannot save ``what``"."""
@@ -281,7 +269,6 @@ class StateStore:
             else:
                 queue.busy = False
                 del self._queues[name]
-                self._maybe_idle()
 
         self._run(lambda: self.write(name, data)).addBoth(finished)
 

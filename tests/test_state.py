@@ -77,12 +77,12 @@ def test_flushed_waits_for_the_saves_made_so_far_and_no_later_ones(tmp_path: Pat
     runner.finish_one()  # other
     assert not flushed.called and not paused.called
     runner.finish_one()  # doc 1 written; doc 2 (saved after) is still on its way
-    assert flushed.called and paused.called and not store.idle().called
+    assert flushed.called and paused.called and not store.flushed().called
     assert json.loads((tmp_path / "doc.json").read_text()) == {"n": 1}
     store.resume_changes(retire=False)
     assert store.flushed().called is False  # doc 2 is on its way
     runner.finish_one()
-    assert store.flushed().called and store.idle().called
+    assert store.flushed().called
 
 
 def test_flushed_still_waits_for_the_other_saves_when_one_write_fails(tmp_path: Path) -> None:
@@ -319,7 +319,7 @@ def test_pause_changes_waits_for_changes_under_way_and_holds_new_ones_at_the_doo
     done = Deferred.fromCoroutine(change(fresh, 5))
     runner.finish_one()
     assert done.called and json.loads((tmp_path / "doc.json").read_text()) == {"n": 5}
-    assert store.idle().called
+    assert store.flushed().called
 
 
 def test_a_reload_that_failed_leaves_the_running_generations_locks_working(tmp_path: Path) -> None:

@@ -289,13 +289,16 @@ class RelayService(MultiService):
         """Stop every child except the listeners and the HTTP client pools, then start the children of that
         moment, if the relay still runs (a reload may have replaced the generation meanwhile)."""
 
+        def restartable() -> list[Any]:
+            return [svc for svc in self if not isinstance(svc, (Listener, ClosePools))]
+
         async def restart() -> None:
             if not self.running:
                 return
-            for svc in reversed([svc for svc in self if not isinstance(svc, (Listener, ClosePools))]):
+            for svc in reversed(restartable()):
                 await finished(svc.stopService())
             await self.parts.store.flushed()  # the services read back what they saved (a Subscribe just answered)
-            for svc in [svc for svc in self if not isinstance(svc, (Listener, ClosePools))] if self.running else []:
+            for svc in restartable() if self.running else []:
                 if not svc.running:
                     svc.startService()
 

@@ -448,8 +448,9 @@ async def camera_rows(reactor: Any, http: Any, config: Config, camera: CameraCon
         protocol.transport.loseConnection()
         rows.append(CheckResult("OK", f"{subject} rtsp", f"{camera.host}:{camera.rtsp_port} accepts connections"))
     except Exception as exc:  # noqa: BLE001 - any connection failure is the answer
-        rows.append(CheckResult("FAIL", f"{subject} rtsp", f"{camera.host}:{camera.rtsp_port}: {exc}; turn RTSP on "
-                                                          f"in the camera's atomcam_tools page, or fix {key}.rtsp_port"))
+        rows.append(CheckResult("FAIL", f"{subject} rtsp", f"{camera.host}:{camera.rtsp_port}: {exc}; turn RTSP "
+                                                          f"on in the camera's atomcam_tools page, or fix "
+                                                          f"{key}.rtsp_port"))
     if camera.webhook_token is None:
         rows.append(CheckResult("WARN", f"{subject} webhook",
                                 f"no webhook_token: motion events off; e.g. webhook_token: {secrets.token_urlsafe(18)}"))

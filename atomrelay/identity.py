@@ -63,9 +63,9 @@ def load_identity(store: StateStore) -> Identity:
             return Identity(uuid.UUID(str(saved["uuid"])))
         except (KeyError, ValueError, TypeError):
             store.set_aside("identity", "it holds no valid uuid")
-            if store.unreadable("identity") is not None:
-                raise StateError(f"cannot move {store.directory / 'identity.json'} aside: "
-                                 f"{store.unreadable('identity')}") from None
+            unmovable = store.unreadable("identity")
+            if unmovable is not None:
+                raise StateError(f"cannot move {store.directory / 'identity.json'} aside: {unmovable}") from None
     identity = Identity(uuid.uuid4())
     store.write("identity", store.encode({"uuid": str(identity.uuid)}))
     return identity

@@ -336,8 +336,8 @@ def build_relay(
     """
     from twisted.internet.threads import deferToThreadPool
 
-    pools = [connection_pool(reactor, per_host=2)]
-    notify_pool = pools[0]
+    notify_pool = connection_pool(reactor, per_host=2)
+    pools = [notify_pool]
     if http_client is None:
         pools.append(connection_pool(reactor, per_host=4))
         http_client = camera_http_client(reactor, pools[-1])
@@ -346,7 +346,8 @@ def build_relay(
     try:
         identity = load_identity(store)
     except StateError as exc:
-        raise ConfigError(f"state_dir: {exc} (the relay's user must be able to read and write {config.state_dir})") from None
+        raise ConfigError(
+            f"state_dir: {exc} (the relay's user must be able to read and write {config.state_dir})") from None
     metrics = Registry()
     events = EventHub(reactor, config.cameras, config.events.motion_timeout, metrics)
     parts = Persistent(

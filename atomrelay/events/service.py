@@ -215,9 +215,10 @@ class EventsService:
             raise sender_fault("InvalidArgVal", reason="Argument Value Invalid: Timeout must not be negative, MessageLimit at least 1")
         if timeout > MAX_PULL_TIMEOUT:
             # Core PullMessages: a Timeout over the device's limit gets PullMessagesFaultResponse with both limits.
+            longest = format_duration(MAX_PULL_TIMEOUT)
             raise SoapFault("Receiver", ("InvalidArgVal",), f"Argument Value Invalid: Timeout {timeout_text[:40]} is "
-                            f"over the longest this device waits, {format_duration(MAX_PULL_TIMEOUT)}",
-                            detail=TEV("PullMessagesFaultResponse", TEV("MaxTimeout", format_duration(MAX_PULL_TIMEOUT)),
+                            f"over the longest this device waits, {longest}",
+                            detail=TEV("PullMessagesFaultResponse", TEV("MaxTimeout", longest),
                                        TEV("MaxMessageLimit", str(self._subscriptions.queue_limit))))
         limit = min(limit, self._subscriptions.queue_limit)
         try:

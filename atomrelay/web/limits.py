@@ -342,7 +342,8 @@ class GuardedSite(Site):
         self.access_log = access_log
         self.request_timeout = request_timeout
         self.first_byte_timeout = first_byte_timeout
-        self.limits = limits if limits is not None else ConnectionLimits(max_connections, max_per_source, max_per_address)
+        self.limits = limits if limits is not None else ConnectionLimits(
+            max_connections, max_per_source, max_per_address)
         self.tick = min(1.0, request_timeout / 4, first_byte_timeout / 4, idle_timeout / 4)
         """Seconds between two sweeps over the open connections."""
         self._channels: set[GuardedChannel] = set()

@@ -81,6 +81,22 @@ def child(namespace: str, name: str, text: str) -> etree._Element:
     return element
 
 
+async def subscribe(port: int) -> str:
+    """A pull point on the relay at ``port``: its address."""
+    code, answer = await call(f"http://127.0.0.1:{port}/onvif/events_service", op(
+        ns.TEV, "CreatePullPointSubscription", child(ns.TEV, "InitialTerminationTime", "PT600S")))
+    assert code == 200, etree.tostring(answer)
+    address = answer.findtext(f".//{{{ns.TEV}}}SubscriptionReference/{{{ns.WSA}}}Address")
+    assert address
+    return address
+
+
+def saved_subscriptions(path: Path) -> list[str]:
+    """The addresses of the subscriptions saved in ``path``'s state directory."""
+    saved = json.loads((path.parent / "state" / "event_subscriptions.json").read_text())
+    return [entry["address"] for entry in saved["subscriptions"]]
+
+
 @pytest_twisted.ensureDeferred
 async def test_sighup_applies_good_config_keeps_subscriptions_and_refuses_bad(tmp_path: Path) -> None:
     """A good SIGHUP adds the new camera's path and profile without dropping the port or a pull-point
@@ -96,11 +112,7 @@ async def test_sighup_applies_good_config_keeps_subscriptions_and_refuses_bad(tm
     base = f"http://127.0.0.1:{onvif_port}/onvif"
     try:
         await poll(lambda: "living/main" in fake.paths, timeout=30, what="first path registered")
-        code, answer = await call(f"{base}/events_service", op(ns.TEV, "CreatePullPointSubscription",
-                                                                child(ns.TEV, "InitialTerminationTime", "PT600S")))
-        assert code == 200, etree.tostring(answer)
-        address = answer.findtext(f".//{{{ns.TEV}}}SubscriptionReference/{{{ns.WSA}}}Address")
-        assert address
+        address = await subscribe(onvif_port)
 
         write_config(cfg, api.getHost().port, onvif_port,
                      [("living", cam1.getHost().port), ("porch", cam2.getHost().port)])
@@ -623,22 +635,6 @@ async def test_stopping_the_relay_closes_its_idle_connections_to_mediamtx_and_th
     finally:
         for port in ports:
             await port.stopListening()
-
-
-async def subscribe(port: int) -> str:
-    """A pull point on the relay at ``port``: its address."""
-    code, answer = await call(f"http://127.0.0.1:{port}/onvif/events_service", op(
-        ns.TEV, "CreatePullPointSubscription", child(ns.TEV, "InitialTerminationTime", "PT600S")))
-    assert code == 200, etree.tostring(answer)
-    address = answer.findtext(f".//{{{ns.TEV}}}SubscriptionReference/{{{ns.WSA}}}Address")
-    assert address
-    return address
-
-
-def saved_subscriptions(path: Path) -> list[str]:
-    """The addresses of the subscriptions saved in ``path``'s state directory."""
-    saved = json.loads((path.parent / "state" / "event_subscriptions.json").read_text())
-    return [entry["address"] for entry in saved["subscriptions"]]
 
 
 @pytest_twisted.ensureDeferred
